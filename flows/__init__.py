@@ -1,0 +1,1 @@
+"""Prefect flows: wiring of the stage functions in `tasks/`, no stage logic."""

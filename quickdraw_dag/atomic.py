@@ -1,0 +1,72 @@
+"""Atomic outputs: write under a temporary name, then rename.
+
+A crash or a kill never leaves a half-written file (or directory) at an
+output path: readers see the old complete version or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _temporary_sibling(path: Path, suffix: str = "") -> Path:
+    # Same directory, so the final os.replace never crosses file systems.
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path, path.suffix)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    """Deterministic JSON (sorted keys, fixed indent, trailing newline)."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Build a directory under a temporary name, then swap it into place.
+
+    The old directory is renamed away before the new one is renamed in and
+    deleted after, so `path` holds either the old or the new complete tree.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield building
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    retired = None
+    if path.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        retired.rmdir()
+        os.replace(path, retired)
+    os.replace(building, path)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,62 @@
+"""The shared shell of every entry point: arguments, logging, exit codes.
+
+`python -m tasks.<stage>` (what DVC runs) and `python -m flows.<flow>` all
+parse `--params` and `--set` here, so they validate the same way and map the
+project's errors to the same exit codes (2 for bad config or bad data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
+from quickdraw_dag.errors import QuickDrawDagError
+
+log = logging.getLogger("quickdraw_dag")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--params",
+        default=str(DEFAULT_PARAMS_PATH),
+        help="params file (default: params.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. --set split.max_per_class=500 (repeatable; VALUE is YAML)",
+    )
+    return parser
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_entry_point(
+    prog: str,
+    description: str,
+    body: Callable[[Params], object],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse args, load params once, run `body`; return the process exit code."""
+    args = build_parser(prog, description).parse_args(argv)
+    configure_logging()
+    try:
+        params = load_params(args.params, args.overrides)
+        body(params)
+    except QuickDrawDagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0

@@ -1,0 +1,346 @@
+"""Typed, validated parameters: `params.yaml` loaded once into frozen models.
+
+Unknown keys and wrong types are errors, category names are checked against
+the official list, and `--set key.path=value` overrides go through the same
+validation. Every failure is a `ConfigError` naming the key and what is
+allowed, raised before any stage writes anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from quickdraw.names import QUICK_DRAWING_NAMES
+
+from quickdraw_dag.errors import ConfigError
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+OFFICIAL_CATEGORIES: frozenset[str] = frozenset(QUICK_DRAWING_NAMES)
+# Shapes the synthetic source can draw; each is also an official category.
+SYNTHETIC_CATEGORIES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "zigzag",
+    "line",
+    "hexagon",
+    "octagon",
+    "diamond",
+    "moon",
+)
+SOURCE_QUICKDRAW = "quickdraw"
+SOURCE_SYNTHETIC = "synthetic"
+
+
+class StrictModel(BaseModel):
+    """Frozen, strict, no unknown keys: the base of every params section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _project_relative(value: Path | str) -> Path:
+    """Output paths stay inside the project: relative, no '..' parts."""
+    path = PurePosixPath(str(value))
+    if path.is_absolute() or ".." in path.parts or str(value).strip() == "":
+        raise ValueError(
+            f"must be a relative path inside the project without '..' (got {str(value)!r})"
+        )
+    return Path(str(value))
+
+
+class PathsParams(StrictModel):
+    """Where each stage writes; `dvc.yaml` reads the same keys."""
+
+    raw: str = "data/raw"
+    interim: str = "data/interim"
+
+    @field_validator("*")
+    @classmethod
+    def _inside_project(cls, value: str) -> str:
+        _project_relative(value)
+        return value
+
+
+class DataParams(StrictModel):
+    """What data the pipeline is about: shared by every stage."""
+
+    source: str = SOURCE_QUICKDRAW
+    categories: tuple[str, ...] = Field(min_length=2)
+    on_bad_record: Literal["fail", "skip"] = "fail"
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("categories")
+    @classmethod
+    def _official_names(cls, categories: tuple[str, ...]) -> tuple[str, ...]:
+        for name in categories:
+            if name not in OFFICIAL_CATEGORIES:
+                raise ValueError(unknown_category_message(name))
+        duplicates = sorted({c for c in categories if categories.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"categories listed twice: {duplicates}")
+        return categories
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, source: str) -> str:
+        if not source.strip():
+            raise ValueError(
+                f"must be '{SOURCE_QUICKDRAW}', '{SOURCE_SYNTHETIC}' or a directory path"
+            )
+        return source
+
+    @property
+    def source_kind(self) -> Literal["quickdraw", "synthetic", "directory"]:
+        if self.source == SOURCE_QUICKDRAW:
+            return "quickdraw"
+        if self.source == SOURCE_SYNTHETIC:
+            return "synthetic"
+        return "directory"
+
+
+class DownloadParams(StrictModel):
+    """How the `quickdraw` source talks to Google's bucket."""
+
+    base_url: str = "https://storage.googleapis.com/quickdraw_dataset/full/binary/"
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=5, ge=0, le=100)
+    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {url!r})")
+        return url if url.endswith("/") else url + "/"
+
+
+class FetchParams(StrictModel):
+    """The fetch stage: download, copy from a directory, or synthesize."""
+
+    download: DownloadParams = DownloadParams()
+    local_format: Literal["auto", "binary", "simplified", "raw", "numpy_bitmap"] = "auto"
+    synthetic_drawings: int = Field(default=3000, gt=0, le=10_000_000)
+    synthetic_seed: int = Field(default=0, ge=0)
+
+
+class SplitFractions(StrictModel):
+    train: float = Field(gt=0, lt=1)
+    val: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitFractions":
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"train + val + test must sum to 1 (got {total:g})")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class SplitParams(StrictModel):
+    """The split stage: dedupe, filter, assign, cap."""
+
+    fractions: SplitFractions = SplitFractions(train=0.8, val=0.1, test=0.1)
+    recognized_only: bool = True
+    max_per_class: int | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+
+
+class MlflowParams(StrictModel):
+    tracking_uri: str | None = None
+    experiment: str = Field(default="quickdraw", min_length=1)
+
+
+class ScheduleParams(StrictModel):
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+    enabled: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        fields = cron.split()
+        if len(fields) != 5:
+            raise ValueError(
+                f"must have 5 fields 'minute hour day-of-month month day-of-week' (got {cron!r})"
+            )
+        from cronsim import CronSim, CronSimError  # prefect's own cron dependency
+        from datetime import datetime
+
+        try:
+            next(CronSim(cron, datetime(2026, 1, 1)))
+        except (CronSimError, StopIteration) as error:
+            raise ValueError(f"invalid or impossible cron expression {cron!r}: {error}") from None
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {zone!r} (e.g. 'UTC', 'Europe/Madrid')") from None
+        return zone
+
+
+class Params(StrictModel):
+    """The whole of `params.yaml`."""
+
+    paths: PathsParams = PathsParams()
+    data: DataParams
+    fetch: FetchParams = FetchParams()
+    split: SplitParams = SplitParams()
+    mlflow: MlflowParams = MlflowParams()
+    schedule: ScheduleParams = ScheduleParams()
+
+    @model_validator(mode="after")
+    def _synthetic_shapes(self) -> "Params":
+        if self.data.source_kind == "synthetic":
+            unknown = [c for c in self.data.categories if c not in SYNTHETIC_CATEGORIES]
+            if unknown:
+                raise ValueError(
+                    f"data.categories: the synthetic source draws only {list(SYNTHETIC_CATEGORIES)}; "
+                    f"not {unknown}"
+                )
+        return self
+
+
+def unknown_category_message(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(OFFICIAL_CATEGORIES), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"unknown category {name!r}{hint} "
+        "(allowed: the 345 names in quickdraw.names.QUICK_DRAWING_NAMES)"
+    )
+
+
+def load_params(
+    path: str | Path = DEFAULT_PARAMS_PATH, overrides: Sequence[str] = ()
+) -> Params:
+    """Read `path`, apply `key.path=value` overrides, and validate once."""
+    raw = read_params_file(path)
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_params(raw, source=str(path))
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read params file {path}: {error.strerror or error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML: {error.problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid value(s):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key{_did_you_mean_key(item['loc'])}"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        got = item.get("input")
+        shown = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
+        if isinstance(got, dict):
+            shown = ""
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _did_you_mean_key(loc: tuple[Any, ...]) -> str:
+    known = _keys_at(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    notes = [f"did you mean {close[0]!r}?"] if close else []
+    if known:
+        notes.append(f"allowed keys: {', '.join(known)}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def _keys_at(loc: Sequence[Any]) -> list[str]:
+    model: type[BaseModel] | None = Params
+    for part in loc:
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        model = _submodel(field.annotation) if field else None
+    return sorted(model.model_fields) if model else []
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one `key.path=value` (value parsed as YAML) to the raw mapping."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key.path=value (got {override!r})")
+    parts = key.split(".")
+    known = _keys_at(parts[:-1])
+    if parts[-1] not in known:
+        close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.6)
+        hint = f"; did you mean {'.'.join([*parts[:-1], close[0]])!r}?" if close else ""
+        allowed = f" Allowed here: {', '.join(known)}." if known else ""
+        raise ConfigError(f"--set {key}: unknown key{hint}{allowed}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {error}") from None
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def dump_params(params: Params) -> dict[str, Any]:
+    """Plain-data view of the params (for logging and manifests)."""
+    return params.model_dump(mode="json")

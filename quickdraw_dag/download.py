@@ -1,0 +1,201 @@
+"""Robust HTTP download: stream to a temporary file, resume, retry, validate.
+
+The file grows under `<dest>.part`; an interrupted transfer resumes from its
+last byte with an HTTP Range request; 5xx answers, timeouts and dropped
+connections are retried with exponential backoff; the length is checked
+against what the server declared and the whole file is validated before it
+is renamed to `dest`. So `dest` either does not exist or is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import requests
+
+from quickdraw_dag.errors import DataError, FetchError
+from quickdraw_dag.progress import progress_bar
+
+log = logging.getLogger(__name__)
+CHUNK_BYTES = 1 << 16
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 5
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    timeout_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: Path
+    bytes: int
+    sha256: str
+    attempts: int
+
+
+class _Transient(Exception):
+    """A failure worth retrying (the server or the network, not the request)."""
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    policy: RetryPolicy = RetryPolicy(),
+    validate: Callable[[Path], None] | None = None,
+    label: str | None = None,
+    session: requests.Session | None = None,
+) -> DownloadResult:
+    """Download `url` to `dest` atomically; raises `FetchError` when it cannot."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    http = session or requests.Session()
+    attempt = 0
+    last_problem = ""
+    while True:
+        attempt += 1
+        try:
+            _transfer(http, url, part, policy.timeout_s, label or dest.name)
+            if validate is not None:
+                try:
+                    validate(part)
+                except DataError as error:
+                    # Wrong content (an HTML error page, a cut file served as
+                    # whole): start again from byte 0 rather than resume it.
+                    part.unlink(missing_ok=True)
+                    raise _Transient(f"downloaded file is not valid: {error}") from None
+            digest = _sha256(part)
+            size = part.stat().st_size
+            os.replace(part, dest)
+            return DownloadResult(dest, size, digest, attempt)
+        except (_Transient, requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as problem:
+            last_problem = _describe(problem)
+            if _is_offline(problem):
+                raise FetchError(_offline_message(url, last_problem)) from None
+            if attempt > policy.retries:
+                break
+            wait = policy.delay(attempt)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", label or url, attempt, last_problem, wait)
+            time.sleep(wait)
+    raise FetchError(
+        f"download of {url} failed after {attempt} attempt(s): {last_problem}. "
+        f"Nothing was written to {dest}; the partial file {part.name} is kept so a rerun resumes."
+    )
+
+
+def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, label: str) -> None:
+    """One attempt: resume `part` if it has bytes, else start it."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {"Accept-Encoding": "identity"}
+    with http.get(url, stream=True, timeout=timeout_s, headers=headers) as response:
+        status = response.status_code
+        if status == 416 and have:
+            # Nothing after byte `have`: either complete already or stale.
+            total = _total_from_content_range(response.headers.get("Content-Range", ""))
+            if total == have:
+                return
+            part.unlink(missing_ok=True)
+            raise _Transient(f"HTTP 416 for a resume at byte {have}; restarting")
+        if status >= 500 or status in (408, 429):
+            raise _Transient(f"HTTP {status} {response.reason}")
+        if status not in (200, 206):
+            raise FetchError(f"{url}: HTTP {status} {response.reason} (not retried)")
+        if status == 206:
+            start, total = _parse_content_range(response.headers.get("Content-Range", ""))
+            if start != have:
+                part.unlink(missing_ok=True)
+                raise _Transient(f"server resumed at byte {start}, expected {have}; restarting")
+            mode = "ab"
+        else:
+            have = 0
+            mode = "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        with open(part, mode) as handle, progress_bar(
+            total=total, initial=have, desc=label, unit="B", unit_scale=True
+        ) as bar:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                handle.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise _Transient(f"connection closed at byte {size} of {total}")
+    if total is not None and size > total:
+        part.unlink(missing_ok=True)
+        raise _Transient(f"received {size} bytes, more than the declared {total}; restarting")
+
+
+def _parse_content_range(value: str) -> tuple[int, int | None]:
+    match = _CONTENT_RANGE.fullmatch(value.strip())
+    if not match:
+        raise _Transient(f"partial response without a valid Content-Range ({value!r})")
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), total
+
+
+def _total_from_content_range(value: str) -> int | None:
+    match = re.fullmatch(r"bytes \*/(\d+)", value.strip())
+    return int(match.group(1)) if match else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(problem: BaseException) -> str:
+    text = str(problem)
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+def _is_offline(problem: BaseException) -> bool:
+    """True when the host name cannot be resolved: retrying will not help."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [problem]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
+            return True
+        stack.extend([item.__cause__, item.__context__, *[a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]])
+        reason = getattr(item, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return "Name or service not known" in str(problem) or "Failed to resolve" in str(problem)
+
+
+def _offline_message(url: str, problem: str) -> str:
+    host = urlsplit(url).hostname
+    return (
+        f"cannot reach {host} to download {url} ({problem}).\n"
+        "The 'quickdraw' source downloads from Google's bucket and needs the internet. "
+        "To work offline, point data.source at a directory holding Google's files "
+        "(<name>.bin, <name>.ndjson, full_simplified_<name>.ndjson, full_raw_<name>.ndjson, "
+        "<name>.npy or full_numpy_bitmap_<name>.npy), for example\n"
+        "  make run ARGS='--set data.source=../shared/data/quickdraw/simplified'\n"
+        "or use --set data.source=synthetic for generated doodles."
+    )

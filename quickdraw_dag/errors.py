@@ -1,0 +1,58 @@
+"""The project's exception types.
+
+Every error a user can fix (bad params, bad data, no network) has its own
+type carrying the offending key, file and offset in its message, so entry
+points can map it to an exit code without parsing text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class QuickDrawDagError(Exception):
+    """Base class of the errors this project raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(QuickDrawDagError):
+    """Invalid params or command-line usage (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(QuickDrawDagError):
+    """A data file is corrupt or does not follow its format (exit code 2).
+
+    The message names the file and the byte offset (binary formats) or the
+    line number (ndjson), so the user can inspect the exact place.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        offset: int | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.path = None if path is None else str(path)
+        self.offset = offset
+        self.line = line
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if line is not None:
+            where.append(f"line {line}")
+        if offset is not None:
+            where.append(f"byte offset {offset}")
+        super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+class FetchError(QuickDrawDagError):
+    """A download failed after every retry (network, server or content)."""
+
+    exit_code = 1

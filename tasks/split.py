@@ -1,0 +1,210 @@
+"""split: dedupe, filter, and assign every drawing to train, val or test.
+
+Per category, in file order:
+
+1. duplicate `key_id`s are dropped (the first occurrence stays); numpy_bitmap
+   rows carry no id, so one is derived from the category and row index;
+2. with `split.recognized_only`, drawings the game did not recognize go;
+3. `split.max_per_class` keeps the first N that remain;
+4. each drawing goes to the split its `key_id` hashes to, unless that split
+   is already one drawing over its share of the class, in which case it goes
+   to the split furthest below its share. Assignment depends only on the
+   drawing's id and the drawings before it, so appending drawings never
+   moves an existing one, and every class matches the fractions to within
+   two drawings (stratified).
+
+Writes `<interim>/<split>/<category>.bin` (strokes, Google's binary format) or
+`<category>.npy` plus `<category>.key_id.npy` (bitmaps), and `split.json`
+with the counts per class and split. The whole directory is swapped in
+atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numba
+import numpy as np
+
+from quickdraw_dag.atomic import atomic_directory, write_json_atomic
+from quickdraw_dag.cli import run_entry_point
+from quickdraw_dag.config import DataParams, Params, SplitParams
+from quickdraw_dag.errors import DataError
+from quickdraw_dag.formats import iter_drawings, open_bitmaps
+from quickdraw_dag.formats.binary import write_binary
+from quickdraw_dag.formats.bitmap import BITMAP_PIXELS, derived_key_ids
+from quickdraw_dag.hashing import unit_interval
+from quickdraw_dag.progress import track
+from tasks.fetch import read_manifest
+
+log = logging.getLogger(__name__)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SUMMARY_NAME = "split.json"
+BITMAP_ROWS_PER_COPY = 16384
+
+
+@numba.njit(cache=True)
+def _assign_balanced(preferred: np.ndarray, fractions: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Follow `preferred` unless that split would go over its share by more than one."""
+    n = preferred.shape[0]
+    k = fractions.shape[0]
+    counts = np.zeros(k, np.float64)
+    out = np.empty(n, np.int8)
+    for i in range(n):
+        choice = preferred[i]
+        if counts[choice] > fractions[choice] * (i + 1):
+            best = 0
+            best_deficit = -1e300
+            for s in range(k):
+                deficit = fractions[s] * (i + 1) - counts[s]
+                if deficit > best_deficit:
+                    best = s
+                    best_deficit = deficit
+            choice = best
+        counts[choice] += 1
+        out[i] = choice
+    return out
+
+
+def assign_splits(key_ids: np.ndarray, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) of each drawing, in file order."""
+    shares = np.asarray(fractions, dtype=np.float64)
+    position = unit_interval(key_ids, seed)
+    preferred = np.searchsorted(np.cumsum(shares)[:-1], position, side="right").astype(np.int8)
+    return _assign_balanced(preferred, shares)
+
+
+def select(
+    key_ids: np.ndarray, recognized: np.ndarray, params: SplitParams
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Indices kept (file order), their split, and counts of what was dropped."""
+    order = np.arange(key_ids.shape[0])
+    _, first = np.unique(key_ids, return_index=True)
+    unique = np.zeros(key_ids.shape[0], bool)
+    unique[first] = True
+    keep = unique.copy()
+    if params.recognized_only:
+        keep &= recognized.astype(bool)
+    kept = order[keep]
+    over_cap = 0
+    if params.max_per_class is not None and kept.shape[0] > params.max_per_class:
+        over_cap = int(kept.shape[0] - params.max_per_class)
+        kept = kept[: params.max_per_class]
+    splits = assign_splits(key_ids[kept], list(params.fractions.as_dict().values()), params.seed)
+    dropped = {
+        "duplicates": int((~unique).sum()),
+        "unrecognized": int((unique & ~recognized.astype(bool)).sum()) if params.recognized_only else 0,
+        "over_cap": over_cap,
+    }
+    return kept, splits, dropped
+
+
+def split_strokes(
+    path: Path, fmt: str, category: str, data: DataParams, params: SplitParams, out_dir: Path
+) -> dict[str, Any]:
+    stats: dict[str, int] = {}
+    ids, flags = [], []
+    # Pass 1: ids and flags only, so memory stays small for big files.
+    for batch in iter_drawings(path, fmt, category=category, on_bad_record=data.on_bad_record, stats=stats):
+        ids.append(batch.key_id)
+        flags.append(batch.recognized)
+    key_ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+    recognized = np.concatenate(flags) if flags else np.zeros(0, np.uint8)
+    kept, splits, dropped = select(key_ids, recognized, params)
+    destination = np.full(key_ids.shape[0], -1, np.int8)
+    destination[kept] = splits
+    # Pass 2: stream again and append each drawing to its split's shard.
+    handles = {name: open(out_dir / name / f"{category}.bin", "wb") for name in SPLITS}
+    try:
+        seen = 0
+        for batch in iter_drawings(path, fmt, category=category, on_bad_record=data.on_bad_record):
+            where = destination[seen : seen + len(batch)]
+            for index, name in enumerate(SPLITS):
+                chosen = np.flatnonzero(where == index)
+                if chosen.size:
+                    write_binary(handles[name], batch.take(chosen))
+            seen += len(batch)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    dropped["bad_records"] = stats.get("skipped", 0)
+    return _summary(splits, dropped, "binary")
+
+
+def split_bitmaps(path: Path, category: str, params: SplitParams, out_dir: Path) -> dict[str, Any]:
+    images = open_bitmaps(path)
+    key_ids = derived_key_ids(category, images.shape[0])
+    recognized = np.ones(images.shape[0], np.uint8)  # bitmaps carry no flag
+    kept, splits, dropped = select(key_ids, recognized, params)
+    for index, name in enumerate(SPLITS):
+        rows = kept[splits == index]
+        target = out_dir / name / f"{category}.npy"
+        if rows.size == 0:
+            np.save(target, np.zeros((0, BITMAP_PIXELS), np.uint8), allow_pickle=False)
+            np.save(out_dir / name / f"{category}.key_id.npy", key_ids[rows], allow_pickle=False)
+            continue
+        shard = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(rows.size, BITMAP_PIXELS))
+        for start in range(0, rows.size, BITMAP_ROWS_PER_COPY):
+            chunk = rows[start : start + BITMAP_ROWS_PER_COPY]
+            shard[start : start + chunk.size] = images[chunk]
+        shard.flush()
+        del shard
+        np.save(out_dir / name / f"{category}.key_id.npy", key_ids[rows], allow_pickle=False)
+    dropped["bad_records"] = 0
+    return _summary(splits, dropped, "numpy_bitmap")
+
+
+def _summary(splits: np.ndarray, dropped: dict[str, int], fmt: str) -> dict[str, Any]:
+    counts = {name: int((splits == index).sum()) for index, name in enumerate(SPLITS)}
+    return {"counts": counts, "dropped": dropped, "format": fmt}
+
+
+def split(data: DataParams, params: SplitParams, raw_dir: Path, interim_dir: Path) -> dict[str, Any]:
+    """Run the split stage; returns the summary written to `split.json`."""
+    manifest = read_manifest(raw_dir)
+    missing = [c for c in data.categories if c not in manifest.get("categories", {})]
+    if missing:
+        raise DataError(
+            f"no fetched data for {missing}: run the fetch stage for these categories first",
+            path=Path(raw_dir) / "manifest.json",
+        )
+    per_class: dict[str, Any] = {}
+    with atomic_directory(interim_dir) as out_dir:
+        for name in SPLITS:
+            (out_dir / name).mkdir()
+        for category in track(data.categories, desc="split", unit="class"):
+            entry = manifest["categories"][category]
+            path = Path(raw_dir) / entry["file"]
+            if entry["format"] == "numpy_bitmap":
+                per_class[category] = split_bitmaps(path, category, params, out_dir)
+            else:
+                per_class[category] = split_strokes(path, entry["format"], category, data, params, out_dir)
+            log.info("split: %s %s", category, per_class[category]["counts"])
+        summary = {
+            "fractions": params.fractions.as_dict(),
+            "seed": params.seed,
+            "recognized_only": params.recognized_only,
+            "max_per_class": params.max_per_class,
+            "categories": list(data.categories),
+            "classes": per_class,
+            "totals": {name: sum(c["counts"][name] for c in per_class.values()) for name in SPLITS},
+        }
+        write_json_atomic(out_dir / SUMMARY_NAME, summary)
+    log.info("split: totals %s", summary["totals"])
+    return summary
+
+
+def run(params: Params) -> dict[str, Any]:
+    """The stage as DVC and Prefect call it: this stage's sections only."""
+    return split(params.data, params.split, Path(params.paths.raw), Path(params.paths.interim))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m tasks.split", __doc__.splitlines()[0], run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
