@@ -10,9 +10,10 @@ found by converting the raw samples in `shared/data/quickdraw/raw` and
 comparing with their simplified twins (`tests/data/test_simplify_real.py`):
 resampling is by arc length over the whole stroke (not per segment), RDP
 measures distance to the infinite line through the end points (not to the
-segment) and keeps the first farthest point, coordinates are rounded half to
-even only at the end, and a stroke of one point is written as two identical
-points.
+segment) and keeps the first farthest point, scaling multiplies before it
+divides, coordinates are rounded half to even only at the end, and a stroke
+of one point is written as two identical points. Measured: 424 of the 444
+raw samples (95.5%) convert to exactly Google's simplified twin.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ def simplify_drawing(
     all_x = np.concatenate([xs for xs, _ in arrays])
     all_y = np.concatenate([ys for _, ys in arrays])
     min_x, min_y = all_x.min(), all_y.min()
-    extent = max(all_x.max() - min_x, all_y.max() - min_y)
-    scale = SCALE_TO / extent if extent > 0 else 1.0
+    extent = max(all_x.max() - min_x, all_y.max() - min_y) or 1.0
     result = []
     for xs, ys in arrays:
-        points = np.stack([(xs - min_x) * scale, (ys - min_y) * scale], axis=1)
+        # Multiply before dividing: (x - min) * 255 / extent lands exactly on
+        # .5 where Google's does, and those ties then round to even as theirs.
+        points = np.stack([(xs - min_x) * SCALE_TO / extent, (ys - min_y) * SCALE_TO / extent], axis=1)
         points = ramer_douglas_peucker(resample(points, RESAMPLE_SPACING), RDP_EPSILON)
         rounded = np.clip(np.round(points), 0, 255).astype(np.uint8)
         if rounded.shape[0] == 1:

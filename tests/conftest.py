@@ -1,0 +1,60 @@
+"""Shared fixtures: the real samples in ../shared, small generated data, a project copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("QUICKDRAW_SHARED", REPO.parent / "shared" / "data" / "quickdraw"))
+
+# No telemetry from anything the tests start, and no progress bars in logs.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("QUICKDRAW_DAG_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Google's real samples; absent in a user's clone, so skip with a reason."""
+    if not (SHARED / "simplified").is_dir():
+        pytest.skip(f"real Quick, Draw! samples not found at {SHARED} (set QUICKDRAW_SHARED)")
+    return SHARED
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's pipeline files in a temporary git + DVC repo."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
+        shutil.copy2(REPO / name, root / name)
+    for package in ("tasks", "flows", "quickdraw_dag"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return root
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m module args` the way DVC does, in `cwd`."""
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tree_digest(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes (for byte-identity checks)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

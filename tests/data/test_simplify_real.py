@@ -1,0 +1,53 @@
+"""Raw → simplified against Google's own output on the real samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from quickdraw_dag.formats import DrawingBatch, iter_drawings
+from quickdraw_dag.formats.simplify import ramer_douglas_peucker, resample, simplify_drawing
+
+REQUIRED_EXACT_SHARE = 0.95
+
+
+def test_at_least_95_percent_match_googles_simplified_twin(shared_data: Path) -> None:
+    exact = total = 0
+    for raw_file in sorted((shared_data / "raw").glob("*.ndjson")):
+        twins = {}
+        for text in (shared_data / "simplified" / raw_file.name).read_text().splitlines():
+            record = json.loads(text)
+            twins[int(record["key_id"])] = record["drawing"]
+        ours = DrawingBatch.concat(iter_drawings(raw_file, "raw", category=raw_file.stem))
+        for index, key in enumerate(ours.key_id.tolist()):
+            if key not in twins:
+                continue
+            total += 1
+            converted = [[x.tolist(), y.tolist()] for x, y in ours.strokes(index)]
+            exact += converted == twins[key]
+    assert total >= 400, f"expected the 20 raw sample files to pair up, got {total} pairs"
+    share = exact / total
+    print(f"raw → simplified exact matches: {exact}/{total} = {share:.1%}")
+    assert share >= REQUIRED_EXACT_SHARE
+
+
+def test_resample_spacing_and_ends() -> None:
+    points = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 2.5]])
+    out = resample(points)
+    assert out.shape == (14, 2)  # 0..12 every pixel, then the end at 12.5
+    assert np.allclose(np.diff(out[:-1], axis=0).__abs__().sum(axis=1), 1.0)
+    assert np.array_equal(out[-1], [10.0, 2.5])
+
+
+def test_rdp_keeps_corners_and_drops_noise() -> None:
+    line = np.array([[0, 0], [1, 0.5], [2, -0.5], [3, 0], [3, 10]], float)
+    assert ramer_douglas_peucker(line, 2.0).tolist() == [[0, 0], [3, 0], [3, 10]]
+
+
+def test_single_point_and_degenerate_drawings() -> None:
+    [(xs, ys)] = simplify_drawing([([5.0], [7.0])])
+    assert xs.tolist() == [0, 0] and ys.tolist() == [0, 0]
+    strokes = simplify_drawing([([0.0, 100.0], [0.0, 0.0]), ([50.0], [25.0])])
+    assert strokes[0][0].tolist() == [0, 255] and strokes[1][0].tolist() == [128, 128]

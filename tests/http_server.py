@@ -1,0 +1,101 @@
+"""A real local HTTP server for download tests, with injectable faults.
+
+Serves byte strings by path, honours Range requests like Google's bucket,
+and before answering each request pops the next fault planned for its path:
+
+- ("status", 500): answer with that status and a short body;
+- ("drop", n): declare the full length, send n bytes of the body, hang up;
+- ("truncate", n): as "drop" but for every request from now on.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections import defaultdict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+from contextlib import contextmanager
+
+
+class FaultyServer:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, deque] = defaultdict(deque)
+        self.sticky: dict[str, tuple] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def plan(self, path: str, *faults: tuple) -> None:
+        self.faults[path].extend(faults)
+
+    def _handler(self):
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.lstrip("/").replace("%20", " ")
+                owner.requests.append((path, self.headers.get("Range")))
+                body = owner.files.get(path)
+                if body is None:
+                    return self._plain(404, b"not found")
+                fault = owner.faults[path].popleft() if owner.faults[path] else owner.sticky.get(path)
+                if fault and fault[0] == "status":
+                    return self._plain(fault[1], b"<html>server error</html>")
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+                if match:
+                    start = int(match.group(1))
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                payload = body[start:]
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if fault and fault[0] in ("drop", "truncate"):
+                    self.wfile.write(payload[: fault[1]])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+            def _plain(self, status: int, text: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+        return Handler
+
+    @contextmanager
+    def running(self) -> Iterator["FaultyServer"]:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
