@@ -21,6 +21,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from quickdraw_dag.errors import DataError, FetchError
 from quickdraw_dag.progress import progress_bar
@@ -133,9 +134,19 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
         with open(part, mode) as handle, progress_bar(
             total=total, initial=have, desc=label, unit="B", unit_scale=True
         ) as bar:
-            for chunk in response.iter_content(CHUNK_BYTES):
-                handle.write(chunk)
-                bar.update(len(chunk))
+            try:
+                # read1 hands over whatever arrived, so bytes received before
+                # a dropped connection are kept and the resume starts after them.
+                while chunk := response.raw.read1(CHUNK_BYTES):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                handle.flush()
+                got = handle.tell()
+                raise _Transient(
+                    f"connection closed at byte {got} of {total if total is not None else '?'} "
+                    f"({type(error).__name__})"
+                ) from error
     size = part.stat().st_size
     if total is not None and size < total:
         raise _Transient(f"connection closed at byte {size} of {total}")

@@ -1,0 +1,100 @@
+"""The real download path against a real local HTTP server with injected faults."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from quickdraw import QuickDrawDataGroup
+
+from quickdraw_dag.config import DataParams, DownloadParams, FetchParams
+from quickdraw_dag.download import RetryPolicy, download
+from quickdraw_dag.errors import DataError, FetchError
+from quickdraw_dag.formats import DrawingBatch
+from quickdraw_dag.formats.binary import encode_binary, read_binary
+from quickdraw_dag import synthetic
+from tasks.fetch import fetch
+from tests.http_server import FaultyServer
+
+FAST = RetryPolicy(retries=3, backoff_s=0.01, backoff_max_s=0.05, timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def body() -> bytes:
+    return encode_binary(synthetic.generate("circle", 400, seed=3))
+
+
+@pytest.fixture()
+def server(body: bytes):
+    faulty = FaultyServer()
+    faulty.files["circle.bin"] = body
+    with faulty.running():
+        yield faulty
+
+
+def check_binary(path: Path) -> None:
+    read_binary(path)
+
+
+def test_dropped_connection_resumes_with_range_and_is_byte_identical(server, body, tmp_path) -> None:
+    server.plan("circle.bin", ("drop", 5000), ("drop", 9000))
+    result = download(server.url + "circle.bin", tmp_path / "circle.bin", policy=FAST, validate=check_binary)
+    assert (tmp_path / "circle.bin").read_bytes() == body
+    assert result.sha256 == hashlib.sha256(body).hexdigest() and result.attempts == 3
+    assert [r for _, r in server.requests] == [None, "bytes=5000-", "bytes=14000-"]
+    assert not (tmp_path / "circle.bin.part").exists()
+
+
+def test_server_error_then_success_is_retried(server, body, tmp_path) -> None:
+    server.plan("circle.bin", ("status", 500), ("status", 503))
+    result = download(server.url + "circle.bin", tmp_path / "circle.bin", policy=FAST, validate=check_binary)
+    assert result.attempts == 3 and (tmp_path / "circle.bin").read_bytes() == body
+
+
+def test_body_that_stays_truncated_leaves_no_file(server, tmp_path) -> None:
+    server.sticky["circle.bin"] = ("truncate", 0)
+    server.plan("circle.bin", ("truncate", 3000))
+    with pytest.raises(FetchError, match=r"failed after 4 attempt\(s\): connection closed at byte 3000"):
+        download(server.url + "circle.bin", tmp_path / "circle.bin", policy=FAST, validate=check_binary)
+    assert not (tmp_path / "circle.bin").exists()
+    assert (tmp_path / "circle.bin.part").stat().st_size == 3000  # kept for a later resume
+
+
+def test_html_page_with_status_200_is_rejected(tmp_path) -> None:
+    faulty = FaultyServer()
+    faulty.files["circle.bin"] = b"<html><body>Quota exceeded</body></html>\n" * 3
+    with faulty.running():
+        with pytest.raises(FetchError, match="downloaded file is not valid"):
+            download(faulty.url + "circle.bin", tmp_path / "circle.bin", policy=FAST, validate=check_binary)
+    assert not (tmp_path / "circle.bin").exists() and not (tmp_path / "circle.bin.part").exists()
+
+
+def test_not_found_is_not_retried(server, tmp_path) -> None:
+    with pytest.raises(FetchError, match="HTTP 404"):
+        download(server.url + "missing.bin", tmp_path / "missing.bin", policy=FAST)
+    assert len(server.requests) == 1
+
+
+def test_offline_error_says_how_to_use_local_files(tmp_path) -> None:
+    with pytest.raises(FetchError) as error:
+        download("http://no-such-host.invalid/apple.bin", tmp_path / "apple.bin", policy=FAST)
+    assert "data.source" in str(error.value) and "../shared/data/quickdraw/simplified" in str(error.value)
+
+
+def test_fetch_stage_downloads_into_the_quickdraw_cache_layout(server, body, tmp_path) -> None:
+    server.files["square.bin"] = encode_binary(synthetic.generate("square", 50, seed=1))
+    server.plan("circle.bin", ("drop", 777), ("status", 502))
+    data = DataParams(source="quickdraw", categories=("circle", "square"))
+    params = FetchParams(download=DownloadParams(base_url=server.url, retries=3, backoff_s=0.01, timeout_s=5))
+    manifest = fetch(data, params, tmp_path / "raw")
+    assert (tmp_path / "raw" / "circle.bin").read_bytes() == body
+    entry = manifest["categories"]["circle"]
+    assert entry["drawings"] == 400 and entry["sha256"] == hashlib.sha256(body).hexdigest()
+    assert entry["origin"] == server.url + "circle.bin" and entry["format"] == "binary"
+    group = QuickDrawDataGroup("circle", max_drawings=None, cache_dir=str(tmp_path / "raw"), print_messages=False)
+    assert group.drawing_count == 400
+    # A rerun keeps complete files: no new request for them.
+    before = len(server.requests)
+    fetch(data, params, tmp_path / "raw")
+    assert len(server.requests) == before
