@@ -13,6 +13,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export MLFLOW_ENABLE_TELEMETRY ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Our stage loggers show up in Prefect's console output and UI.
+export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 
 .PHONY: install run test bench-parse clean
 

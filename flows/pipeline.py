@@ -19,13 +19,15 @@ import tasks.fetch
 import tasks.split
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params
-from quickdraw_dag.errors import FetchError
+from quickdraw_dag.errors import FetchError, OfflineError
 
 
 def _retry_only_network(task: Any, task_run: TaskRun, state: State) -> bool:
     """Bad params or bad data will not get better on a retry; the network may."""
     try:
         state.result()
+    except OfflineError:
+        return False
     except FetchError:
         return True
     except Exception:  # noqa: BLE001 - any other failure is final

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from quickdraw_dag.errors import DataError, FetchError
+from quickdraw_dag.errors import DataError, FetchError, OfflineError
 from quickdraw_dag.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def download(
                 requests.exceptions.ChunkedEncodingError) as problem:
             last_problem = _describe(problem)
             if _is_offline(problem):
-                raise FetchError(_offline_message(url, last_problem)) from None
+                raise OfflineError(_offline_message(url)) from None
             if attempt > policy.retries:
                 break
             wait = policy.delay(attempt)
@@ -199,10 +199,10 @@ def _is_offline(problem: BaseException) -> bool:
     return "Name or service not known" in str(problem) or "Failed to resolve" in str(problem)
 
 
-def _offline_message(url: str, problem: str) -> str:
+def _offline_message(url: str) -> str:
     host = urlsplit(url).hostname
     return (
-        f"cannot reach {host} to download {url} ({problem}).\n"
+        f"cannot reach {host} (the host name does not resolve) to download {url}.\n"
         "The 'quickdraw' source downloads from Google's bucket and needs the internet. "
         "To work offline, point data.source at a directory holding Google's files "
         "(<name>.bin, <name>.ndjson, full_simplified_<name>.ndjson, full_raw_<name>.ndjson, "

@@ -56,3 +56,7 @@ class FetchError(QuickDrawDagError):
     """A download failed after every retry (network, server or content)."""
 
     exit_code = 1
+
+
+class OfflineError(FetchError):
+    """The download host cannot even be resolved: retrying will not help."""

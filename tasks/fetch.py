@@ -32,6 +32,7 @@ from quickdraw_dag.download import RetryPolicy, download
 from quickdraw_dag.errors import ConfigError, DataError
 from quickdraw_dag.formats import Format, find_local_file, raw_file_name, validate_file
 from quickdraw_dag.formats.binary import write_binary
+from quickdraw_dag.progress import track
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
@@ -55,10 +56,12 @@ def fetch(data: DataParams, params: FetchParams, raw_dir: Path) -> dict[str, Any
     log.info("fetch: %d categories from %s into %s", len(data.categories), data.source, raw_dir)
     if kind == "directory":
         # Validate every file before copying any: bad input writes nothing.
-        located = [locate_local(category, data, params) for category in data.categories]
-        entries = [copy_local(item, data, raw_dir) for item in located]
+        located = [locate_local(c, data, params) for c in track(data.categories, desc="validate", unit="file")]
+        entries = [copy_local(item, data, raw_dir) for item in track(located, desc="copy", unit="file")]
     elif kind == "synthetic":
-        entries = [make_synthetic(category, params, raw_dir) for category in data.categories]
+        entries = [
+            make_synthetic(c, params, raw_dir) for c in track(data.categories, desc="synthesize", unit="class")
+        ]
     else:
         entries = [download_category(category, data, params, raw_dir) for category in data.categories]
     return write_manifest(data, entries, raw_dir)

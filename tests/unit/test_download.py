@@ -10,7 +10,7 @@ from quickdraw import QuickDrawDataGroup
 
 from quickdraw_dag.config import DataParams, DownloadParams, FetchParams
 from quickdraw_dag.download import RetryPolicy, download
-from quickdraw_dag.errors import DataError, FetchError
+from quickdraw_dag.errors import DataError, FetchError, OfflineError
 from quickdraw_dag.formats import DrawingBatch
 from quickdraw_dag.formats.binary import encode_binary, read_binary
 from quickdraw_dag import synthetic
@@ -77,8 +77,9 @@ def test_not_found_is_not_retried(server, tmp_path) -> None:
 
 
 def test_offline_error_says_how_to_use_local_files(tmp_path) -> None:
-    with pytest.raises(FetchError) as error:
-        download("http://no-such-host.invalid/apple.bin", tmp_path / "apple.bin", policy=FAST)
+    slow = RetryPolicy(retries=5, backoff_s=30)  # would take minutes if it retried
+    with pytest.raises(OfflineError) as error:
+        download("http://no-such-host.invalid/apple.bin", tmp_path / "apple.bin", policy=slow)
     assert "data.source" in str(error.value) and "../shared/data/quickdraw/simplified" in str(error.value)
 
 
