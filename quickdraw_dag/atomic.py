@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _default_mode(directory: bool = False) -> int:
+    """What open()/mkdir() would give under the current umask (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def _temporary_sibling(path: Path, suffix: str = "") -> Path:
     # Same directory, so the final os.replace never crosses file systems.
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.fchmod(handle, _default_mode())
     os.close(handle)
     return Path(name)
 
@@ -57,6 +65,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    building.chmod(_default_mode(directory=True))
     try:
         yield building
     except BaseException:

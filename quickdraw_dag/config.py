@@ -67,6 +67,9 @@ class PathsParams(StrictModel):
 
     raw: str = "data/raw"
     interim: str = "data/interim"
+    processed: str = "data/processed"
+    models: str = "models"
+    reports: str = "reports"
 
     @field_validator("*")
     @classmethod
@@ -167,6 +170,105 @@ class SplitParams(StrictModel):
     seed: int = Field(default=0, ge=0, lt=2**63)
 
 
+class PreprocessParams(StrictModel):
+    """Rasterizing and scaling (statistics from the training split only)."""
+
+    image_size: int = Field(default=28, ge=8, le=256)
+    line_width: float = Field(default=16.0, gt=0, le=64)  # in the 256-unit drawing box
+    scaling: Literal["minmax", "zscore", "robust"] = "minmax"
+    workers: int = Field(default=2, ge=1, le=64)
+
+
+Activation = Literal["relu", "leaky_relu", "elu", "swish"]
+OptimizerName = Literal["adam", "adamw", "rmsprop", "sgd"]
+
+
+def _choices(values: Any) -> Any:
+    return tuple(values) if isinstance(values, list) else values
+
+
+class SearchSpace(StrictModel):
+    """Values Hyperband may pick; a single value fixes that hyperparameter."""
+
+    filters: tuple[int, ...] = Field(default=(32, 64, 128), min_length=1)
+    learning_rate: tuple[float, ...] = Field(default=(1e-2, 1e-3, 1e-4), min_length=1)
+    dropout: tuple[float, ...] = Field(default=(0.3,), min_length=1)
+    activation: tuple[Activation, ...] = Field(default=("relu",), min_length=1)
+    optimizer: tuple[OptimizerName, ...] = Field(default=("adam",), min_length=1)
+    l2: tuple[float, ...] = Field(default=(1e-5,), min_length=1)
+    batch_norm: tuple[bool, ...] = Field(default=(True, False), min_length=1)
+
+    _as_tuples = field_validator("*", mode="before")(classmethod(lambda cls, v: _choices(v)))
+
+    @field_validator("filters")
+    @classmethod
+    def _positive_filters(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if any(v < 1 or v > 1024 for v in values):
+            raise ValueError(f"filters must be between 1 and 1024 (got {list(values)})")
+        return values
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_rates(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < v < 10 for v in values):
+            raise ValueError(f"learning rates must be in (0, 10) (got {list(values)})")
+        return values
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.1 <= v <= 0.8 for v in values):
+            raise ValueError(f"dropout must be in [0.1, 0.8] (blocks use d-0.1, d, d+0.1) (got {list(values)})")
+        return values
+
+    @field_validator("l2")
+    @classmethod
+    def _l2_range(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= v < 1 for v in values):
+            raise ValueError(f"l2 must be in [0, 1) (got {list(values)})")
+        return values
+
+
+class TuneParams(StrictModel):
+    """KerasTuner Hyperband on val_accuracy, with budget controls."""
+
+    max_epochs: int = Field(default=3, ge=1, le=1000)
+    factor: int = Field(default=3, ge=2, le=10)
+    hyperband_iterations: int = Field(default=1, ge=1, le=100)
+    train_fraction: float = Field(default=0.25, gt=0, le=1)
+    max_seconds: float | None = Field(default=210.0, gt=0)
+    patience: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    budget_epochs: int = Field(default=10, ge=1)
+    seed: int = Field(default=0, ge=0)
+    space: SearchSpace = SearchSpace()
+
+
+class AugmentParams(StrictModel):
+    """Random transforms applied inside the model, in training only."""
+
+    rotation: float = Field(default=0.03, ge=0, le=0.5)  # fraction of a full turn
+    zoom: float = Field(default=0.08, ge=0, lt=1)
+    translation: float = Field(default=0.08, ge=0, le=0.5)
+
+
+class TrainParams(StrictModel):
+    epochs: int = Field(default=40, ge=1, le=10000)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    patience: int = Field(default=6, ge=1)
+    max_seconds: float | None = Field(default=480.0, gt=0)
+    target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
+    seed: int = Field(default=0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)
+    augment: AugmentParams = AugmentParams()
+
+
+class EvaluateParams(StrictModel):
+    batch_size: int = Field(default=512, ge=1, le=65536)
+    misclassified: int = Field(default=36, ge=0, le=400)
+    samples_per_class: int = Field(default=8, ge=1, le=50)
+
+
 class MlflowParams(StrictModel):
     tracking_uri: str | None = None
     experiment: str = Field(default="quickdraw", min_length=1)
@@ -211,6 +313,10 @@ class Params(StrictModel):
     data: DataParams
     fetch: FetchParams = FetchParams()
     split: SplitParams = SplitParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    tune: TuneParams = TuneParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
     schedule: ScheduleParams = ScheduleParams()
 

@@ -1,0 +1,126 @@
+"""The CNN family of the seed tutorial, built from plain values.
+
+Three blocks of Conv–Conv–MaxPool (filters f, 2f, 4f; 3×3, same padding, L2),
+dropout after blocks 2 and 3, Flatten, Dropout, Dense softmax. The model
+takes raw uint8 images (N, H, W): scaling (from `scaling.json`) and
+augmentation are layers inside it, so serving needs no preprocessing code
+and augmentation runs in training only. Only `keras` APIs are used, so the
+same code builds on the TensorFlow, JAX and torch backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers, regularizers
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """y = x * scale + offset, applied to raw pixel values inside the model."""
+
+    method: str
+    scale: float
+    offset: float
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> "Scaling":
+        return Scaling(method=str(data["method"]), scale=float(data["scale"]), offset=float(data["offset"]))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    rotation: float = 0.0
+    zoom: float = 0.0
+    translation: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.rotation > 0 or self.zoom > 0 or self.translation > 0
+
+
+HYPERPARAMETERS = ("filters", "learning_rate", "dropout", "activation", "optimizer", "l2", "batch_norm")
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def _activation(name: str) -> layers.Layer:
+    if name == "leaky_relu":
+        return layers.LeakyReLU(negative_slope=0.1)
+    return layers.Activation(name)
+
+
+def build_cnn(
+    *,
+    image_size: int,
+    num_classes: int,
+    scaling: Scaling,
+    filters: int = 32,
+    learning_rate: float = 1e-3,
+    dropout: float = 0.3,
+    activation: str = "relu",
+    optimizer: str = "adam",
+    l2: float = 1e-5,
+    batch_norm: bool = False,
+    augment: Augmentation | None = None,
+    seed: int = 0,
+) -> keras.Model:
+    """Build and compile the CNN; every argument is a plain value."""
+    inputs = keras.Input(shape=(image_size, image_size), dtype="uint8", name="image")
+    x = layers.Reshape((image_size, image_size, 1), name="channel")(inputs)
+    x = layers.Rescaling(scaling.scale, scaling.offset, name=f"scale_{scaling.method}")(x)
+    if augment is not None and augment.active:
+        # Preprocessing layers are identity at inference: training only.
+        if augment.rotation > 0:
+            x = layers.RandomRotation(augment.rotation, fill_mode="constant", seed=seed, name="augment_rotation")(x)
+        if augment.zoom > 0:
+            x = layers.RandomZoom(augment.zoom, fill_mode="constant", seed=seed + 1, name="augment_zoom")(x)
+        if augment.translation > 0:
+            x = layers.RandomTranslation(
+                augment.translation, augment.translation, fill_mode="constant", seed=seed + 2, name="augment_translation"
+            )(x)
+    block_dropout = {1: None, 2: dropout, 3: min(dropout + 0.1, 0.9)}
+    for block, width in ((1, filters), (2, 2 * filters), (3, 4 * filters)):
+        for conv in (1, 2):
+            x = layers.Conv2D(
+                width,
+                3,
+                padding="same",
+                use_bias=not batch_norm,
+                kernel_regularizer=regularizers.l2(l2) if l2 > 0 else None,
+                name=f"block{block}_conv{conv}",
+            )(x)
+            if batch_norm:
+                # momentum 0.9: short trials must still leave usable moving averages
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
+            x = _activation(activation)(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        if block_dropout[block]:
+            x = layers.Dropout(block_dropout[block], seed=seed + block, name=f"block{block}_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(max(dropout - 0.1, 0.0), seed=seed + 9, name="head_dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="quickdraw_cnn")
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def load_model(path: str) -> keras.Model:
+    """Load a saved model, never executing code from the file (safe_mode)."""
+    return keras.saving.load_model(path, safe_mode=True)

@@ -1,0 +1,155 @@
+"""evaluate: the saved model on the test split only.
+
+Metrics: accuracy, top-3 accuracy, MAP@3 (the Kaggle Quick, Draw!
+competition's metric), macro precision/recall/F1, a per-class table and the
+confusion matrix. Writes `reports/metrics.json` (for `dvc metrics`),
+`reports/per_class.csv`, `reports/predictions.csv` (for `dvc plots`' confusion
+template) and figures in `reports/plots/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from quickdraw_dag import plots
+from quickdraw_dag.atomic import write_bytes_atomic, write_json_atomic
+from quickdraw_dag.cli import run_entry_point
+from quickdraw_dag.config import EvaluateParams, Params
+from quickdraw_dag.errors import DataError
+from quickdraw_dag.model import load_model
+from quickdraw_dag.stream import MemmapBatches, open_split
+from quickdraw_dag.training import load_categories
+
+log = logging.getLogger(__name__)
+
+
+def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k most probable classes, most probable first."""
+    k = min(k, probabilities.shape[1])
+    part = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(probabilities, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: int) -> dict[str, Any]:
+    """Pure metrics from true labels and predicted probabilities."""
+    ranked = top_k(probabilities, 3)
+    predicted = ranked[:, 0]
+    hits = ranked == labels[:, None]
+    reciprocal = (hits / np.arange(1, ranked.shape[1] + 1)).sum(axis=1)
+    matrix = np.zeros((classes, classes), np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    true_positive = np.diag(matrix).astype(float)
+    predicted_count = matrix.sum(axis=0).astype(float)
+    support = matrix.sum(axis=1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted_count > 0, true_positive / predicted_count, 0.0)
+        recall = np.where(support > 0, true_positive / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "top3_accuracy": float(hits.any(axis=1).mean()),
+        "map_at_3": float(reciprocal.mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "test_images": int(labels.shape[0]),
+        "per_class": {"precision": precision, "recall": recall, "f1": f1, "support": support},
+        "confusion": matrix,
+        "predicted": predicted,
+        "top3": ranked,
+    }
+
+
+def _csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def evaluate(params: EvaluateParams, processed_dir: Path, models_dir: Path, reports_dir: Path) -> dict[str, Any]:
+    """Run the evaluate stage; returns the headline metrics."""
+    model_path = Path(models_dir) / "model.keras"
+    if not model_path.exists():
+        raise DataError("missing: run the train stage first", path=model_path)
+    model = load_model(str(model_path))
+    categories = load_categories(processed_dir)
+    test_x, test_y = open_split(processed_dir, "test")
+    labels = np.asarray(test_y, np.int64)
+    probabilities = model.predict(
+        MemmapBatches(test_x, test_y, batch_size=params.batch_size, shuffle=False), verbose=0
+    )
+    result = classification_metrics(labels, probabilities, len(categories))
+    headline = {k: result[k] for k in ("accuracy", "top3_accuracy", "map_at_3", "macro_precision",
+                                       "macro_recall", "macro_f1", "test_images")}
+    reports_dir = Path(reports_dir)
+    write_json_atomic(reports_dir / "metrics.json", headline)
+    per_class = result["per_class"]
+    write_bytes_atomic(reports_dir / "per_class.csv", _csv_bytes(
+        ["category", "precision", "recall", "f1", "support"],
+        [[c, f"{per_class['precision'][i]:.4f}", f"{per_class['recall'][i]:.4f}", f"{per_class['f1'][i]:.4f}",
+          int(per_class["support"][i])] for i, c in enumerate(categories)],
+    ))
+    write_bytes_atomic(reports_dir / "predictions.csv", _csv_bytes(
+        ["index", "actual", "predicted", "probability", "top3"],
+        [[i, categories[labels[i]], categories[result["predicted"][i]], f"{probabilities[i, result['predicted'][i]]:.4f}",
+          "|".join(categories[j] for j in result["top3"][i])] for i in range(labels.shape[0])],
+    ))
+    write_images(result, probabilities, test_x, labels, categories, params, reports_dir, model)
+    log.info("evaluate: accuracy %.4f, top-3 %.4f, MAP@3 %.4f on %d test images",
+             headline["accuracy"], headline["top3_accuracy"], headline["map_at_3"], headline["test_images"])
+    return headline
+
+
+def write_images(result: dict[str, Any], probabilities: np.ndarray, test_x: np.ndarray, labels: np.ndarray,
+                 categories: list[str], params: EvaluateParams, reports_dir: Path, model: keras.Model) -> None:
+    plot_dir = reports_dir / "plots"
+    history_path = reports_dir / "history.json"
+    if history_path.exists():
+        plots.training_curves(json.loads(history_path.read_text()), plot_dir / "training_curves.png")
+    plots.confusion_matrix_plot(result["confusion"], categories, plot_dir / "confusion_matrix.png")
+    wrong = np.flatnonzero(result["predicted"] != labels)
+    # the most confident mistakes first: the most instructive ones
+    wrong = wrong[np.argsort(-probabilities[wrong, result["predicted"][wrong]], kind="stable")][: params.misclassified]
+    plots.image_grid(
+        np.asarray(test_x[np.sort(wrong)]) if wrong.size else np.zeros((0, 1, 1)),
+        [f"true {categories[labels[i]]}\npred {categories[result['predicted'][i]]}" for i in np.sort(wrong)],
+        plot_dir / "misclassified.png", columns=6, title=f"Misclassified test drawings ({wrong.size} shown)",
+    )
+    samples, titles = [], []
+    for index, category in enumerate(categories):
+        members = np.flatnonzero(labels == index)[: params.samples_per_class]
+        samples.extend(np.asarray(test_x[members]))
+        titles.extend([category] * members.size)
+    plots.image_grid(np.asarray(samples), titles, plot_dir / "samples_per_class.png",
+                     columns=params.samples_per_class, title="Test drawings per class")
+    first_conv = model.get_layer("block1_conv1")
+    probe = keras.Model(model.inputs, first_conv.output)
+    drawing = np.asarray(test_x[:1])
+    activations = keras.ops.convert_to_numpy(probe(drawing))[0]
+    kernels = keras.ops.convert_to_numpy(first_conv.kernel)
+    plots.feature_maps(drawing[0], kernels, activations, plot_dir / "feature_maps.png")
+
+
+def run(params: Params) -> dict[str, Any]:
+    """The stage as DVC and Prefect call it: this stage's sections only."""
+    return evaluate(params.evaluate, Path(params.paths.processed), Path(params.paths.models), Path(params.paths.reports))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m tasks.evaluate", __doc__.splitlines()[0], run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

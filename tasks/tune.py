@@ -1,0 +1,217 @@
+"""tune: KerasTuner Hyperband over `tune.space`, on val_accuracy, within a budget.
+
+The hypermodel only samples values and calls `build_cnn`. Budget controls:
+`tune.max_epochs`, `factor`, `hyperband_iterations`, `train_fraction` (a
+stratified share of the training split), early stopping per trial
+(`tune.patience`) and a wall-clock limit (`tune.max_seconds`): no trial starts
+after it, and a running trial stops at its next epoch end. The tuner project
+lives under `models/tuner/<fingerprint>` (config + data), so a killed search
+resumes where it stopped and never repeats a finished trial, while a changed
+config starts afresh.
+
+The best trial is the highest val_accuracy among those whose measured speed
+lets the final training run `tune.budget_epochs` epochs on the whole training
+split within `train.max_seconds` (a 128-filter CNN that wins a 3-epoch race
+but cannot train properly in the time given is not the best choice).
+Writes `models/best_hparams.json` and `reports/tuning.json` (every trial).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import keras_tuner as kt
+
+from quickdraw_dag.atomic import write_json_atomic
+from quickdraw_dag.cli import run_entry_point
+from quickdraw_dag.config import Params, SearchSpace, TrainParams, TuneParams
+from quickdraw_dag.model import HYPERPARAMETERS, Augmentation, Scaling, build_cnn
+from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
+from quickdraw_dag.training import (
+    TimeBudget,
+    augmentation_from,
+    data_identity,
+    fingerprint,
+    load_categories,
+    load_scaling,
+)
+
+log = logging.getLogger(__name__)
+OBJECTIVE = "val_accuracy"
+
+
+class CnnHyperModel(kt.HyperModel):
+    """Samples each hyperparameter from the space; fixed values are hp.Fixed."""
+
+    def __init__(self, space: SearchSpace, *, image_size: int, num_classes: int, scaling: Scaling,
+                 augment: Augmentation, seed: int) -> None:
+        super().__init__(name="quickdraw_cnn")
+        self.space = space
+        self.fixed = {"image_size": image_size, "num_classes": num_classes, "scaling": scaling,
+                      "augment": augment, "seed": seed}
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        values = {}
+        for name in HYPERPARAMETERS:
+            choices = list(getattr(self.space, name))
+            values[name] = hp.Choice(name, choices) if len(choices) > 1 else hp.Fixed(name, choices[0])
+        return build_cnn(**normalize_hyperparameters(values), **self.fixed)
+
+
+def normalize_hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain Python types for build_cnn and JSON (KerasTuner stores booleans as ints)."""
+    types = {"filters": int, "learning_rate": float, "dropout": float, "activation": str,
+             "optimizer": str, "l2": float, "batch_norm": bool}
+    return {name: types[name](values[name]) for name in HYPERPARAMETERS if name in values}
+
+
+class _DeadlineOracle(kt.oracles.HyperbandOracle):
+    """Hyperband that hands out no new trial once the wall-clock budget is spent."""
+
+    def __init__(self, *args: Any, deadline: float | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def create_trial(self, tuner_id: str) -> kt.engine.trial.Trial:
+        if self.deadline is not None and time.time() >= self.deadline and tuner_id not in self.ongoing_trials:
+            return kt.engine.trial.Trial(self.get_space(), trial_id="budget", status="STOPPED")
+        return super().create_trial(tuner_id)
+
+
+class BudgetedHyperband(kt.Hyperband):
+    """kt.Hyperband with a deadline and a record of each trial's speed."""
+
+    def __init__(self, hypermodel: kt.HyperModel, *, deadline: float | None, max_epochs: int, factor: int,
+                 hyperband_iterations: int, seed: int, images_per_epoch: int, **kwargs: Any) -> None:
+        oracle = _DeadlineOracle(
+            kt.Objective(OBJECTIVE, "max"),
+            max_epochs=max_epochs,
+            factor=factor,
+            hyperband_iterations=hyperband_iterations,
+            seed=seed,
+            deadline=deadline,
+        )
+        kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+        self.images_per_epoch = images_per_epoch
+        self.timings_path = Path(self.project_dir) / "timings.json"
+        self.timings: dict[str, dict[str, float]] = (
+            json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
+        )
+
+    def run_trial(self, trial: kt.engine.trial.Trial, *fit_args: Any, **fit_kwargs: Any) -> Any:
+        started = time.monotonic()
+        histories = super().run_trial(trial, *fit_args, **fit_kwargs)
+        seconds = time.monotonic() - started
+        epochs = sum(len(h.history.get("loss", [])) for h in histories) if isinstance(histories, list) else 0
+        self.timings[trial.trial_id] = {
+            "seconds": seconds,
+            "epochs_run": epochs,
+            "images_per_second": epochs * self.images_per_epoch / seconds if seconds > 0 and epochs else 0.0,
+        }
+        write_json_atomic(self.timings_path, self.timings)
+        return histories
+
+
+def trial_records(tuner: BudgetedHyperband, train_images: int, budget_epochs: int,
+                  train_max_seconds: float | None) -> list[dict[str, Any]]:
+    """Every trial: values, score, epochs, status, speed, whether it fits the budget."""
+    records = []
+    for trial in tuner.oracle.trials.values():
+        values = normalize_hyperparameters(trial.hyperparameters.values)
+        timing = tuner.timings.get(trial.trial_id, {})
+        speed = timing.get("images_per_second", 0.0)
+        needed = budget_epochs * train_images / speed if speed else None
+        history = trial.metrics.get_history(OBJECTIVE) if trial.metrics.exists(OBJECTIVE) else []
+        records.append({
+            "trial_id": trial.trial_id,
+            "status": str(trial.status),
+            "score": trial.score,
+            "epochs": int(trial.hyperparameters.values.get("tuner/epochs", 0)),
+            "initial_epoch": int(trial.hyperparameters.values.get("tuner/initial_epoch", 0)),
+            "hyperparameters": values,
+            "val_accuracy_history": [float(obs.value[0]) if isinstance(obs.value, list) else float(obs.value) for obs in history],
+            "seconds": timing.get("seconds"),
+            "images_per_second": speed or None,
+            "estimated_train_seconds": needed,
+            "fits_budget": needed is None or train_max_seconds is None or needed <= train_max_seconds,
+        })
+    return sorted(records, key=lambda r: r["trial_id"])
+
+
+def choose_best(records: list[dict[str, Any]]) -> dict[str, Any]:
+    scored = [r for r in records if r["score"] is not None and r["status"] == "COMPLETED"]
+    if not scored:
+        raise RuntimeError("no tuning trial completed; raise tune.max_seconds or lower tune.max_epochs")
+    fitting = [r for r in scored if r["fits_budget"]] or sorted(scored, key=lambda r: r["estimated_train_seconds"] or 0)[:1]
+    return max(fitting, key=lambda r: (r["score"], -(r["estimated_train_seconds"] or 0)))
+
+
+def tune(params: TuneParams, train_params: TrainParams, processed_dir: Path, models_dir: Path,
+         reports_dir: Path) -> dict[str, Any]:
+    """Run the tune stage; returns the best hyperparameters."""
+    started = time.time()
+    keras.utils.set_random_seed(params.seed)
+    categories = load_categories(processed_dir)
+    scaling = load_scaling(processed_dir)
+    train_x, train_y = open_split(processed_dir, "train")
+    val_x, val_y = open_split(processed_dir, "val")
+    subset = stratified_subset(train_y, params.train_fraction, params.seed)
+    train_data = MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed,
+                               indices=subset, workers=train_params.workers)
+    val_data = MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False)
+    augment = augmentation_from(train_params.augment)
+    hypermodel = CnnHyperModel(params.space, image_size=int(train_x.shape[1]), num_classes=len(categories),
+                               scaling=scaling, augment=augment, seed=params.seed)
+    project = fingerprint(params.model_dump(mode="json"), train_params.augment.model_dump(), data_identity(processed_dir))
+    tuner = BudgetedHyperband(
+        hypermodel,
+        deadline=started + params.max_seconds if params.max_seconds else None,
+        max_epochs=params.max_epochs,
+        factor=params.factor,
+        hyperband_iterations=params.hyperband_iterations,
+        seed=params.seed,
+        images_per_epoch=int(subset.size),
+        directory=str(Path(models_dir) / "tuner"),
+        project_name=f"hyperband-{project}",
+        overwrite=False,
+    )
+    budget = TimeBudget(params.max_seconds, started=time.monotonic() - (time.time() - started))
+    log.info("tune: Hyperband on %d of %d training images, project %s", subset.size, train_y.shape[0], tuner.project_dir)
+    tuner.search(
+        train_data,
+        validation_data=val_data,
+        epochs=params.max_epochs,
+        callbacks=[keras.callbacks.EarlyStopping(OBJECTIVE, patience=params.patience), budget],
+        verbose=2,
+    )
+    records = trial_records(tuner, int(train_y.shape[0]), params.budget_epochs, train_params.max_seconds)
+    best = choose_best(records)
+    result = {"hyperparameters": best["hyperparameters"], "trial_id": best["trial_id"], "val_accuracy": best["score"],
+              "images_per_second": best["images_per_second"], "tuner_project": str(tuner.project_dir)}
+    write_json_atomic(Path(models_dir) / "best_hparams.json", result)
+    write_json_atomic(Path(reports_dir) / "tuning.json", {
+        "objective": OBJECTIVE, "trials": records, "best_trial_id": best["trial_id"],
+        "seconds": time.time() - started, "train_images_used": int(subset.size),
+    })
+    log.info("tune: best trial %s, val_accuracy %.4f, %s", best["trial_id"], best["score"], best["hyperparameters"])
+    return result
+
+
+def run(params: Params) -> dict[str, Any]:
+    """The stage as DVC and Prefect call it: this stage's sections only."""
+    return tune(params.tune, params.train, Path(params.paths.processed), Path(params.paths.models),
+                Path(params.paths.reports))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry_point("python -m tasks.tune", __doc__.splitlines()[0], run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
