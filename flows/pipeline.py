@@ -1,4 +1,4 @@
-"""The QuickDraw pipeline as a Prefect flow: fetch → split (→ later stages).
+"""The QuickDraw pipeline as a Prefect flow: fetch → split → preprocess → tune → train → evaluate.
 
 Tasks are thin: each calls the same `tasks.<stage>.run` that `dvc.yaml`
 runs, so Prefect and DVC can never disagree about what a stage does.
@@ -15,8 +15,12 @@ from prefect import flow, task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
+import tasks.evaluate
 import tasks.fetch
+import tasks.preprocess
 import tasks.split
+import tasks.train
+import tasks.tune
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params
 from quickdraw_dag.errors import FetchError, OfflineError
@@ -45,12 +49,42 @@ def split(params: Params) -> dict[str, Any]:
     return tasks.split.run(params)
 
 
+@task(name="preprocess")
+def preprocess(params: Params) -> dict[str, Any]:
+    return tasks.preprocess.run(params)
+
+
+@task(name="tune")
+def tune(params: Params) -> dict[str, Any]:
+    return tasks.tune.run(params)
+
+
+@task(name="train")
+def train(params: Params) -> dict[str, Any]:
+    return tasks.train.run(params)
+
+
+@task(name="evaluate")
+def evaluate(params: Params) -> dict[str, Any]:
+    return tasks.evaluate.run(params)
+
+
 @flow(name="quickdraw-pipeline", log_prints=True)
 def pipeline(params: Params) -> dict[str, Any]:
-    """Run every stage that exists, in order, on validated params."""
+    """Run the six stages in order on validated params; stages exchange files only."""
     manifest = fetch(params)
     summary = split(params, wait_for=[manifest])
-    return {"drawings_fetched": manifest["drawings"], "split_totals": summary["totals"]}
+    processed = preprocess(params, wait_for=[summary])
+    best = tune(params, wait_for=[processed])
+    history = train(params, wait_for=[best])
+    metrics = evaluate(params, wait_for=[history])
+    return {
+        "drawings_fetched": manifest["drawings"],
+        "split_totals": summary["totals"],
+        "best_hyperparameters": best["hyperparameters"],
+        "epochs_trained": history["epochs_run"],
+        "metrics": metrics,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -236,10 +236,9 @@ class TuneParams(StrictModel):
     factor: int = Field(default=3, ge=2, le=10)
     hyperband_iterations: int = Field(default=1, ge=1, le=100)
     train_fraction: float = Field(default=0.25, gt=0, le=1)
-    max_seconds: float | None = Field(default=210.0, gt=0)
+    max_seconds: float | None = Field(default=180.0, gt=0)
     patience: int = Field(default=2, ge=1)
     batch_size: int = Field(default=128, ge=1, le=65536)
-    budget_epochs: int = Field(default=10, ge=1)
     seed: int = Field(default=0, ge=0)
     space: SearchSpace = SearchSpace()
 
@@ -256,7 +255,8 @@ class TrainParams(StrictModel):
     epochs: int = Field(default=40, ge=1, le=10000)
     batch_size: int = Field(default=128, ge=1, le=65536)
     patience: int = Field(default=6, ge=1)
-    max_seconds: float | None = Field(default=480.0, gt=0)
+    max_seconds: float | None = Field(default=420.0, gt=0)
+    budget_epochs: int = Field(default=10, ge=1)  # a tuned candidate must manage this many epochs in max_seconds
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
     seed: int = Field(default=0, ge=0)
     workers: int = Field(default=1, ge=1, le=64)

@@ -9,11 +9,11 @@ lives under `models/tuner/<fingerprint>` (config + data), so a killed search
 resumes where it stopped and never repeats a finished trial, while a changed
 config starts afresh.
 
-The best trial is the highest val_accuracy among those whose measured speed
-lets the final training run `tune.budget_epochs` epochs on the whole training
-split within `train.max_seconds` (a 128-filter CNN that wins a 3-epoch race
-but cannot train properly in the time given is not the best choice).
-Writes `models/best_hparams.json` and `reports/tuning.json` (every trial).
+Trials train without augmentation (it is a training-time regularizer and
+slows the short trials down). Every completed trial's measured speed is
+kept: `models/best_hparams.json` holds the best trial and the ranked
+candidates, so `train` can take the best one that fits its own time budget.
+`reports/tuning.json` records every trial.
 """
 
 from __future__ import annotations
@@ -30,17 +30,11 @@ import keras_tuner as kt
 
 from quickdraw_dag.atomic import write_json_atomic
 from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import Params, SearchSpace, TrainParams, TuneParams
+from quickdraw_dag.config import Params, SearchSpace, TuneParams
+from quickdraw_dag.errors import QuickDrawDagError
 from quickdraw_dag.model import HYPERPARAMETERS, Augmentation, Scaling, build_cnn
 from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
-from quickdraw_dag.training import (
-    TimeBudget,
-    augmentation_from,
-    data_identity,
-    fingerprint,
-    load_categories,
-    load_scaling,
-)
+from quickdraw_dag.training import TimeBudget, data_identity, fingerprint, load_categories, load_scaling
 
 log = logging.getLogger(__name__)
 OBJECTIVE = "val_accuracy"
@@ -118,15 +112,13 @@ class BudgetedHyperband(kt.Hyperband):
         return histories
 
 
-def trial_records(tuner: BudgetedHyperband, train_images: int, budget_epochs: int,
-                  train_max_seconds: float | None) -> list[dict[str, Any]]:
-    """Every trial: values, score, epochs, status, speed, whether it fits the budget."""
+def trial_records(tuner: BudgetedHyperband) -> list[dict[str, Any]]:
+    """Every trial: values, score, epochs, status, seconds, speed."""
     records = []
     for trial in tuner.oracle.trials.values():
         values = normalize_hyperparameters(trial.hyperparameters.values)
         timing = tuner.timings.get(trial.trial_id, {})
         speed = timing.get("images_per_second", 0.0)
-        needed = budget_epochs * train_images / speed if speed else None
         history = trial.metrics.get_history(OBJECTIVE) if trial.metrics.exists(OBJECTIVE) else []
         records.append({
             "trial_id": trial.trial_id,
@@ -138,22 +130,21 @@ def trial_records(tuner: BudgetedHyperband, train_images: int, budget_epochs: in
             "val_accuracy_history": [float(obs.value[0]) if isinstance(obs.value, list) else float(obs.value) for obs in history],
             "seconds": timing.get("seconds"),
             "images_per_second": speed or None,
-            "estimated_train_seconds": needed,
-            "fits_budget": needed is None or train_max_seconds is None or needed <= train_max_seconds,
         })
     return sorted(records, key=lambda r: r["trial_id"])
 
 
-def choose_best(records: list[dict[str, Any]]) -> dict[str, Any]:
+def rank_candidates(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Completed trials, best val_accuracy first (the faster one wins a tie)."""
     scored = [r for r in records if r["score"] is not None and r["status"] == "COMPLETED"]
     if not scored:
-        raise RuntimeError("no tuning trial completed; raise tune.max_seconds or lower tune.max_epochs")
-    fitting = [r for r in scored if r["fits_budget"]] or sorted(scored, key=lambda r: r["estimated_train_seconds"] or 0)[:1]
-    return max(fitting, key=lambda r: (r["score"], -(r["estimated_train_seconds"] or 0)))
+        raise QuickDrawDagError("no tuning trial completed: raise tune.max_seconds or lower tune.max_epochs")
+    ranked = sorted(scored, key=lambda r: (-r["score"], -(r["images_per_second"] or 0.0), r["trial_id"]))
+    return [{"trial_id": r["trial_id"], "val_accuracy": r["score"], "images_per_second": r["images_per_second"],
+             "hyperparameters": r["hyperparameters"]} for r in ranked]
 
 
-def tune(params: TuneParams, train_params: TrainParams, processed_dir: Path, models_dir: Path,
-         reports_dir: Path) -> dict[str, Any]:
+def tune(params: TuneParams, processed_dir: Path, models_dir: Path, reports_dir: Path) -> dict[str, Any]:
     """Run the tune stage; returns the best hyperparameters."""
     started = time.time()
     keras.utils.set_random_seed(params.seed)
@@ -163,12 +154,11 @@ def tune(params: TuneParams, train_params: TrainParams, processed_dir: Path, mod
     val_x, val_y = open_split(processed_dir, "val")
     subset = stratified_subset(train_y, params.train_fraction, params.seed)
     train_data = MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed,
-                               indices=subset, workers=train_params.workers)
+                               indices=subset)
     val_data = MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False)
-    augment = augmentation_from(train_params.augment)
     hypermodel = CnnHyperModel(params.space, image_size=int(train_x.shape[1]), num_classes=len(categories),
-                               scaling=scaling, augment=augment, seed=params.seed)
-    project = fingerprint(params.model_dump(mode="json"), train_params.augment.model_dump(), data_identity(processed_dir))
+                               scaling=scaling, augment=Augmentation(), seed=params.seed)
+    project = fingerprint(params.model_dump(mode="json"), data_identity(processed_dir))
     tuner = BudgetedHyperband(
         hypermodel,
         deadline=started + params.max_seconds if params.max_seconds else None,
@@ -190,23 +180,22 @@ def tune(params: TuneParams, train_params: TrainParams, processed_dir: Path, mod
         callbacks=[keras.callbacks.EarlyStopping(OBJECTIVE, patience=params.patience), budget],
         verbose=2,
     )
-    records = trial_records(tuner, int(train_y.shape[0]), params.budget_epochs, train_params.max_seconds)
-    best = choose_best(records)
-    result = {"hyperparameters": best["hyperparameters"], "trial_id": best["trial_id"], "val_accuracy": best["score"],
-              "images_per_second": best["images_per_second"], "tuner_project": str(tuner.project_dir)}
+    records = trial_records(tuner)
+    candidates = rank_candidates(records)
+    best = candidates[0]
+    result = {**best, "tuner_project": str(tuner.project_dir), "candidates": candidates}
     write_json_atomic(Path(models_dir) / "best_hparams.json", result)
     write_json_atomic(Path(reports_dir) / "tuning.json", {
         "objective": OBJECTIVE, "trials": records, "best_trial_id": best["trial_id"],
         "seconds": time.time() - started, "train_images_used": int(subset.size),
     })
-    log.info("tune: best trial %s, val_accuracy %.4f, %s", best["trial_id"], best["score"], best["hyperparameters"])
+    log.info("tune: best trial %s, val_accuracy %.4f, %s", best["trial_id"], best["val_accuracy"], best["hyperparameters"])
     return result
 
 
 def run(params: Params) -> dict[str, Any]:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return tune(params.tune, params.train, Path(params.paths.processed), Path(params.paths.models),
-                Path(params.paths.reports))
+    return tune(params.tune, Path(params.paths.processed), Path(params.paths.models), Path(params.paths.reports))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,3 +58,23 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 300) -> subp
 def tree_digest(root: Path) -> dict[str, bytes]:
     """Every file under `root` with its bytes (for byte-identity checks)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def build_processed(root: Path, categories: tuple[str, ...] = ("circle", "square", "line"),
+                    drawings: int = 120, image_size: int = 28, seed: int = 0) -> Path:
+    """Synthetic drawings through fetch → split → preprocess; returns the processed dir."""
+    from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
+    from tasks.fetch import fetch
+    from tasks.preprocess import preprocess
+    from tasks.split import split
+
+    data = DataParams(source="synthetic", categories=categories)
+    fetch(data, FetchParams(synthetic_drawings=drawings, synthetic_seed=seed), root / "raw")
+    split(data, SplitParams(), root / "raw", root / "interim")
+    preprocess(data, PreprocessParams(image_size=image_size, workers=1), root / "interim", root / "processed")
+    return root / "processed"
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_processed(tmp_path_factory.mktemp("tiny"))

@@ -27,18 +27,31 @@ def set_params(project: Path, **sections: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_repro_runs_fetch_and_split_then_is_a_fast_no_op(project: Path, shared_data: Path) -> None:
+STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate")
+
+
+def ran(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+def test_repro_runs_all_stages_then_is_a_fast_no_op(project: Path, shared_data: Path) -> None:
     categories = ["apple", "cat", "The Mona Lisa"]
-    set_params(project, data={"source": str(shared_data / "simplified"), "categories": categories})
+    set_params(project, data={"source": str(shared_data / "simplified"), "categories": categories},
+               preprocess={"workers": 1},
+               tune={"max_epochs": 2, "max_seconds": 20, "space": {"filters": [8], "learning_rate": [0.003],
+                                                                   "batch_norm": [False]}},
+               train={"epochs": 3, "max_seconds": 60})
     first = dvc(project, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "Running stage 'fetch'" in first.stdout and "Running stage 'split'" in first.stdout
+    assert ran(first.stdout) == set(STAGES)
     for category in categories:
         drawings = sum(len(read_binary(project / "data/interim" / s / f"{category}.bin")) for s in ("train", "val", "test"))
         assert 0 < drawings <= 25
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert lock["stages"]["split"]["params"]["params.yaml"]["split"]["seed"] == 0
-    assert set(lock["stages"]) == {"fetch", "split"}
+    assert set(lock["stages"]) == set(STAGES)
+    shown = dvc(project, "metrics", "show")
+    assert shown.returncode == 0 and "reports/metrics.json" in shown.stdout and "map_at_3" in shown.stdout
 
     started = time.perf_counter()
     second = dvc(project, "repro")
@@ -48,7 +61,8 @@ def test_repro_runs_fetch_and_split_then_is_a_fast_no_op(project: Path, shared_d
     assert elapsed < 5, f"a no-op dvc repro took {elapsed:.1f}s"
     assert "up to date" in dvc(project, "status").stdout
 
-    # Changing only split params reruns only split.
-    set_params(project, split={"seed": 7})
+    # Changing only train params reruns only train and evaluate.
+    set_params(project, train={"epochs": 2})
     third = dvc(project, "repro")
-    assert "Running stage 'split'" in third.stdout and "Running stage 'fetch'" not in third.stdout
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert ran(third.stdout) == {"train", "evaluate"}
