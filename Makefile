@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Our stage loggers show up in Prefect's console output and UI.
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 
-.PHONY: install run test bench-parse clean
+.PHONY: install run test bench-parse bench-raster repro clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ test: $(STAMP)
 ## Binary parsing: ours against the quickdraw package, side by side.
 bench-parse: $(STAMP)
 	$(PY) -m bench.parse $(ARGS)
+
+## Rasterizing: ours vs the quickdraw package's image path, same drawings, same run.
+bench-raster: $(STAMP)
+	$(PY) -m bench.raster $(ARGS)
+
+## Reproduce with DVC (the venv's python runs each stage).
+repro: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

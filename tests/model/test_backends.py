@@ -1,0 +1,40 @@
+"""The same training and evaluation code runs on the JAX backend (no TensorFlow-only API)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.test_ml_stages import write_best
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'jax[cpu]')")
+def test_train_on_jax_then_evaluate_on_tensorflow_agree(tmp_path: Path, tiny_processed: Path) -> None:
+    (tmp_path / "data").mkdir()
+    shutil.copytree(tiny_processed, tmp_path / "data" / "processed")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    write_best(tmp_path / "models", filters=8)
+    args = ["--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "evaluate.misclassified=4"]
+
+    def stage(name: str, backend: str) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+        done = subprocess.run([sys.executable, "-m", f"tasks.{name}", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((tmp_path / "reports" / ("history.json" if name == "train" else "metrics.json")).read_text())
+
+    history = stage("train", "jax")
+    assert history["backend"] == "jax" and history["epochs_run"] == 2
+    on_jax = stage("evaluate", "jax")
+    on_tensorflow = stage("evaluate", "tensorflow")
+    assert on_jax["test_images"] == on_tensorflow["test_images"] > 0
+    assert on_jax["accuracy"] == pytest.approx(on_tensorflow["accuracy"], abs=1e-9)
+    assert on_jax["map_at_3"] == pytest.approx(on_tensorflow["map_at_3"], abs=1e-6)
