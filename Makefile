@@ -15,6 +15,7 @@ export MLFLOW_ENABLE_TELEMETRY ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Our stage loggers show up in Prefect's console output and UI.
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
 .PHONY: install run test bench-parse bench-raster repro clean
 
