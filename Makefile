@@ -10,14 +10,14 @@ ARGS ?=
 
 # Quiet, offline-friendly defaults for every command run from here.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export DO_NOT_TRACK ?= 1
-export MLFLOW_ENABLE_TELEMETRY ?= false
+export DO_NOT_TRACK ?= true
+export MLFLOW_DISABLE_TELEMETRY ?= true
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Our stage loggers show up in Prefect's console output and UI.
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run test bench-parse bench-raster repro clean
+.PHONY: install run test bench-parse bench-raster repro ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench-raster: $(STAMP)
 ## Reproduce with DVC (the venv's python runs each stage).
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
+
+## The MLflow UI on the default local store, on 127.0.0.1 only.
+UI_PORT ?= 5000
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

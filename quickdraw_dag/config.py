@@ -270,6 +270,7 @@ class EvaluateParams(StrictModel):
 
 
 class MlflowParams(StrictModel):
+    enabled: bool = True
     tracking_uri: str | None = None
     experiment: str = Field(default="quickdraw", min_length=1)
 

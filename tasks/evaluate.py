@@ -142,9 +142,32 @@ def write_images(result: dict[str, Any], probabilities: np.ndarray, test_x: np.n
     plots.feature_maps(drawing[0], kernels, activations, plot_dir / "feature_maps.png")
 
 
+def orchestrator_ids() -> tuple[str | None, str | None]:
+    """The Prefect flow-run id and deployment name when Prefect runs us, else None."""
+    try:
+        from prefect.runtime import deployment, flow_run
+
+        return (str(flow_run.id) if flow_run.id else None), (deployment.name or None)
+    except Exception:  # noqa: BLE001 - outside Prefect there is simply no id
+        return None, None
+
+
 def run(params: Params) -> dict[str, Any]:
-    """The stage as DVC and Prefect call it: this stage's sections only."""
-    return evaluate(params.evaluate, Path(params.paths.processed), Path(params.paths.models), Path(params.paths.reports))
+    """The stage as DVC and Prefect call it; then the whole run goes to MLflow.
+
+    Tracking lives here, in the last stage, so `dvc repro` on its own logs to
+    MLflow exactly as a Prefect flow run does (without a flow-run id).
+    """
+    metrics = evaluate(params.evaluate, Path(params.paths.processed), Path(params.paths.models),
+                       Path(params.paths.reports))
+    if params.mlflow.enabled:
+        from quickdraw_dag.tracking import log_pipeline_run
+
+        flow_run_id, deployment_name = orchestrator_ids()
+        tracked = log_pipeline_run(params, flow_run_id=flow_run_id, deployment=deployment_name)
+        metrics = {**metrics, "mlflow_run_id": tracked["run_id"], "model_version": tracked["model_version"],
+                   "promotion": tracked["decision"]}
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:

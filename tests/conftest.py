@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QUICKDRAW_SHARED", REPO.parent / "shared" / "data" / "quickdraw"))
 
 # No telemetry from anything the tests start, and no progress bars in logs.
-os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("QUICKDRAW_DAG_PROGRESS", "0")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 

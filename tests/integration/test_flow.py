@@ -1,50 +1,96 @@
-"""The Prefect flow under a real (temporary) Prefect server runs the stages that exist."""
+"""The whole flow on tiny synthetic data under a real Prefect test server and a temporary MLflow store."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from quickdraw_dag.config import load_params
-from tests.conftest import REPO
+
+SMALL = {
+    "data": {"source": "synthetic", "categories": ["circle", "square", "line"]},
+    "fetch": {"synthetic_drawings": 60},
+    "preprocess": {"workers": 1},
+    "tune": {"max_epochs": 2, "max_seconds": 30, "space": {"filters": [8, 16], "learning_rate": [0.003],
+                                                           "batch_norm": [False]}},
+    "train": {"epochs": 3, "max_seconds": 120},
+}
+
+
+def write_params(project: Path, **sections: dict) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in sections.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def dvc_status(project: Path) -> str:
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), "status"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120).stdout
 
 
 @pytest.mark.slow
-def test_pipeline_flow_runs_all_six_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flow_runs_skips_tracks_and_agrees_with_dvc(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.pipeline import pipeline
 
-    monkeypatch.chdir(tmp_path)
-    params = load_params(
-        REPO / "params.yaml",
-        ["data.source=synthetic", "data.categories=[circle, square, line]", "fetch.synthetic_drawings=60",
-         "tune.max_epochs=2", "tune.max_seconds=30", "tune.space.filters=[8]", "tune.space.learning_rate=[0.003]",
-         "tune.space.batch_norm=[false]", "train.epochs=3", "preprocess.workers=1"],
-    )
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'store.db'}")
+    monkeypatch.setenv("PYTHONPATH", str(project))
+    write_params(project, **SMALL)
     with prefect_test_harness(server_startup_timeout=120):
-        result = pipeline(params)
-        import anyio
-        from prefect import get_client
-        from prefect.client.schemas.sorting import FlowRunSort
+        first = pipeline(load_params(project / "params.yaml"))
+        assert first["ran"] == ["fetch", "split", "preprocess", "tune", "train", "evaluate"]
+        assert "up to date" in dvc_status(project)
 
-        async def states() -> list[str]:
-            async with get_client() as client:
-                # Explicit limit and sort: this server rejects the client's None defaults.
-                runs = await client.read_flow_runs(limit=10, sort=FlowRunSort.START_TIME_DESC)
-                return [run.state.type.value for run in runs]
+        second = pipeline(load_params(project / "params.yaml"))
+        assert second["ran"] == [] and len(second["skipped"]) == 6
 
-        assert anyio.run(states) == ["COMPLETED"]
-    assert result["drawings_fetched"] == 180
-    assert result["best_hyperparameters"]["filters"] == 8 and result["epochs_trained"] == 3
-    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert metrics == result["metrics"] and metrics["test_images"] > 0
-    assert (tmp_path / "models/model.keras").exists()
-    summary = json.loads((tmp_path / "data/interim/split.json").read_text())
-    assert summary["totals"] == result["split_totals"]
-    assert sum(summary["totals"].values()) == 180 - sum(
-        c["dropped"]["unrecognized"] for c in summary["classes"].values()
-    )
+        write_params(project, train={"epochs": 2})
+        third = pipeline(load_params(project / "params.yaml"))
+        assert third["ran"] == ["train", "evaluate"]
+        assert "up to date" in dvc_status(project)
+
+    # MLflow: two parent runs (the first and third flow runs), nested trials, model, alias, lineage.
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = mlflow.get_experiment_by_name("quickdraw")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    assert len(parents) == 2
+    client = mlflow.MlflowClient()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    model_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.keras")
+    last = parents[-1]
+    tags = last.data.tags
+    assert tags["dvc_model_md5"] == model_md5 and tags["dvc_processed_md5"].endswith(".dir")
+    assert tags["prefect_flow_run_id"] != "none" and tags["orchestrator"] == "prefect"
+    assert len(tags["git_commit"]) in (40, 4) and tags["git_dirty"] in ("true", "false", "unknown")
+    assert last.data.params["train.epochs"] == "2" and last.data.params["data.categories"] == '["circle", "square", "line"]'
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert last.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert len(client.get_metric_history(last.info.run_id, "val_accuracy")) == 2
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    tuning = json.loads((project / "reports/tuning.json").read_text())
+    assert len(children) == len(tuning["trials"]) >= 2
+    assert all(c.data.tags["trial_status"] == "COMPLETED" and "filters" in c.data.params for c in children)
+    artifacts = {a.path for a in client.list_artifacts(last.info.run_id)}
+    assert {"model", "plots", "reports"} <= artifacts
+    assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_artifacts(last.info.run_id, "model")}
+    champion = client.get_model_version_by_alias("quickdraw-cnn", "champion")
+    assert str(champion.version) in ("1", "2")
+    decisions = [p.data.tags["promotion.decision"] for p in parents]
+    assert decisions[0] == "promoted"
+    assert (str(champion.version) == "2") == (decisions[1] == "promoted")
