@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run test bench-parse bench-raster repro ui clean
+.PHONY: install run test bench-parse bench-raster repro ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,15 @@ repro: $(STAMP)
 UI_PORT ?= 5000
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+## Serve the scheduled deployment (cron from params.yaml); set PREFECT_API_URL to use a server.
+serve: $(STAMP)
+	$(PY) -m flows.deploy serve
+
+## A local Prefect server with its UI on 127.0.0.1 (then: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api).
+PREFECT_PORT ?= 4200
+prefect-server: $(STAMP)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,68 @@
+"""Scheduled runs: a deployment of the pipeline with the cron schedule from params.yaml.
+
+    python -m flows.deploy serve      # serve the deployment: scheduled and on-demand runs
+
+`schedule.cron` and `schedule.timezone` define the schedule; with
+`schedule.enabled: false` the deployment exists with its schedule paused, so
+runs start only on demand (`prefect deployment run 'run-pipeline/quickdraw-scheduled'`
+or the UI). Each run reads params.yaml afresh, so a scheduled run picks up
+the current params, and follows DVC's rule: unchanged stages are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from prefect import flow
+from prefect.schedules import Cron
+
+from flows.pipeline import pipeline
+from quickdraw_dag.cli import configure_logging
+from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
+from quickdraw_dag.errors import QuickDrawDagError
+
+DEPLOYMENT_NAME = "quickdraw-scheduled"
+
+
+@flow(name="run-pipeline", log_prints=True)
+def run_pipeline(params_path: str = str(DEFAULT_PARAMS_PATH)) -> dict[str, Any]:
+    """Load params.yaml (validated) and run the pipeline as a subflow."""
+    return pipeline(load_params(params_path))
+
+
+def build_deployment(params: Params, params_path: str = str(DEFAULT_PARAMS_PATH)):
+    """The deployment object: entrypoint, cron schedule (active only if enabled), parameters."""
+    schedule = params.schedule
+    return run_pipeline.to_deployment(
+        name=DEPLOYMENT_NAME,
+        schedules=[Cron(schedule.cron, timezone=schedule.timezone, active=schedule.enabled)],
+        parameters={"params_path": params_path},
+        tags=["quickdraw"],
+        description="QuickDraw DAG pipeline on the schedule from params.yaml",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["serve"], help="serve the scheduled deployment (blocks)")
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS_PATH))
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        params = load_params(args.params)
+    except QuickDrawDagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    from prefect import serve
+
+    state = "active" if params.schedule.enabled else "paused (schedule.enabled: false)"
+    print(f"serving {DEPLOYMENT_NAME}: cron {params.schedule.cron!r} in {params.schedule.timezone}, {state}")
+    serve(build_deployment(params, str(Path(args.params))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The scheduled deployment against a real temporary Prefect server: schedule, then a served run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quickdraw_dag.config import load_params
+from tests.conftest import REPO
+from tests.integration.test_flow import SMALL, write_params
+
+
+@pytest.mark.slow
+def test_deployment_has_the_cron_schedule_and_a_served_run_completes(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import anyio
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.deploy import DEPLOYMENT_NAME, build_deployment
+
+    monkeypatch.chdir(project)
+    write_params(project, **SMALL, schedule={"cron": "30 4 * * 2", "timezone": "Europe/Stockholm", "enabled": True},
+                 mlflow={"enabled": False})
+    params = load_params(project / "params.yaml")
+    with prefect_test_harness(server_startup_timeout=120):
+        deployment_id = build_deployment(params).apply()
+
+        async def read() -> tuple:
+            async with get_client() as client:
+                deployment = await client.read_deployment(deployment_id)
+                return deployment, await client.read_deployment_schedules(deployment_id)
+
+        deployment, schedules = anyio.run(read)
+        assert deployment.name == DEPLOYMENT_NAME and deployment.parameters == {"params_path": "params.yaml"}
+        assert len(schedules) == 1 and schedules[0].active
+        assert schedules[0].schedule.cron == "30 4 * * 2" and schedules[0].schedule.timezone == "Europe/Stockholm"
+
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(project)}
+        server = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve"], cwd=project, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            run = run_deployment(f"run-pipeline/{DEPLOYMENT_NAME}", timeout=420)
+            assert run.state.is_completed(), run.state
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            output = server.communicate(timeout=60)[0]
+    assert (project / "models" / "model.keras").exists(), output[-3000:]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate"}
