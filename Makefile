@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run test bench-parse bench-raster repro ui serve prefect-server clean
+.PHONY: install run test demo bench-parse bench-raster repro ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ install: $(STAMP)
 ## Run the pipeline with params.yaml (plus any --set overrides in ARGS).
 run: $(STAMP)
 	$(PY) -m flows.pipeline $(ARGS)
+
+## The whole pipeline offline on synthetic doodles in .demo/ (logs to ./mlflow.db).
+demo: $(STAMP)
+	$(PY) -m flows.demo $(ARGS)
 
 ## The whole test suite.
 test: $(STAMP)

@@ -45,12 +45,19 @@ def configure(params: MlflowParams) -> str:
     if experiment is not None:
         experiment_id = experiment.experiment_id
     else:
-        location = None
-        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            location = Path(DEFAULT_ARTIFACT_DIR).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(params.experiment, artifact_location=location)
+        experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (`<db folder>/mlartifacts`); servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        return (database.resolve().parent / DEFAULT_ARTIFACT_DIR).as_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        return Path(DEFAULT_ARTIFACT_DIR).resolve().as_uri()
+    return None
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
