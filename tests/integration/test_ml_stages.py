@@ -143,3 +143,38 @@ def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Path) -> 
     history = json.loads((project / "reports" / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 13))
     assert (project / "models" / "model.keras").exists() and not log_files()
+
+
+def test_killed_search_resumes_without_repeating_finished_trials(workspace: Path) -> None:
+    from tests.conftest import REPO
+
+    (workspace / "data").mkdir()
+    shutil.move(str(workspace / "processed"), workspace / "data" / "processed")
+    shutil.copy(REPO / "params.yaml", workspace / "params.yaml")
+    args = [sys.executable, "-m", "tasks.tune", "--set", "tune.max_epochs=4", "--set", "tune.factor=2",
+            "--set", "tune.max_seconds=null", "--set", "tune.train_fraction=1.0", "--set", "tune.batch_size=16",
+            "--set", "tune.space.filters=[8, 16]", "--set", "tune.space.learning_rate=[0.001, 0.003]",
+            "--set", "tune.space.batch_norm=[false]"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def completed() -> dict[str, float]:
+        done = {}
+        for path in (workspace / "models" / "tuner").glob("*/trial_*/trial.json"):
+            if json.loads(path.read_text()).get("status") == "COMPLETED":
+                done[path.parent.name] = path.stat().st_mtime_ns
+        return done
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(completed()) < 2:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = completed()
+    assert len(before) >= 2 and not (workspace / "models" / "best_hparams.json").exists()
+    second = subprocess.run(args, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = completed()
+    assert all(after[name] == stamp for name, stamp in before.items())  # finished trials were not rerun
+    trials = json.loads((workspace / "reports" / "tuning.json").read_text())["trials"]
+    assert {f"trial_{t['trial_id']}" for t in trials} >= set(before) and len(trials) > len(before)
