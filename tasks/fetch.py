@@ -30,9 +30,9 @@ from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import DataParams, FetchParams, Params
 from quickdraw_dag.download import RetryPolicy, download
 from quickdraw_dag.errors import ConfigError, DataError
+from quickdraw_dag.fanout import Mapper, serial_map
 from quickdraw_dag.formats import Format, find_local_file, raw_file_name, validate_file
 from quickdraw_dag.formats.binary import write_binary
-from quickdraw_dag.progress import track
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
@@ -49,21 +49,19 @@ class LocalFile:
     bad_records: int
 
 
-def fetch(data: DataParams, params: FetchParams, raw_dir: Path) -> dict[str, Any]:
-    """Run the fetch stage; returns the manifest it wrote."""
+def fetch(data: DataParams, params: FetchParams, raw_dir: Path, mapper: Mapper = serial_map) -> dict[str, Any]:
+    """Run the fetch stage, one job per category through `mapper`; returns the manifest."""
     raw_dir = Path(raw_dir)
     kind = data.source_kind
     log.info("fetch: %d categories from %s into %s", len(data.categories), data.source, raw_dir)
     if kind == "directory":
         # Validate every file before copying any: bad input writes nothing.
-        located = [locate_local(c, data, params) for c in track(data.categories, desc="validate", unit="file")]
-        entries = [copy_local(item, data, raw_dir) for item in track(located, desc="copy", unit="file")]
+        located = mapper(locate_local, [(c, data, params) for c in data.categories], "validate")
+        entries = mapper(copy_local, [(item, data, raw_dir) for item in located], "copy")
     elif kind == "synthetic":
-        entries = [
-            make_synthetic(c, params, raw_dir) for c in track(data.categories, desc="synthesize", unit="class")
-        ]
+        entries = mapper(make_synthetic, [(c, params, raw_dir) for c in data.categories], "synthesize")
     else:
-        entries = [download_category(category, data, params, raw_dir) for category in data.categories]
+        entries = mapper(download_category, [(c, data, params, raw_dir) for c in data.categories], "download")
     return write_manifest(data, entries, raw_dir)
 
 
@@ -184,9 +182,9 @@ def _entry(category: str, path: Path, fmt: Format, drawings: int, bad: int, orig
     }
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: Params, mapper: Mapper = serial_map) -> dict[str, Any]:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return fetch(params.data, params.fetch, Path(params.paths.raw))
+    return fetch(params.data, params.fetch, Path(params.paths.raw), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

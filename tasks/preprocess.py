@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,9 +24,9 @@ from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import DataParams, Params, PreprocessParams
 from quickdraw_dag.errors import DataError
+from quickdraw_dag.fanout import Mapper, process_map
 from quickdraw_dag.formats.binary import iter_binary
 from quickdraw_dag.formats.bitmap import BITMAP_SIDE
-from quickdraw_dag.progress import track
 from quickdraw_dag.raster import rasterize, resize_bitmaps
 from tasks.split import SPLITS, SUMMARY_NAME
 
@@ -139,8 +137,13 @@ def scaling_from_histogram(method: str, counts: np.ndarray) -> dict[str, Any]:
     return result
 
 
-def preprocess(data: DataParams, params: PreprocessParams, interim_dir: Path, processed_dir: Path) -> dict[str, Any]:
-    """Run the preprocess stage; returns its summary."""
+def preprocess(
+    data: DataParams, params: PreprocessParams, interim_dir: Path, processed_dir: Path, mapper: Mapper | None = None
+) -> dict[str, Any]:
+    """Run the preprocess stage, one job per category; returns its summary.
+
+    Without a `mapper`, categories run on `preprocess.workers` processes.
+    """
     try:
         split_summary = json.loads((Path(interim_dir) / SUMMARY_NAME).read_text())
     except FileNotFoundError:
@@ -153,14 +156,7 @@ def preprocess(data: DataParams, params: PreprocessParams, interim_dir: Path, pr
         parts_dir = out_dir / ".parts"
         jobs = [(c, classes[c]["format"], classes[c]["counts"], Path(interim_dir), parts_dir,
                  params.image_size, params.line_width) for c in data.categories]
-        workers = min(params.workers, len(jobs))
-        if workers > 1:
-            # spawn, not fork: the caller may hold TensorFlow or Prefect threads.
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(preprocess_category, *job) for job in jobs]
-                results = [f.result() for f in track(futures, desc="rasterize", unit="class")]
-        else:
-            results = [preprocess_category(*job) for job in track(jobs, desc="rasterize", unit="class")]
+        results = (mapper or process_map(params.workers))(preprocess_category, jobs, "rasterize")
         totals = {split: concatenate_split(split, data.categories, parts_dir, out_dir, params.image_size) for split in SPLITS}
         for path in sorted(parts_dir.rglob("*.npy")):
             path.unlink()
@@ -178,9 +174,9 @@ def preprocess(data: DataParams, params: PreprocessParams, interim_dir: Path, pr
     return summary
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return preprocess(params.data, params.preprocess, Path(params.paths.interim), Path(params.paths.processed))
+    return preprocess(params.data, params.preprocess, Path(params.paths.interim), Path(params.paths.processed), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,11 +33,11 @@ from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import DataParams, Params, SplitParams
 from quickdraw_dag.errors import DataError
+from quickdraw_dag.fanout import Mapper, serial_map
 from quickdraw_dag.formats import iter_drawings, open_bitmaps
 from quickdraw_dag.formats.binary import write_binary
 from quickdraw_dag.formats.bitmap import BITMAP_PIXELS, derived_key_ids
 from quickdraw_dag.hashing import unit_interval
-from quickdraw_dag.progress import track
 from tasks.fetch import read_manifest
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,22 @@ def _summary(splits: np.ndarray, dropped: dict[str, int], fmt: str) -> dict[str,
     return {"counts": counts, "dropped": dropped, "format": fmt}
 
 
-def split(data: DataParams, params: SplitParams, raw_dir: Path, interim_dir: Path) -> dict[str, Any]:
+def split_category(
+    category: str, entry: dict[str, Any], raw_dir: Path, data: DataParams, params: SplitParams, out_dir: Path
+) -> dict[str, Any]:
+    """Split one category's fetched file into `<out>/<split>/<category>.*`."""
+    path = Path(raw_dir) / entry["file"]
+    if entry["format"] == "numpy_bitmap":
+        summary = split_bitmaps(path, category, params, out_dir)
+    else:
+        summary = split_strokes(path, entry["format"], category, data, params, out_dir)
+    log.info("split: %s %s", category, summary["counts"])
+    return summary
+
+
+def split(
+    data: DataParams, params: SplitParams, raw_dir: Path, interim_dir: Path, mapper: Mapper = serial_map
+) -> dict[str, Any]:
     """Run the split stage; returns the summary written to `split.json`."""
     manifest = read_manifest(raw_dir)
     missing = [c for c in data.categories if c not in manifest.get("categories", {})]
@@ -171,18 +186,11 @@ def split(data: DataParams, params: SplitParams, raw_dir: Path, interim_dir: Pat
             f"no fetched data for {missing}: run the fetch stage for these categories first",
             path=Path(raw_dir) / "manifest.json",
         )
-    per_class: dict[str, Any] = {}
     with atomic_directory(interim_dir) as out_dir:
         for name in SPLITS:
             (out_dir / name).mkdir()
-        for category in track(data.categories, desc="split", unit="class"):
-            entry = manifest["categories"][category]
-            path = Path(raw_dir) / entry["file"]
-            if entry["format"] == "numpy_bitmap":
-                per_class[category] = split_bitmaps(path, category, params, out_dir)
-            else:
-                per_class[category] = split_strokes(path, entry["format"], category, data, params, out_dir)
-            log.info("split: %s %s", category, per_class[category]["counts"])
+        jobs = [(c, manifest["categories"][c], Path(raw_dir), data, params, out_dir) for c in data.categories]
+        per_class = dict(zip(data.categories, mapper(split_category, jobs, "split")))
         summary = {
             "fractions": params.fractions.as_dict(),
             "seed": params.seed,
@@ -197,9 +205,9 @@ def split(data: DataParams, params: SplitParams, raw_dir: Path, interim_dir: Pat
     return summary
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: Params, mapper: Mapper = serial_map) -> dict[str, Any]:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return split(params.data, params.split, Path(params.paths.raw), Path(params.paths.interim))
+    return split(params.data, params.split, Path(params.paths.raw), Path(params.paths.interim), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
