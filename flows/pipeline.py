@@ -1,4 +1,4 @@
-"""The QuickDraw pipeline as a Prefect flow: fetch → split → preprocess → tune → train → evaluate.
+"""The QuickDraw pipeline as a Prefect flow: fetch → split → preprocess → tune → train → evaluate (→ paint).
 
 Tasks are thin: each calls the same `tasks.<stage>.run` that `dvc.yaml`
 runs, and follows DVC's semantics: a stage runs only when `dvc status` says
@@ -8,6 +8,8 @@ second run with nothing changed skips every stage, and after any flow run
 run to MLflow (with this flow run's id).
 
     python -m flows.pipeline [--params params.yaml] [--set key.path=value ...]
+                             [--until STAGE] [--task-runner threads|processes|dask]
+                             [--dask [ADDRESS]] [--workers N]
 
 `--set` overrides are validated, then written into params.yaml (as
 `dvc exp run -S` does), because DVC must see the values the run used.
@@ -15,35 +17,41 @@ run to MLflow (with this flow run's id).
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from prefect import flow, task
+from prefect import Task, flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import State
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-import tasks.evaluate
 import tasks.fetch
 import tasks.preprocess
 import tasks.split
-import tasks.train
-import tasks.tune
 from quickdraw_dag.cli import build_parser, configure_logging
 from quickdraw_dag.config import Params, load_params
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
 from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError
+from quickdraw_dag.fanout import Mapper
 
 log = logging.getLogger(__name__)
-STAGES: dict[str, Callable[[Params], Any]] = {
-    "fetch": tasks.fetch.run,
-    "split": tasks.split.run,
-    "preprocess": tasks.preprocess.run,
-    "tune": tasks.tune.run,
-    "train": tasks.train.run,
-    "evaluate": tasks.evaluate.run,
-}
+# Stage modules by name, imported when the stage runs: Dask workers unpickle
+# this module's tasks and should not pay for importing TensorFlow.
+# `paint` (the second flow's stage) is in dvc.yaml too, so the pipeline keeps
+# it current as `dvc repro` does: the flow and DVC agree on what is current.
+STAGES: tuple[str, ...] = ("fetch", "split", "preprocess", "tune", "train", "evaluate", "paint")
+
+
+def stage_function(name: str) -> Callable[..., Any]:
+    """`tasks.<name>.run`, the function `dvc.yaml` runs too."""
+    return importlib.import_module(f"tasks.{name}").run
 
 
 def _retry_only_network(task: Any, task_run: TaskRun, state: State) -> bool:
@@ -59,55 +67,144 @@ def _retry_only_network(task: Any, task_run: TaskRun, state: State) -> bool:
     return False
 
 
-def run_stage_if_changed(name: str, params: Params) -> dict[str, Any]:
+def run_stage_if_changed(name: str, params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
     """DVC's rule: run the stage only if it changed, then commit it to dvc.lock."""
     if stage_is_current(name):
         log.info("%s: unchanged since dvc.lock, skipped", name)
         return {"stage": name, "ran": False}
-    result = STAGES[name](params)
+    run = stage_function(name)
+    result = run(params, mapper) if mapper is not None else run(params)
     commit_stage(name)
     return {"stage": name, "ran": True, "result": result}
 
 
-def _stage_task(name: str, **options: Any):
-    @task(name=name, **options)
+# One task per category job of the fan-out stages. DVC decides whether a
+# stage runs, so Prefect's own input caching is off.
+_JOB = {"cache_policy": NO_CACHE}
+CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
+    tasks.fetch.download_category: task(
+        tasks.fetch.download_category, name="download-category", task_run_name="download-{category}",
+        retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_only_network, **_JOB),
+    tasks.fetch.locate_local: task(
+        tasks.fetch.locate_local, name="validate-local-file", task_run_name="validate-{category}", **_JOB),
+    tasks.fetch.copy_local: task(
+        tasks.fetch.copy_local, name="copy-local-file", task_run_name="copy-{item.category}", **_JOB),
+    tasks.fetch.make_synthetic: task(
+        tasks.fetch.make_synthetic, name="synthesize-category", task_run_name="synthesize-{category}", **_JOB),
+    tasks.split.split_category: task(
+        tasks.split.split_category, name="split-category", task_run_name="split-{category}", **_JOB),
+    tasks.preprocess.preprocess_category: task(
+        tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}",
+        **_JOB),
+}
+FANNED_OUT = ("fetch", "split", "preprocess")
+
+
+def prefect_map(function: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], desc: str) -> list[Any]:
+    """A `Mapper` that runs each category job as a mapped task on the flow's task runner."""
+    if not jobs:
+        return []
+    columns = [list(column) for column in zip(*jobs)]  # one list per argument: nothing is broadcast
+    return CATEGORY_TASKS[function].map(*columns).result()
+
+
+def _stage_task(name: str) -> Task:
+    """A whole-stage task; called directly, so it runs in the flow's process, not on the runner."""
+
     def stage(params: Params) -> dict[str, Any]:
         return run_stage_if_changed(name, params)
 
-    return stage
+    return task(stage, name=name, cache_policy=NO_CACHE)
 
 
-fetch = _stage_task("fetch", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_only_network)
-split = _stage_task("split")
-preprocess = _stage_task("preprocess")
-tune = _stage_task("tune")
-train = _stage_task("train")
-evaluate = _stage_task("evaluate")
+STAGE_TASKS = {name: _stage_task(name) for name in STAGES if name not in FANNED_OUT}
 
 
 @flow(name="quickdraw-pipeline", log_prints=True)
-def pipeline(params: Params) -> dict[str, Any]:
-    """The six stages in order; stages exchange files only, tasks pass small summaries."""
+def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
+    """The stages in order, up to `until`; stages exchange files only, tasks pass small summaries.
+
+    fetch, split and preprocess fan out one mapped task per category; their
+    final step (manifest, split.json, concatenation) runs here, in order.
+    """
+    names = STAGES[: STAGES.index(until) + 1]
     outcomes = []
-    previous = None
-    for stage in (fetch, split, preprocess, tune, train, evaluate):
-        previous = stage(params, wait_for=[previous] if previous is not None else None)
-        outcomes.append(previous)
+    for name in names:
+        if name in FANNED_OUT:
+            outcomes.append(run_stage_if_changed(name, params, prefect_map))
+        else:
+            outcomes.append(STAGE_TASKS[name](params))
     ran = [o["stage"] for o in outcomes if o["ran"]]
     summary = {"ran": ran, "skipped": [o["stage"] for o in outcomes if not o["ran"]]}
-    if outcomes[-1]["ran"]:
-        summary["metrics"] = outcomes[-1]["result"]
+    evaluated = [o for o in outcomes if o["stage"] == "evaluate" and o["ran"]]
+    if evaluated:
+        summary["metrics"] = evaluated[0]["result"]
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     return summary
 
 
+def task_runner(kind: str, workers: int, dask_address: str | None = None) -> TaskRunner:
+    """`threads` (Prefect's default), `processes`, or `dask` (a local cluster, or `dask_address`)."""
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    # One single-threaded worker process per core: rasterizing holds the GIL.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+
+
+@contextmanager
+def api_for_workers() -> Iterator[None]:
+    """Make sure worker processes report to the same Prefect API as this one.
+
+    With no PREFECT_API_URL, Prefect starts a temporary server per process,
+    so each Dask worker would record its task runs in a server of its own.
+    Start one here and hand its address to the workers through the environment.
+    """
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)  # send the last logs while the server still listens
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser("python -m flows.pipeline", __doc__.splitlines()[0]).parse_args(argv)
+    parser = build_parser("python -m flows.pipeline", __doc__.splitlines()[0])
+    parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
+    parser.add_argument("--task-runner", choices=["threads", "processes", "dask"], default="threads",
+                        help="where per-category tasks run (default: threads)")
+    parser.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run on Dask: a local cluster, or the scheduler at ADDRESS (tcp://host:8786)")
+    parser.add_argument("--workers", type=int, default=2, help="threads, processes or local Dask workers")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers: must be at least 1")
+    runner_kind = "dask" if args.dask is not None else args.task_runner
     configure_logging()
     try:
         params = load_params(args.params, args.overrides)  # validate before writing anything
         persist_overrides(Path(args.params), args.overrides)
-        pipeline(params)
+        runner = task_runner(runner_kind, args.workers, args.dask or None)
+        with api_for_workers() if runner_kind != "threads" else nullcontext():
+            pipeline.with_options(task_runner=runner)(params, until=args.until)
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -20,6 +20,7 @@ SMALL = {
     "tune": {"max_epochs": 2, "max_seconds": 30, "space": {"filters": [8, 16], "learning_rate": [0.003],
                                                            "batch_norm": [False]}},
     "train": {"epochs": 3, "max_seconds": 120},
+    "paint": {"longest_side": 12, "epochs": 3, "hidden_layers": 2, "units": 16},
 }
 
 
@@ -34,9 +35,9 @@ def write_params(project: Path, **sections: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def dvc_status(project: Path) -> str:
+def dvc_status(project: Path, *targets: str) -> str:
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), "status"], cwd=project, env=env,
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", *targets], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120).stdout
 
 
@@ -53,11 +54,11 @@ def test_flow_runs_skips_tracks_and_agrees_with_dvc(project: Path, monkeypatch: 
     write_params(project, **SMALL)
     with prefect_test_harness(server_startup_timeout=120):
         first = pipeline(load_params(project / "params.yaml"))
-        assert first["ran"] == ["fetch", "split", "preprocess", "tune", "train", "evaluate"]
+        assert first["ran"] == ["fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"]
         assert "up to date" in dvc_status(project)
 
         second = pipeline(load_params(project / "params.yaml"))
-        assert second["ran"] == [] and len(second["skipped"]) == 6
+        assert second["ran"] == [] and len(second["skipped"]) == 7
 
         write_params(project, train={"epochs": 2})
         third = pipeline(load_params(project / "params.yaml"))
@@ -94,3 +95,35 @@ def test_flow_runs_skips_tracks_and_agrees_with_dvc(project: Path, monkeypatch: 
     decisions = [p.data.tags["promotion.decision"] for p in parents]
     assert decisions[0] == "promoted"
     assert (str(champion.version) == "2") == (decisions[1] == "promoted")
+
+
+@pytest.mark.slow
+def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path) -> None:
+    """Per-category tasks on a local Dask cluster (2 worker processes) versus threads."""
+    import shutil
+
+    from tests.conftest import REPO, run_module, tree_digest
+
+    digests = {}
+    for runner in (["--task-runner", "threads"], ["--dask", "--workers", "2"]):
+        root = tmp_path / runner[-1]
+        root.mkdir()
+        for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
+            shutil.copy2(REPO / name, root / name)
+        for package in ("tasks", "flows", "quickdraw_dag"):
+            shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        write_params(root, data={"source": "synthetic", "categories": ["circle", "square", "line", "triangle"]},
+                     fetch={"synthetic_drawings": 150})
+        result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "stages run: ['fetch', 'split', 'preprocess']" in result.stdout + result.stderr
+        if runner[0] == "--dask":
+            assert "Dask" in result.stdout + result.stderr  # it really ran on a cluster
+        digests[runner[-1]] = {**tree_digest(root / "data"), "dvc.lock": (root / "dvc.lock").read_bytes()}
+        assert "up to date" in dvc_status(root, "preprocess")  # and the stages before it
+    threads, dask = digests["threads"], digests["2"]
+    assert set(threads) == set(dask) and any(name.endswith("train_images.npy") for name in threads)
+    different = [name for name in threads if threads[name] != dask[name]]
+    assert different == []
