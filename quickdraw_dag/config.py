@@ -307,6 +307,41 @@ class ScheduleParams(StrictModel):
         return zone
 
 
+class FourierParams(StrictModel):
+    """Random Fourier features of the coordinates: [sin 2πBx, cos 2πBx], B ~ N(0, scale²)."""
+
+    enabled: bool = False
+    scale: float = Field(default=10.0, gt=0, le=1000)
+    size: int = Field(default=128, ge=1, le=4096)
+
+
+class PaintParams(StrictModel):
+    """The paint flow: an MLP from pixel coordinates to colour."""
+
+    image: str = Field(default="matplotlib:grace_hopper.jpg", min_length=1)
+    longest_side: int = Field(default=100, ge=2, le=2048)
+    mode: Literal["regression", "classification"] = "regression"
+    threshold: int = Field(default=600, ge=0, le=765)
+    hidden_layers: int = Field(default=10, ge=1, le=100)
+    units: int = Field(default=100, ge=1, le=4096)
+    activation: Literal["relu", "leaky_relu", "elu", "tanh", "swish", "gelu", "sigmoid"] = "relu"
+    epochs: int = Field(default=100, ge=1, le=100000)
+    batch_size: int = Field(default=32, ge=1, le=1 << 20)
+    learning_rate: float = Field(default=0.001, gt=0, le=10)
+    seed: int = Field(default=0, ge=0)
+    fourier: FourierParams = FourierParams()
+    experiment: str = Field(default="paint", min_length=1)
+
+    @field_validator("image")
+    @classmethod
+    def _sample_name(cls, image: str) -> str:
+        if image.startswith("matplotlib:"):
+            name = image.removeprefix("matplotlib:")
+            if not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise ValueError(f"'matplotlib:' takes a sample file name such as grace_hopper.jpg (got {image!r})")
+        return image
+
+
 class Params(StrictModel):
     """The whole of `params.yaml`."""
 
@@ -320,6 +355,7 @@ class Params(StrictModel):
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
     schedule: ScheduleParams = ScheduleParams()
+    paint: PaintParams = PaintParams()
 
     @model_validator(mode="after")
     def _synthetic_shapes(self) -> "Params":

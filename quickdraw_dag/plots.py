@@ -123,3 +123,35 @@ def feature_maps(image: np.ndarray, kernels: np.ndarray, activations: np.ndarray
         axis.axis("off")
     figure.suptitle("Classic kernels (top) and the trained model's first convolution (filters, activations)")
     save(figure, path)
+
+
+def paint_comparison(source: np.ndarray, painting: np.ndarray, metrics: dict[str, Any], path: Path) -> None:
+    """Source, painting and absolute error side by side, at the image's own pixels."""
+    error = np.abs(source.astype(np.int16) - painting.astype(np.int16)).mean(axis=-1)
+    figure = Figure(figsize=(12, 4.2))
+    quality = f"PSNR {metrics['psnr_db']:.2f} dB"
+    if "pixel_accuracy" in metrics:
+        quality += f", pixel accuracy {metrics['pixel_accuracy']:.3f}"
+    for index, (image, title) in enumerate(((source, "source"), (painting, f"painting ({quality})"))):
+        axis = figure.add_subplot(1, 3, index + 1)
+        axis.imshow(image, interpolation="nearest")
+        axis.set_title(title, fontsize=10)
+        axis.axis("off")
+    axis = figure.add_subplot(1, 3, 3)
+    shown = axis.imshow(error, cmap="magma", vmin=0, vmax=255, interpolation="nearest")
+    axis.set_title("absolute error (mean over RGB, 0-255)", fontsize=10)
+    axis.axis("off")
+    figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+    save(figure, path)
+
+
+def paint_loss_curve(losses: Sequence[float], path: Path) -> None:
+    figure = Figure(figsize=(6, 4))
+    axis = figure.add_subplot(1, 1, 1)
+    axis.plot(range(1, len(losses) + 1), losses)
+    axis.set_yscale("log")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("training loss")
+    axis.set_title("Paint MLP loss")
+    axis.grid(alpha=0.3)
+    save(figure, path)

@@ -27,7 +27,7 @@ def set_params(project: Path, **sections: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate")
+STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate", "paint")
 
 
 def ran(output: str) -> set[str]:
@@ -40,7 +40,8 @@ def test_repro_runs_all_stages_then_is_a_fast_no_op(project: Path, shared_data: 
                preprocess={"workers": 1},
                tune={"max_epochs": 2, "max_seconds": 20, "space": {"filters": [8], "learning_rate": [0.003],
                                                                    "batch_norm": [False]}},
-               train={"epochs": 3, "max_seconds": 60})
+               train={"epochs": 3, "max_seconds": 60},
+               paint={"longest_side": 12, "epochs": 2, "hidden_layers": 2, "units": 8})
     first = dvc(project, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     assert ran(first.stdout) == set(STAGES)
