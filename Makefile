@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run test demo bench-parse bench-raster repro ui serve prefect-server clean
+.PHONY: install run paint test demo bench-parse bench-raster bench-paint repro ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ install: $(STAMP)
 ## Run the pipeline with params.yaml (plus any --set overrides in ARGS).
 run: $(STAMP)
 	$(PY) -m flows.pipeline $(ARGS)
+
+## The paint flow: an MLP paints paint.image from pixel coordinates (--force paints even if unchanged).
+paint: $(STAMP)
+	$(PY) -m flows.paint $(ARGS)
 
 ## The whole pipeline offline on synthetic doodles in .demo/ (logs to ./mlflow.db).
 demo: $(STAMP)
@@ -46,6 +50,10 @@ bench-parse: $(STAMP)
 ## Rasterizing: ours vs the quickdraw package's image path, same drawings, same run.
 bench-raster: $(STAMP)
 	$(PY) -m bench.raster $(ARGS)
+
+## Paint quality and time: plain MLP against Fourier features on matplotlib's samples.
+bench-paint: $(STAMP)
+	$(PY) -m bench.paint $(ARGS)
 
 ## Reproduce with DVC (the venv's python runs each stage).
 repro: $(STAMP)

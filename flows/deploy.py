@@ -23,14 +23,17 @@ from flows.pipeline import pipeline
 from quickdraw_dag.cli import configure_logging
 from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
 from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.lock import workspace_lock
 
 DEPLOYMENT_NAME = "quickdraw-scheduled"
 
 
 @flow(name="run-pipeline", log_prints=True)
 def run_pipeline(params_path: str = str(DEFAULT_PARAMS_PATH)) -> dict[str, Any]:
-    """Load params.yaml (validated) and run the pipeline as a subflow."""
-    return pipeline(load_params(params_path))
+    """Load params.yaml (validated) and run the pipeline as a subflow, holding the workspace lock."""
+    params = load_params(params_path)
+    with workspace_lock():  # a scheduled run never overlaps a manual one
+        return pipeline(params)
 
 
 def build_deployment(params: Params, params_path: str = str(DEFAULT_PARAMS_PATH)):

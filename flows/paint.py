@@ -21,6 +21,7 @@ from quickdraw_dag.cli import build_parser, configure_logging
 from quickdraw_dag.config import Params, load_params
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
 from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.lock import workspace_lock
 
 
 @task(name="paint", cache_policy=NO_CACHE)
@@ -53,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         params = load_params(args.params, args.overrides)
-        persist_overrides(Path(args.params), args.overrides)
-        paint_flow(params, force=args.force)
+        with workspace_lock(wait_s=args.lock_wait):
+            persist_overrides(Path(args.params), args.overrides)
+            paint_flow(params, force=args.force)
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

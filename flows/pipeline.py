@@ -40,6 +40,7 @@ from quickdraw_dag.config import Params, load_params
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
 from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError
 from quickdraw_dag.fanout import Mapper
+from quickdraw_dag.lock import workspace_lock
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -201,10 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         params = load_params(args.params, args.overrides)  # validate before writing anything
-        persist_overrides(Path(args.params), args.overrides)
-        runner = task_runner(runner_kind, args.workers, args.dask or None)
-        with api_for_workers() if runner_kind != "threads" else nullcontext():
-            pipeline.with_options(task_runner=runner)(params, until=args.until)
+        with workspace_lock(wait_s=args.lock_wait):
+            persist_overrides(Path(args.params), args.overrides)
+            runner = task_runner(runner_kind, args.workers, args.dask or None)
+            with api_for_workers() if runner_kind != "threads" else nullcontext():
+                pipeline.with_options(task_runner=runner)(params, until=args.until)
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

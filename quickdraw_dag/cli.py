@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
 from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.lock import workspace_lock
 
 log = logging.getLogger("quickdraw_dag")
 
@@ -32,6 +33,13 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a param, e.g. --set split.max_per_class=500 (repeatable; VALUE is YAML)",
+    )
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run holds this workspace, wait this long for it (default: refuse at once)",
     )
     return parser
 
@@ -55,7 +63,8 @@ def run_entry_point(
     configure_logging()
     try:
         params = load_params(args.params, args.overrides)
-        body(params)
+        with workspace_lock(wait_s=args.lock_wait):
+            body(params)
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

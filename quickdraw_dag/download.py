@@ -3,8 +3,10 @@
 The file grows under `<dest>.part`; an interrupted transfer resumes from its
 last byte with an HTTP Range request; 5xx answers, timeouts and dropped
 connections are retried with exponential backoff; the length is checked
-against what the server declared and the whole file is validated before it
-is renamed to `dest`. So `dest` either does not exist or is complete.
+against what the server declared, against the object's MD5 when the server
+sends one (Google Cloud Storage does, in `x-goog-hash`), and the whole file
+is validated before it is renamed to `dest`. So `dest` either does not exist
+or is complete.
 """
 
 from __future__ import annotations
@@ -74,7 +76,12 @@ def download(
     while True:
         attempt += 1
         try:
-            _transfer(http, url, part, policy.timeout_s, label or dest.name)
+            expected_md5 = _transfer(http, url, part, policy.timeout_s, label or dest.name)
+            if expected_md5 is not None and _digest(part, "md5") != expected_md5:
+                # A wrong Content-Length or a proxy's cut can end a file at a
+                # record boundary, where parsing cannot tell; the hash can.
+                part.unlink(missing_ok=True)
+                raise _Transient("content does not match the server's MD5 (x-goog-hash); restarting")
             if validate is not None:
                 try:
                     validate(part)
@@ -83,7 +90,7 @@ def download(
                     # whole): start again from byte 0 rather than resume it.
                     part.unlink(missing_ok=True)
                     raise _Transient(f"downloaded file is not valid: {error}") from None
-            digest = _sha256(part)
+            digest = _digest(part, "sha256")
             size = part.stat().st_size
             os.replace(part, dest)
             return DownloadResult(dest, size, digest, attempt)
@@ -103,17 +110,18 @@ def download(
     )
 
 
-def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, label: str) -> None:
-    """One attempt: resume `part` if it has bytes, else start it."""
+def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, label: str) -> str | None:
+    """One attempt: resume `part` if it has bytes, else start it; returns the object's MD5 if sent."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {"Accept-Encoding": "identity"}
     with http.get(url, stream=True, timeout=timeout_s, headers=headers) as response:
         status = response.status_code
+        expected_md5 = _md5_from_goog_hash(response.headers.get("x-goog-hash", ""))
         if status == 416 and have:
             # Nothing after byte `have`: either complete already or stale.
             total = _total_from_content_range(response.headers.get("Content-Range", ""))
             if total == have:
-                return
+                return expected_md5
             part.unlink(missing_ok=True)
             raise _Transient(f"HTTP 416 for a resume at byte {have}; restarting")
         if status >= 500 or status in (408, 429):
@@ -153,6 +161,22 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
     if total is not None and size > total:
         part.unlink(missing_ok=True)
         raise _Transient(f"received {size} bytes, more than the declared {total}; restarting")
+    return expected_md5
+
+
+def _md5_from_goog_hash(value: str) -> str | None:
+    """Hex MD5 from `x-goog-hash: crc32c=…,md5=<base64>` (absent for composite objects)."""
+    import base64
+    import binascii
+
+    for item in value.split(","):
+        name, _, encoded = item.strip().partition("=")
+        if name == "md5" and encoded:
+            try:
+                return base64.b64decode(encoded, validate=True).hex()
+            except (binascii.Error, ValueError):
+                return None
+    return None
 
 
 def _parse_content_range(value: str) -> tuple[int, int | None]:
@@ -168,8 +192,8 @@ def _total_from_content_range(value: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

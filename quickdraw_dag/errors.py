@@ -60,3 +60,9 @@ class FetchError(QuickDrawDagError):
 
 class OfflineError(FetchError):
     """The download host cannot even be resolved: retrying will not help."""
+
+
+class WorkspaceBusyError(QuickDrawDagError):
+    """Another run holds this workspace's lock (exit code 75, EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75

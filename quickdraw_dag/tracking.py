@@ -47,7 +47,52 @@ def configure(params: MlflowParams) -> str:
     else:
         experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
     mlflow.set_experiment(experiment_id=experiment_id)
+    close_abandoned_runs(experiment_id)
     return experiment_id
+
+
+def process_tags() -> dict[str, str]:
+    """Who writes this run: lets a later run tell a killed writer from a live one."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def close_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED, with a note, the RUNNING runs whose writer on this host is gone.
+
+    A run killed mid-way (SIGKILL, OOM, power) never reaches its end, so
+    MLflow would show it RUNNING forever. Only runs tagged by this project
+    with this host's name are judged; runs from other hosts are left alone.
+    """
+    import mlflow
+    import socket
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        note = (f"process {pid} on {host} ended without finishing this run (killed or crashed); "
+                f"marked KILLED on {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()}")
+        client.set_tag(run.info.run_id, "killed_note", note)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        log.warning("MLflow run %s: %s", run.info.run_id, note)
+    return closed
 
 
 def artifact_location(uri: str) -> str | None:
@@ -97,6 +142,7 @@ def log_pipeline_run(params: Params, *, flow_run_id: str | None = None, deployme
         "prefect_deployment": deployment or "none",
         "orchestrator": "prefect" if flow_run_id else "dvc-or-cli",
         "keras_backend": str(history.get("backend")),
+        **process_tags(),
     }
     with mlflow.start_run(run_name=run_name(params), tags=tags) as parent:
         mlflow.log_params(flatten(params.model_dump(mode="json")))
@@ -129,7 +175,8 @@ def log_trial(trial: dict[str, Any]) -> None:
     import mlflow
 
     with mlflow.start_run(run_name=f"trial-{trial['trial_id']}", nested=True,
-                          tags={"trial_status": str(trial["status"]), "trial_id": str(trial["trial_id"])}):
+                          tags={"trial_status": str(trial["status"]), "trial_id": str(trial["trial_id"]),
+                                **process_tags()}):
         mlflow.log_params({k: str(v) for k, v in trial["hyperparameters"].items()})
         mlflow.log_param("epochs", trial.get("epochs"))
         for step, value in enumerate(trial.get("val_accuracy_history") or [], start=1):

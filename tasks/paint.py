@@ -140,7 +140,7 @@ def track(params: PaintParams, mlflow_params: MlflowParams, reports_dir: Path, r
     import mlflow
 
     from quickdraw_dag.lineage import git_state
-    from quickdraw_dag.tracking import configure, flatten
+    from quickdraw_dag.tracking import configure, flatten, process_tags
     from tasks.evaluate import orchestrator_ids
 
     configure(mlflow_params.model_copy(update={"experiment": params.experiment}))
@@ -148,7 +148,8 @@ def track(params: PaintParams, mlflow_params: MlflowParams, reports_dir: Path, r
     encoding = f"fourier{params.fourier.size}x{params.fourier.scale:g}" if params.fourier.enabled else "xy"
     name = f"{Path(params.image.removeprefix('matplotlib:')).stem}-{params.mode}-{encoding}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {**git_state(), "prefect_flow_run_id": flow_run_id or "none", "prefect_deployment": deployment or "none",
-            "orchestrator": "prefect" if flow_run_id else "dvc-or-cli", "image": params.image}
+            "orchestrator": "prefect" if flow_run_id else "dvc-or-cli", "image": params.image,
+            **process_tags()}
     metrics = result["metrics"]
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params(flatten(params.model_dump(mode="json"), "paint."))

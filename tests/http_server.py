@@ -5,14 +5,23 @@ and before answering each request pops the next fault planned for its path:
 
 - ("status", 500): answer with that status and a short body;
 - ("drop", n): declare the full length, send n bytes of the body, hang up;
-- ("truncate", n): as "drop" but for every request from now on.
+- ("truncate", n): as "drop" but for every request from now on;
+- ("slow", s): wait s seconds before answering (longer than the client's timeout);
+- ("length", k): declare a Content-Length k bytes short, send everything, hang up;
+- ("html200",): an HTML error page with status 200, as some proxies and portals do.
+
+Like Google Cloud Storage, every answer carries the whole object's MD5 in
+`x-goog-hash` (unless `send_md5` is off).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -26,6 +35,7 @@ class FaultyServer:
         self.faults: dict[str, deque] = defaultdict(deque)
         self.sticky: dict[str, tuple] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.send_md5 = True
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -47,14 +57,24 @@ class FaultyServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                try:
+                    self._answer()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout), as a real client does
+
+            def _answer(self) -> None:
                 path = self.path.lstrip("/").replace("%20", " ")
                 owner.requests.append((path, self.headers.get("Range")))
                 body = owner.files.get(path)
                 if body is None:
                     return self._plain(404, b"not found")
                 fault = owner.faults[path].popleft() if owner.faults[path] else owner.sticky.get(path)
+                if fault and fault[0] == "slow":
+                    time.sleep(fault[1])
                 if fault and fault[0] == "status":
                     return self._plain(fault[1], b"<html>server error</html>")
+                if fault and fault[0] == "html200":
+                    return self._plain(200, b"<!DOCTYPE html><html><body>Service temporarily unavailable</body></html>")
                 start = 0
                 match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
                 if match:
@@ -70,8 +90,18 @@ class FaultyServer:
                 else:
                     self.send_response(200)
                 payload = body[start:]
-                self.send_header("Content-Length", str(len(payload)))
+                if owner.send_md5:
+                    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+                    self.send_header("x-goog-hash", f"crc32c=AAAAAA==,md5={md5}")
+                declared = len(payload) - fault[1] if fault and fault[0] == "length" else len(payload)
+                self.send_header("Content-Length", str(max(0, declared)))
                 self.end_headers()
+                if fault and fault[0] == "length":
+                    self.wfile.write(payload)
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
                 if fault and fault[0] in ("drop", "truncate"):
                     self.wfile.write(payload[: fault[1]])
                     self.wfile.flush()

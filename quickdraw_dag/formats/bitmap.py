@@ -37,8 +37,10 @@ def open_bitmaps(path: str | Path) -> np.ndarray:
                 shape, fortran_order, dtype = npy_format.read_array_header_2_0(handle)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except (ValueError, SyntaxError, TypeError) as error:
-            raise DataError(f"corrupt .npy header ({error})", path=path, offset=header_at) from None
+        except Exception as error:  # noqa: BLE001 - numpy's header parser raises ValueError,
+            # SyntaxError, tokenize.TokenError, OverflowError... on hostile bytes: all mean "corrupt".
+            raise DataError(f"corrupt .npy header ({type(error).__name__}: {error})", path=path,
+                            offset=header_at) from None
         data_at = handle.tell()
     if dtype.hasobject:
         raise DataError(

@@ -54,4 +54,4 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(project: Pa
             output = server.communicate(timeout=60)[0]
     assert (project / "models" / "model.keras").exists(), output[-3000:]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate"}
+    assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"}

@@ -1,0 +1,127 @@
+"""Parser fuzzing: random and mutated bytes in all four formats raise only DataError.
+
+Never IndexError, struct.error, MemoryError, a JSON or numpy error, or a
+hang: every input is parsed under hypothesis's deadline, and counts declared
+in a header are checked against the bytes present before anything is
+allocated for them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from quickdraw_dag import synthetic
+from quickdraw_dag.errors import DataError
+from quickdraw_dag.formats import validate_file
+from quickdraw_dag.formats.binary import write_binary
+
+FORMATS = {"binary": ".bin", "simplified": ".ndjson", "raw": ".ndjson", "numpy_bitmap": ".npy"}
+EXAMPLES = 600
+COUNTS = {"inputs": 0, "data_errors": 0, "parsed": 0, "max_seconds": 0.0}
+
+
+def valid_sample(fmt: str) -> bytes:
+    batch = synthetic.generate("star", 3, 1)
+    if fmt == "binary":
+        buffer = io.BytesIO()
+        write_binary(buffer, batch)
+        return buffer.getvalue()
+    if fmt in ("simplified", "raw"):
+        lines = []
+        for i in range(len(batch)):
+            strokes = [[x.tolist(), y.tolist()] + ([list(range(len(x)))] if fmt == "raw" else [])
+                       for x, y in batch.strokes(i)]
+            lines.append(json.dumps({"word": "star", "countrycode": "SE", "timestamp": "2017-03-01 10:00:00.00000 UTC",
+                                     "recognized": True, "key_id": str(1000 + i), "drawing": strokes}))
+        return ("\n".join(lines) + "\n").encode()
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((3, 784), np.uint8), allow_pickle=False)
+    return buffer.getvalue()
+
+
+SAMPLES = {fmt: valid_sample(fmt) for fmt in FORMATS}
+
+
+@st.composite
+def mutated(draw: st.DrawFn, fmt: str) -> bytes:
+    """A valid file with bytes flipped, inserted, deleted or cut, or plain random bytes."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.binary(max_size=400))
+    data = bytearray(SAMPLES[fmt])
+    for _ in range(draw(st.integers(1, 6))):
+        action = draw(st.sampled_from(["flip", "insert", "delete", "cut", "big"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if action == "flip" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif action == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete" and data:
+            del data[at : at + draw(st.integers(1, 8))]
+        elif action == "cut":
+            del data[at:]
+        elif action == "big" and len(data) > at + 2:
+            data[at : at + 2] = b"\xff\xff"  # a count at its maximum
+    return bytes(data)
+
+
+def check(tmp_path: Path, fmt: str, content: bytes) -> None:
+    path = tmp_path / f"cat{FORMATS[fmt]}"
+    path.write_bytes(content)
+    started = time.perf_counter()
+    COUNTS["inputs"] += 1
+    try:
+        validate_file(path, fmt, category="cat")  # type: ignore[arg-type]
+        COUNTS["parsed"] += 1
+    except DataError as error:
+        COUNTS["data_errors"] += 1
+        assert path.name in str(error)  # names the file
+    finally:
+        COUNTS["max_seconds"] = max(COUNTS["max_seconds"], time.perf_counter() - started)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_mutated_inputs_raise_only_data_errors(fmt: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp(fmt)
+
+    @settings(max_examples=EXAMPLES, deadline=2000, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(content=mutated(fmt))
+    def fuzz(content: bytes) -> None:
+        check(folder, fmt, content)  # anything but DataError fails the test
+
+    fuzz()
+
+
+def test_declared_counts_are_not_trusted(tmp_path: Path, record) -> None:
+    """65,535 strokes of 65,535 points declared in a 100-byte file: an error, no allocation."""
+    header = struct.pack("<Q2sBI", 1, b"SE", 1, 0) + struct.pack("<HH", 65535, 65535)
+    path = tmp_path / "cat.bin"
+    path.write_bytes((header + b"\x01" * 100)[:100])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="byte offset"):
+        validate_file(path, "binary")
+    assert time.perf_counter() - started < 1.0
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50  # 65,535² points would be 8 GB
+
+    npy = tmp_path / "cat.npy"
+    npy_header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000, 784), }"
+    npy.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + npy_header.ljust(117) + b"\n" + b"\0" * 100)
+    with pytest.raises(DataError):
+        validate_file(npy, "numpy_bitmap")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50
+
+    # This test runs after the fuzzing above in file order; it reports the totals.
+    record("parser fuzzing", inputs_fuzzed=COUNTS["inputs"], data_errors=COUNTS["data_errors"],
+           parsed_ok=COUNTS["parsed"], crashes=0, slowest_input_s=round(COUNTS["max_seconds"], 3))
