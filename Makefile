@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test demo bench-parse bench-raster bench-paint repro ui serve prefect-server clean
+.PHONY: install run paint test demo bench-parse bench-raster bench-paint reliability repro ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-raster: $(STAMP)
 ## Paint quality and time: plain MLP against Fourier features on matplotlib's samples.
 bench-paint: $(STAMP)
 	$(PY) -m bench.paint $(ARGS)
+
+## Fault, fuzz, kill, concurrency and security tests, tabulated into docs/RELIABILITY.md.
+reliability: $(STAMP)
+	$(PY) -m bench.reliability $(ARGS)
 
 ## Reproduce with DVC (the venv's python runs each stage).
 repro: $(STAMP)

@@ -63,35 +63,41 @@ def reference(batch: DrawingBatch, index: int, size: int, line_width: float = DE
     return np.round(small * 255).astype(np.uint8)
 
 
+def measure(drawings: int = 20_000, image_size: int = 28) -> dict:
+    """Both rasterizers on the same drawings: rates, ratio, and our error against the reference."""
+    seed, origin = seed_drawings()
+    batch = tiled(seed, drawings)
+    rasterize(batch.take(np.arange(10)), image_size)  # compile (cached after the first run)
+    objects = quickdraw_objects(batch)
+
+    start = time.perf_counter()
+    ours = rasterize(batch, image_size)
+    ours_s = time.perf_counter() - start
+    theirs_n = min(len(objects), 5000)  # their path is slow: time a prefix
+    start = time.perf_counter()
+    quickdraw_path(objects[:theirs_n], image_size)
+    theirs_s = time.perf_counter() - start
+    sample = range(0, len(seed), max(1, len(seed) // 200))
+    error = float(np.mean([np.abs(ours[i].astype(int) - reference(batch, i, image_size)).mean() for i in sample]))
+    return {"drawings": len(batch), "image_size": image_size, "origin": origin, "ours_s": ours_s,
+            "theirs_n": theirs_n, "theirs_s": theirs_s, "ours_rate": len(batch) / ours_s,
+            "theirs_rate": theirs_n / theirs_s, "ratio": (len(batch) / ours_s) / (theirs_n / theirs_s),
+            "error": error, "error_sample": len(sample)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drawings", type=int, default=20_000)
     parser.add_argument("--image-size", type=int, default=28)
     args = parser.parse_args()
-
-    seed, origin = seed_drawings()
-    batch = tiled(seed, args.drawings)
-    rasterize(batch.take(np.arange(10)), args.image_size)  # compile (cached after the first run)
-    objects = quickdraw_objects(batch)
-
-    start = time.perf_counter()
-    ours = rasterize(batch, args.image_size)
-    ours_s = time.perf_counter() - start
-    theirs_n = min(len(objects), 5000)  # their path is slow: time a prefix
-    start = time.perf_counter()
-    quickdraw_path(objects[:theirs_n], args.image_size)
-    theirs_s = time.perf_counter() - start
-
-    ours_rate, theirs_rate = len(batch) / ours_s, theirs_n / theirs_s
-    sample = range(0, len(seed), max(1, len(seed) // 200))
-    error = np.mean([np.abs(ours[i].astype(int) - reference(batch, i, args.image_size)).mean() for i in sample])
-    print(f"drawings: {len(batch):,} at {args.image_size}x{args.image_size} ({origin})")
+    r = measure(args.drawings, args.image_size)
+    print(f"drawings: {r['drawings']:,} at {args.image_size}x{args.image_size} ({r['origin']})")
     print("| rasterizer | drawings | seconds | drawings/s |")
     print("|---|---:|---:|---:|")
-    print(f"| quickdraw QuickDrawing.image → L → resize | {theirs_n:,} | {theirs_s:.3f} | {theirs_rate:,.0f} |")
-    print(f"| quickdraw_dag rasterize | {len(batch):,} | {ours_s:.3f} | {ours_rate:,.0f} |")
-    print(f"ratio (ours / quickdraw): {ours_rate / theirs_rate:.1f}x")
-    print(f"mean |ours - 16x supersampled reference|: {error:.2f} grey levels of 255 ({len(sample)} drawings)")
+    print(f"| quickdraw QuickDrawing.image → L → resize | {r['theirs_n']:,} | {r['theirs_s']:.3f} | {r['theirs_rate']:,.0f} |")
+    print(f"| quickdraw_dag rasterize | {r['drawings']:,} | {r['ours_s']:.3f} | {r['ours_rate']:,.0f} |")
+    print(f"ratio (ours / quickdraw): {r['ratio']:.1f}x")
+    print(f"mean |ours - 16x supersampled reference|: {r['error']:.2f} grey levels of 255 ({r['error_sample']} drawings)")
 
 
 if __name__ == "__main__":

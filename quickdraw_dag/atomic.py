@@ -22,6 +22,28 @@ def _default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Drop what a killed writer of `path` left behind (`.<name>.*.tmp*`, `.<name>.*.old`).
+
+    Safe because writers of one workspace are serialized by its lock
+    (`quickdraw_dag.lock`), and parallel jobs of a run write different names.
+    """
+    if not path.parent.is_dir():
+        return
+    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        if ".tmp" in leftover.name or leftover.name.endswith(".old"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 def _temporary_sibling(path: Path, suffix: str = "") -> Path:
     # Same directory, so the final os.replace never crosses file systems.
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
@@ -35,6 +57,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     temporary = _temporary_sibling(path, path.suffix)
     try:
         yield temporary
@@ -64,6 +87,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     building = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     building.chmod(_default_mode(directory=True))
     try:

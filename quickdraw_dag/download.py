@@ -27,6 +27,7 @@ import urllib3
 
 from quickdraw_dag.errors import DataError, FetchError, OfflineError
 from quickdraw_dag.progress import progress_bar
+from quickdraw_dag.redact import redact
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 16
@@ -102,10 +103,11 @@ def download(
             if attempt > policy.retries:
                 break
             wait = policy.delay(attempt)
-            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", label or url, attempt, last_problem, wait)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", label or redact(url), attempt,
+                        redact(last_problem), wait)
             time.sleep(wait)
     raise FetchError(
-        f"download of {url} failed after {attempt} attempt(s): {last_problem}. "
+        f"download of {redact(url)} failed after {attempt} attempt(s): {redact(last_problem)}. "
         f"Nothing was written to {dest}; the partial file {part.name} is kept so a rerun resumes."
     )
 
@@ -127,7 +129,7 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
         if status >= 500 or status in (408, 429):
             raise _Transient(f"HTTP {status} {response.reason}")
         if status not in (200, 206):
-            raise FetchError(f"{url}: HTTP {status} {response.reason} (not retried)")
+            raise FetchError(f"{redact(url)}: HTTP {status} {response.reason} (not retried)")
         if status == 206:
             start, total = _parse_content_range(response.headers.get("Content-Range", ""))
             if start != have:
@@ -224,6 +226,7 @@ def _is_offline(problem: BaseException) -> bool:
 
 
 def _offline_message(url: str) -> str:
+    url = redact(url)
     host = urlsplit(url).hostname
     return (
         f"cannot reach {host} (the host name does not resolve) to download {url}.\n"

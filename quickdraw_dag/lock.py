@@ -25,10 +25,16 @@ LOCK_NAME = ".quickdraw.lock"
 
 
 def _holder(handle: int) -> str:
-    try:
-        info = json.loads(os.pread(handle, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        return "another run"
+    """Who holds the lock; the holder writes this right after locking, so allow it a moment."""
+    info: dict = {}
+    for _ in range(20):
+        try:
+            info = json.loads(os.pread(handle, 4096, 0).decode() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if info:
+            break
+        time.sleep(0.05)
     if not info:
         return "another run"
     return f"{info.get('command', 'a run')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('started')})"

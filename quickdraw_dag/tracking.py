@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from quickdraw_dag.config import MlflowParams, Params
+from quickdraw_dag.redact import redact
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -113,7 +114,7 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
             out.update(flatten(item, f"{prefix}{key}."))
         return out
     text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-    return {prefix.rstrip("."): text}
+    return {prefix.rstrip("."): redact(text)}  # no credentials of URLs in MLflow params
 
 
 def run_name(params: Params) -> str:

@@ -33,6 +33,7 @@ from quickdraw_dag.errors import ConfigError, DataError
 from quickdraw_dag.fanout import Mapper, serial_map
 from quickdraw_dag.formats import Format, find_local_file, raw_file_name, validate_file
 from quickdraw_dag.formats.binary import write_binary
+from quickdraw_dag.redact import redact
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
@@ -120,12 +121,12 @@ def download_category(
     def check(path: Path) -> None:
         validate_file(path, "binary", on_bad_record=data.on_bad_record)
 
-    if target.exists() and _previous_origin(raw_dir, category) == url:
+    if target.exists() and _previous_origin(raw_dir, category) == redact(url):
         log.info("fetch: %s already downloaded", target)
     else:
         download(url, target, policy=policy, validate=check, label=category)
     drawings, bad = validate_file(target, "binary", on_bad_record=data.on_bad_record)
-    return _entry(category, target, "binary", drawings, bad, url)
+    return _entry(category, target, "binary", drawings, bad, redact(url))  # no credentials in the manifest
 
 
 def write_manifest(data: DataParams, entries: Sequence[dict[str, Any]], raw_dir: Path) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -19,6 +21,19 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("QUICKDRAW_DAG_PROGRESS", "0")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+@pytest.fixture()
+def record(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Hand a test's figures to docs/RELIABILITY.md (`python -m bench.reliability` sets the log)."""
+
+    def write(family: str, **figures: object) -> None:
+        target = os.environ.get("QUICKDRAW_RELIABILITY_LOG")
+        if target:
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"family": family, "test": request.node.name, **figures}) + "\n")
+
+    return write
 
 
 @pytest.fixture(scope="session")

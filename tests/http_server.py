@@ -8,7 +8,8 @@ and before answering each request pops the next fault planned for its path:
 - ("truncate", n): as "drop" but for every request from now on;
 - ("slow", s): wait s seconds before answering (longer than the client's timeout);
 - ("length", k): declare a Content-Length k bytes short, send everything, hang up;
-- ("html200",): an HTML error page with status 200, as some proxies and portals do.
+- ("html200",): an HTML error page with status 200, as some proxies and portals do;
+- ("trickle", n, s): send the body n bytes at a time, s seconds apart (a slow link).
 
 Like Google Cloud Storage, every answer carries the whole object's MD5 in
 `x-goog-hash` (unless `send_md5` is off).
@@ -107,6 +108,12 @@ class FaultyServer:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
+                    return
+                if fault and fault[0] == "trickle":
+                    for at in range(0, len(payload), fault[1]):
+                        self.wfile.write(payload[at : at + fault[1]])
+                        self.wfile.flush()
+                        time.sleep(fault[2])
                     return
                 self.wfile.write(payload)
 

@@ -113,7 +113,7 @@ def test_metrics_on_known_predictions() -> None:
     assert result["macro_recall"] == pytest.approx(0.25)  # recalls 1, 0, 0 and 0 (class 3 has no test drawing)
 
 
-def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Path) -> None:
+def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Path, record) -> None:
     project = workspace
     (project / "data").mkdir()
     shutil.move(str(project / "processed"), project / "data" / "processed")
@@ -143,9 +143,11 @@ def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Path) -> 
     history = json.loads((project / "reports" / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 13))
     assert (project / "models" / "model.keras").exists() and not log_files()
+    record("kill and resume", stage="train", kills=1, completed_after_rerun=1,
+           detail=f"killed after epoch {finished}, resumed at epoch {finished + 1}, no epoch repeated")
 
 
-def test_killed_search_resumes_without_repeating_finished_trials(workspace: Path) -> None:
+def test_killed_search_resumes_without_repeating_finished_trials(workspace: Path, record) -> None:
     from tests.conftest import REPO
 
     (workspace / "data").mkdir()
@@ -178,3 +180,5 @@ def test_killed_search_resumes_without_repeating_finished_trials(workspace: Path
     assert all(after[name] == stamp for name, stamp in before.items())  # finished trials were not rerun
     trials = json.loads((workspace / "reports" / "tuning.json").read_text())["trials"]
     assert {f"trial_{t['trial_id']}" for t in trials} >= set(before) and len(trials) > len(before)
+    record("kill and resume", stage="tune", kills=1, completed_after_rerun=1,
+           detail=f"killed after {len(before)} finished trials; none rerun, {len(trials)} trials in all")

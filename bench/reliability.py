@@ -1,0 +1,136 @@
+"""docs/RELIABILITY.md: run the reliability tests and tabulate what they measured.
+
+    python -m bench.reliability [--out docs/RELIABILITY.md]      (make reliability)
+
+Runs tests/reliability/ and the kill-and-resume tests of tune and train with
+QUICKDRAW_RELIABILITY_LOG set, so each test appends its figures (faults
+injected, files corrupted, inputs fuzzed, crashes, torn outputs, runs left
+RUNNING); then tries a dependency audit (pip-audit; its vulnerability data
+needs pypi.org's JSON API or api.osv.dev). Prints the table and writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = ["tests/reliability",
+         "tests/integration/test_ml_stages.py::test_killed_training_resumes_at_its_last_finished_epoch",
+         "tests/integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials"]
+
+
+def run_tests(log: Path, junit: Path) -> tuple[int, float]:
+    env = {**os.environ, "QUICKDRAW_RELIABILITY_LOG": str(log)}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
+                          cwd=REPO, env=env)
+    return done.returncode, time.perf_counter() - started
+
+
+def test_outcomes(junit: Path) -> dict[str, int]:
+    root = ElementTree.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    return {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+
+
+def audit() -> str:
+    """pip-audit of requirements.lock, or why it could not run here."""
+    command = [sys.executable, "-m", "pip_audit", "-r", str(REPO / "requirements.lock"), "--no-deps",
+               "--progress-spinner", "off", "-f", "json", "--timeout", "15"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"not run ({error})"
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"not run: {last[:200]}"
+    dependencies = report.get("dependencies", [])
+    audited = [d for d in dependencies if "skip_reason" not in d]
+    findings = [f"{d['name']} {d['version']}: {v['id']} (fixed in {', '.join(v.get('fix_versions', [])) or 'no release'})"
+                for d in audited for v in d.get("vulns", [])]
+    if not audited:
+        reason = next((d["skip_reason"] for d in dependencies if "skip_reason" in d), "no data")
+        return (f"vulnerability data unreachable from this machine: 0 of {len(dependencies)} packages audited "
+                f"(pip-audit: \"{reason}\"); run `make reliability` where pypi.org or api.osv.dev is reachable")
+    return f"{len(audited)} packages audited, {len(findings)} finding(s)" + ("".join(f"<br>{f}" for f in findings))
+
+
+def table(rows: list[dict], outcomes: dict[str, int], audit_result: str, seconds: float) -> str:
+    families: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        families[row["family"]].append(row)
+    lines = ["| family | what was done | figures | corrupt / crashes / torn / left RUNNING |", "|---|---|---|---|"]
+    faults = families.get("download faults", [])
+    if faults:
+        r = faults[0]
+        lines.append(f"| download faults | {r['faults_injected']} faults injected over {r['categories']} categories "
+                     "(drops at random offsets, 500, 503, slower than the timeout, short Content-Length, HTML with 200) "
+                     f"| {r['files_ok']} files byte-identical to the served ones (sha256); {r['failed_cleanly']} categories "
+                     f"with more faults than retries failed with a clear error and no file | {r['files_corrupted']} corrupt files |")
+    fuzz = families.get("parser fuzzing", [])
+    if fuzz:
+        r = fuzz[0]
+        lines.append(f"| parser fuzzing | {r['inputs_fuzzed']} random and mutated inputs over binary, simplified, raw, "
+                     f"numpy_bitmap; a 100-byte file declaring 65,535 × 65,535 points | {r['data_errors']} DataErrors naming "
+                     f"the file, {r['parsed_ok']} parsed as valid; slowest input {r['slowest_input_s']} s | "
+                     f"{r['crashes']} crashes outside DataError |")
+    params = families.get("invalid params", [])
+    if params:
+        total = sum(r["variants"] for r in params)
+        lines.append(f"| invalid params | {total} invalid params.yaml variants and overrides (types, unknown keys and "
+                     "categories, fractions, negative sizes, impossible schedules, path traversal, unreadable paths) | "
+                     f"{sum(r['exit_2'] for r in params)} exit with code 2, {sum(r['key_named'] for r in params)} name the key | "
+                     f"{sum(r['outputs_touched'] for r in params)} runs touched an output |")
+    for r in sorted(families.get("kill and resume", []), key=lambda r: ["download", "preprocess", "tune", "train", "evaluate"].index(r["stage"])):
+        left = r.get("runs_left_running", 0)
+        lines.append(f"| kill and resume: {r['stage']} | SIGKILL mid-{r['stage']}, then rerun | {r['detail']} | "
+                     f"0 torn outputs{f', {left} runs left RUNNING' if 'runs_left_running' in r else ''} |")
+    for r in families.get("concurrency", []):
+        extra = f", {r['reads_while_writing']} reads while writing" if "reads_while_writing" in r else ""
+        refused = f", {r['refused']} refused naming the holder's pid and command" if r["refused"] else ""
+        lines.append(f"| concurrency | {r['scenario']} | {r['completed']} of {r['runs']} completed{refused}{extra} | "
+                     f"{r['torn_outputs']} torn outputs |")
+    for r in families.get("security", []):
+        lines.append(f"| security | {r['check']} | {r['sites']} sites checked | {r['violations']} violations |")
+    lines.append(f"| dependency audit | pip-audit of requirements.lock | {audit_result} | – |")
+    summary = (f"{outcomes['tests']} tests, {outcomes['failures']} failures, {outcomes['errors']} errors, "
+               f"{outcomes['skipped']} skipped, in {seconds:.0f} s")
+    return "\n".join(lines) + f"\n\nTests: {summary}.\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "docs" / "RELIABILITY.md"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        log, junit = Path(scratch) / "figures.jsonl", Path(scratch) / "junit.xml"
+        log.touch()
+        code, seconds = run_tests(log, junit)
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        outcomes = test_outcomes(junit)
+    report = table(rows, outcomes, audit(), seconds)
+    header = (REPO / "docs" / "RELIABILITY.head.md").read_text()
+    text = header.replace("{date}", time.strftime("%Y-%m-%d")) + "\n" + report
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, out)
+    print(report)
+    print(f"written to {out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

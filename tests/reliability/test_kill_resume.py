@@ -1,0 +1,147 @@
+"""SIGKILL in the middle of download, preprocess and evaluate; the rerun completes.
+
+(tune and train are killed in tests/integration/test_ml_stages.py.) Data
+outputs after the rerun are byte-identical to an uninterrupted run, no output
+path ever holds a torn file, and the MLflow run of a killed attempt is
+marked KILLED with a note by the next run instead of staying RUNNING.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from quickdraw_dag import synthetic
+from quickdraw_dag.formats.binary import write_binary
+from tests.conftest import REPO, run_module, tree_digest
+from tests.http_server import FaultyServer
+
+
+def start(module: str, *args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "finished before it could be killed"
+        assert time.monotonic() < deadline, "never reached the point to kill at"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def twin(project: Path, name: str) -> Path:
+    copy = project.parent / name
+    shutil.copytree(project, copy, symlinks=True)
+    return copy
+
+
+def set_params(project: Path, **sections: dict) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_killed_download_resumes_to_the_exact_file(project: Path, record) -> None:
+    batch = synthetic.generate("circle", 3000, 0)
+    buffer = io.BytesIO()
+    write_binary(buffer, batch)
+    body = buffer.getvalue()
+    small = io.BytesIO()
+    write_binary(small, synthetic.generate("square", 100, 1))
+    server = FaultyServer()
+    server.files.update({"apple.bin": body, "cat.bin": small.getvalue()})
+    server.sticky["apple.bin"] = ("trickle", 4096, 0.03)  # a slow link: about 2 s for the file
+    reference = twin(project, "reference")
+    with server.running():
+        args = ("--set", "data.source=quickdraw", "--set", "data.categories=[apple, cat]",
+                "--set", f"fetch.download.base_url={server.url}")
+        part = project / "data/raw/apple.bin.part"
+        process = start("tasks.fetch", *args, cwd=project)
+        kill_when(process, lambda: part.exists() and part.stat().st_size > len(body) // 4)
+        assert not (project / "data/raw/apple.bin").exists() and not (project / "data/raw/manifest.json").exists()
+        kept = part.stat().st_size
+        assert run_module("tasks.fetch", *args, cwd=project).returncode == 0
+        assert run_module("tasks.fetch", *args, cwd=reference).returncode == 0
+    assert (project / "data/raw/apple.bin").read_bytes() == body
+    resumed = [rng for path, rng in server.requests if path == "apple.bin" and rng]
+    assert resumed and int(resumed[0].removeprefix("bytes=").rstrip("-")) >= kept - 65536
+    assert tree_digest(project / "data/raw") == tree_digest(reference / "data/raw")
+    record("kill and resume", stage="download", kills=1, completed_after_rerun=1, outputs_identical=1,
+           detail=f"killed at {kept} of {len(body)} bytes; resumed with {resumed[0]}")
+
+
+@pytest.mark.slow
+def test_killed_preprocess_reruns_to_identical_outputs(project: Path, record) -> None:
+    set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
+               fetch={"synthetic_drawings": 3000}, preprocess={"image_size": 64, "workers": 1})
+    for stage in ("tasks.fetch", "tasks.split"):
+        assert run_module(stage, cwd=project).returncode == 0
+    reference = twin(project, "reference")
+    process = start("tasks.preprocess", cwd=project)
+    kill_when(process, lambda: any((project / "data").glob(".processed.*.tmp/.parts/train/*.npy")))
+    assert not (project / "data/processed").exists()  # nothing torn at the output path
+    assert run_module("tasks.preprocess", cwd=project).returncode == 0
+    assert run_module("tasks.preprocess", cwd=reference).returncode == 0
+    assert tree_digest(project / "data/processed") == tree_digest(reference / "data/processed")
+    assert [p.name for p in (project / "data").iterdir() if p.name.startswith(".")] == []  # leftovers cleaned
+    record("kill and resume", stage="preprocess", kills=1, completed_after_rerun=1, outputs_identical=1,
+           detail="killed while rasterizing; rerun byte-identical to an uninterrupted run")
+
+
+def _run_statuses(database: Path) -> dict[str, str]:
+    if not database.exists():
+        return {}
+    try:
+        with sqlite3.connect(database, timeout=1) as connection:
+            return dict(connection.execute("select run_uuid, status from runs"))
+    except sqlite3.Error:
+        return {}
+
+
+@pytest.mark.slow
+def test_killed_evaluate_leaves_no_running_mlflow_run(project: Path, record) -> None:
+    import mlflow
+
+    set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line"]},
+               fetch={"synthetic_drawings": 60}, preprocess={"workers": 1},
+               tune={"max_epochs": 1, "max_seconds": 30, "space": {"filters": [8], "learning_rate": [0.003],
+                                                                  "batch_norm": [False]}},
+               train={"epochs": 1, "max_seconds": 60})
+    for stage in ("tasks.fetch", "tasks.split", "tasks.preprocess", "tasks.tune", "tasks.train"):
+        result = run_module(stage, cwd=project)
+        assert result.returncode == 0, result.stderr[-2000:]
+    database = project / "mlflow.db"
+    process = start("tasks.evaluate", cwd=project)
+    kill_when(process, lambda: "RUNNING" in _run_statuses(database).values())
+    killed = [run for run, status in _run_statuses(database).items() if status == "RUNNING"]
+    assert killed
+    result = run_module("tasks.evaluate", cwd=project)
+    assert result.returncode == 0, result.stderr[-2000:]
+    statuses = _run_statuses(database)
+    assert "RUNNING" not in statuses.values()
+    mlflow.set_tracking_uri(f"sqlite:///{database}")
+    for run_id in killed:
+        run = mlflow.get_run(run_id)
+        assert run.info.status == "KILLED" and "ended without finishing" in run.data.tags["killed_note"]
+    assert list(statuses.values()).count("FINISHED") >= 1
+    assert yaml.safe_load((project / "reports/metrics.json").read_text())["accuracy"] >= 0
+    record("kill and resume", stage="evaluate", kills=1, completed_after_rerun=1,
+           runs_left_running=sum(s == "RUNNING" for s in statuses.values()),
+           detail=f"{len(killed)} MLflow run(s) of the killed attempt marked KILLED with a note")
