@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test demo bench-parse bench-raster bench-paint reliability repro ui serve prefect-server clean
+.PHONY: install run paint test demo bench bench-parse bench-raster bench-paint reliability repro ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ demo: $(STAMP)
 ## The whole test suite.
 test: $(STAMP)
 	$(PY) -m pytest
+
+## Every performance figure, measured side by side, as one markdown table (about 15 minutes).
+bench: $(STAMP)
+	$(PY) -m bench.all $(ARGS)
 
 ## Binary parsing: ours against the quickdraw package, side by side.
 bench-parse: $(STAMP)

@@ -10,6 +10,7 @@ the same run, the `quickdraw` package loading every drawing
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -53,10 +54,14 @@ def measure(drawings: int = 200_000, repeats: int = 3) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     parser.add_argument("--drawings", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     r = measure(args.drawings, args.repeats)
+    if args.json:
+        print(json.dumps(r, default=str))
+        return
     print(f"file: {args.drawings:,} drawings, {r['size_mb']:.1f} MB ({r['origin']})")
     print("| reader | drawings | seconds | drawings/s |")
     print("|---|---:|---:|---:|")

@@ -12,6 +12,7 @@ supersampled reference of the same numpy_bitmap convention.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -87,10 +88,14 @@ def measure(drawings: int = 20_000, image_size: int = 28) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     parser.add_argument("--drawings", type=int, default=20_000)
     parser.add_argument("--image-size", type=int, default=28)
     args = parser.parse_args()
     r = measure(args.drawings, args.image_size)
+    if args.json:
+        print(json.dumps(r, default=str))
+        return
     print(f"drawings: {r['drawings']:,} at {args.image_size}x{args.image_size} ({r['origin']})")
     print("| rasterizer | drawings | seconds | drawings/s |")
     print("|---|---:|---:|---:|")

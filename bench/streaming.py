@@ -102,10 +102,14 @@ def measure(small: int = 100_000, factor: int = 10) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--factor", type=int, default=10)
     args = parser.parse_args()
     r = measure(args.small, args.factor)
+    if args.json:
+        print(json.dumps(r, default=str))
+        return
     small, large = r["sizes"]
     print(f"| stage | peak RSS at {small:,} drawings | at {large:,} drawings | growth |")
     print("|---|---:|---:|---:|")

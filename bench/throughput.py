@@ -69,11 +69,15 @@ def measure(filters: int = 64, batch_size: int = 128, steps: int = 60, image_siz
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
     r = measure(args.filters, args.batch_size, args.steps)
+    if args.json:
+        print(json.dumps(r, default=str))
+        return
     print(f"input: {r['input_batches_per_s']:,.0f} batches/s; training ({r['backend']}, {args.filters} filters): "
           f"{r['train_steps_per_s']:,.1f} steps/s = {r['images_per_s']:,.0f} images/s; "
           f"input/training ratio {r['ratio']:,.0f}x")

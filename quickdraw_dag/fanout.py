@@ -44,3 +44,13 @@ def process_map(workers: int) -> Mapper:
             return [future.result() for future in track(futures, desc=desc, unit="class")]
 
     return mapper
+
+
+def dask_map(client: "distributed.Client") -> Mapper:  # type: ignore[name-defined]  # noqa: F821
+    """A mapper over an existing Dask client (the flow uses prefect-dask; this is for direct use)."""
+
+    def mapper(function: Callable[..., R], jobs: Sequence[Job], desc: str) -> list[R]:
+        futures = [client.submit(function, *job, pure=False) for job in jobs]
+        return client.gather(futures)
+
+    return mapper

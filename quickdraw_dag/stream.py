@@ -3,11 +3,18 @@
 `MemmapBatches` is a `keras.utils.PyDataset`: it never loads a whole split,
 reshuffles its order every epoch (seeded), and returns NumPy arrays, so the
 same input path feeds the TensorFlow, JAX and torch backends.
+
+Rows of a `.npy` file are read with `pread`, not through the memory map:
+a random row touched through a map faults in its neighbours too (the
+kernel's fault-around), so over an epoch the process would map most of the
+file and its resident memory would grow with the data. `pread` copies just
+the batch; the file stays in the page cache, which the kernel can reclaim.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +40,34 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
         take = max(1, int(round(fraction * members.size)))
         chosen.append(rng.choice(members, size=take, replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`array[rows]` (rows sorted); for a file-backed array, by `pread` of each run of adjacent rows."""
+    filename = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or filename is None or not array.flags.c_contiguous:
+        return np.asarray(array[rows])
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    out = np.empty((rows.size, *array.shape[1:]), array.dtype)
+    if rows.size == 0:
+        return out
+    # Split into runs of consecutive rows: one read per run (one per batch when reading in order).
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [rows.size]))
+    view = out.reshape(rows.size, -1).view(np.uint8)
+    descriptor = os.open(filename, os.O_RDONLY)
+    try:
+        for begin, end in zip(starts.tolist(), ends.tolist()):
+            wanted = (end - begin) * row_bytes
+            offset = array.offset + int(rows[begin]) * row_bytes
+            data = os.pread(descriptor, wanted, offset)
+            if len(data) != wanted:
+                raise OSError(f"{filename}: short read at byte {offset}")
+            view[begin:end] = np.frombuffer(data, np.uint8).reshape(end - begin, row_bytes)
+    finally:
+        os.close(descriptor)
+    return out
 
 
 class MemmapBatches(keras.utils.PyDataset):
@@ -70,8 +105,8 @@ class MemmapBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.shuffle:
-            rows = np.sort(rows)  # same batch, read in file order from the memory map
-        return np.asarray(self.images[rows]), np.asarray(self.labels[rows], dtype=np.int32)
+            rows = np.sort(rows)  # same batch, read in file order
+        return read_rows(self.images, rows), np.asarray(self.labels[rows], dtype=np.int32)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

@@ -27,6 +27,7 @@ from quickdraw.names import QUICK_DRAWING_FILES
 from quickdraw_dag import synthetic
 from quickdraw_dag.atomic import atomic_path, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
+from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.config import DataParams, FetchParams, Params
 from quickdraw_dag.download import RetryPolicy, download
 from quickdraw_dag.errors import ConfigError, DataError
@@ -193,4 +194,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.memory)
     sys.exit(main())

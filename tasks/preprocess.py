@@ -3,9 +3,11 @@
 Stroke shards are rasterized anti-aliased at `preprocess.image_size` with
 `preprocess.line_width`, numpy_bitmap style (`quickdraw_dag.raster`);
 numpy_bitmap shards pass through, resized only when the size differs.
-Categories are processed in parallel worker processes, then concatenated
-into `<split>_images.npy` (uint8 N×H×W) and `<split>_labels.npy` in the
-order of `data.categories`. `scaling.json` holds the chosen scaling
+`<split>_images.npy` (uint8 N×H×W) and `<split>_labels.npy` are allocated at
+their final size first (rows in `data.categories` order, counts from
+split.json); one job per category then rasterizes straight into its own
+rows, so categories run in parallel (processes, threads or Dask) with no
+concatenation pass and the same bytes in any order. `scaling.json` holds the chosen scaling
 (`minmax`, `zscore` or `robust`) with statistics of the training split only;
 the model applies it as a layer, so there is no train/serve skew.
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
+from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.config import DataParams, Params, PreprocessParams
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.fanout import Mapper, process_map
@@ -35,69 +38,55 @@ COPY_ROWS = 16384
 
 
 def preprocess_category(
-    category: str, fmt: str, counts: dict[str, int], interim_dir: Path, parts_dir: Path,
+    category: str, fmt: str, counts: dict[str, int], interim_dir: Path, out_dir: Path, starts: dict[str, int],
     image_size: int, line_width: float,
-) -> dict[str, int]:
-    """Write `<parts>/<split>/<category>.npy` for every split; returns the counts."""
-    written = {}
+) -> dict[str, Any]:
+    """Write this category's rows of every `<split>_images.npy`, at `starts[split]`.
+
+    The arrays exist already (created by `preprocess` with their final size);
+    each job fills only its own slice, so jobs run in any order, in any
+    process, and the bytes are the same. Returns the counts and the training
+    pixel histogram (for scaling), so nothing is re-read afterwards.
+    """
+    written: dict[str, Any] = {}
+    histogram = np.zeros(256, np.int64)
     for split in SPLITS:
-        target = Path(parts_dir) / split / f"{category}.npy"
-        target.parent.mkdir(parents=True, exist_ok=True)
         expected = counts[split]
-        out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(expected, image_size, image_size)) if expected else None
-        filled = 0
+        written[split] = expected
+        if expected == 0:
+            continue
+        out = np.load(Path(out_dir) / f"{split}_images.npy", mmap_mode="r+", allow_pickle=False)
+        at, filled = starts[split], 0
+        source = Path(interim_dir) / split / category
         if fmt == "numpy_bitmap":
             rows = np.load(Path(interim_dir) / split / f"{category}.npy", mmap_mode="r", allow_pickle=False)
-            for start in range(0, rows.shape[0], COPY_ROWS):
-                chunk = np.asarray(rows[start : start + COPY_ROWS]).reshape(-1, BITMAP_SIDE, BITMAP_SIDE)
-                images = resize_bitmaps(chunk, image_size)
-                out[filled : filled + images.shape[0]] = images
-                filled += images.shape[0]
+            chunks = (resize_bitmaps(np.asarray(rows[i : i + COPY_ROWS]).reshape(-1, BITMAP_SIDE, BITMAP_SIDE), image_size)
+                      for i in range(0, rows.shape[0], COPY_ROWS))
         else:
-            for batch in iter_binary(Path(interim_dir) / split / f"{category}.bin"):
-                images = rasterize(batch, image_size, line_width)
-                if filled + images.shape[0] > expected:
-                    raise DataError(f"more drawings than split.json says ({expected})", path=Path(interim_dir) / split / f"{category}.bin")
-                out[filled : filled + images.shape[0]] = images
-                filled += images.shape[0]
+            chunks = (rasterize(batch, image_size, line_width)
+                      for batch in iter_binary(Path(interim_dir) / split / f"{category}.bin"))
+        for images in chunks:
+            if filled + images.shape[0] > expected:
+                raise DataError(f"more drawings than split.json says ({expected})", path=source)
+            out[at + filled : at + filled + images.shape[0]] = images
+            if split == "train":
+                histogram += np.bincount(images.ravel(), minlength=256)
+            filled += images.shape[0]
+        out.flush()
+        del out
         if filled != expected:
-            raise DataError(f"{filled} drawings, split.json says {expected}", path=Path(interim_dir) / split / category)
-        if out is None:
-            np.save(target, np.zeros((0, image_size, image_size), np.uint8), allow_pickle=False)
-        else:
-            out.flush()
-            del out
-        written[split] = filled
+            raise DataError(f"{filled} drawings, split.json says {expected}", path=source)
+    written["train_histogram"] = histogram.tolist()
     return written
 
 
-def concatenate_split(split: str, categories: Sequence[str], parts_dir: Path, out_dir: Path, image_size: int) -> int:
-    """Stream the per-category parts into one array, labels in category order."""
-    parts = [np.load(Path(parts_dir) / split / f"{c}.npy", mmap_mode="r", allow_pickle=False) for c in categories]
-    total = sum(p.shape[0] for p in parts)
-    labels = np.concatenate([np.full(p.shape[0], index, np.int16) for index, p in enumerate(parts)]) if parts else np.zeros(0, np.int16)
-    target = out_dir / f"{split}_images.npy"
+def allocate_split(out_dir: Path, split: str, total: int, image_size: int) -> None:
+    """The split's image array at its final size (filled by the category jobs)."""
+    target = Path(out_dir) / f"{split}_images.npy"
     if total == 0:
         np.save(target, np.zeros((0, image_size, image_size), np.uint8), allow_pickle=False)
     else:
-        out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(total, image_size, image_size))
-        at = 0
-        for part in parts:
-            for start in range(0, part.shape[0], COPY_ROWS):
-                chunk = part[start : start + COPY_ROWS]
-                out[at : at + chunk.shape[0]] = chunk
-                at += chunk.shape[0]
-        out.flush()
-        del out
-    np.save(out_dir / f"{split}_labels.npy", labels, allow_pickle=False)
-    return total
-
-
-def pixel_histogram(images: np.ndarray) -> np.ndarray:
-    counts = np.zeros(256, np.int64)
-    for start in range(0, images.shape[0], COPY_ROWS):
-        counts += np.bincount(np.asarray(images[start : start + COPY_ROWS]).ravel(), minlength=256)
-    return counts
+        np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(total, image_size, image_size)).flush()
 
 
 def scaling_from_histogram(method: str, counts: np.ndarray) -> dict[str, Any]:
@@ -153,19 +142,23 @@ def preprocess(
     if missing:
         raise DataError(f"no split data for {missing}: rerun split", path=Path(interim_dir) / SUMMARY_NAME)
     with atomic_directory(processed_dir) as out_dir:
-        parts_dir = out_dir / ".parts"
-        jobs = [(c, classes[c]["format"], classes[c]["counts"], Path(interim_dir), parts_dir,
+        # Rows of each split in data.categories order: category i starts after categories < i.
+        totals, starts = {}, {c: {} for c in data.categories}
+        for split in SPLITS:
+            at = 0
+            for category in data.categories:
+                starts[category][split] = at
+                at += classes[category]["counts"][split]
+            totals[split] = at
+            allocate_split(out_dir, split, at, params.image_size)
+            labels = np.concatenate([np.full(classes[c]["counts"][split], i, np.int16)
+                                     for i, c in enumerate(data.categories)])
+            np.save(out_dir / f"{split}_labels.npy", labels, allow_pickle=False)
+        jobs = [(c, classes[c]["format"], classes[c]["counts"], Path(interim_dir), out_dir, starts[c],
                  params.image_size, params.line_width) for c in data.categories]
         results = (mapper or process_map(params.workers))(preprocess_category, jobs, "rasterize")
-        totals = {split: concatenate_split(split, data.categories, parts_dir, out_dir, params.image_size) for split in SPLITS}
-        for path in sorted(parts_dir.rglob("*.npy")):
-            path.unlink()
-        for folder in sorted(parts_dir.rglob("*"), reverse=True):
-            folder.rmdir()
-        parts_dir.rmdir()
-        train_images = np.load(out_dir / "train_images.npy", mmap_mode="r", allow_pickle=False)
-        scaling = scaling_from_histogram(params.scaling, pixel_histogram(train_images))
-        del train_images
+        histogram = np.sum([np.asarray(r.pop("train_histogram"), np.int64) for r in results], axis=0)
+        scaling = scaling_from_histogram(params.scaling, histogram)
         write_json_atomic(out_dir / "scaling.json", scaling)
         write_json_atomic(out_dir / "labels.json", {"categories": list(data.categories), "image_size": params.image_size})
         summary = {"counts": totals, "per_class": dict(zip(data.categories, results)), "image_size": params.image_size}
@@ -184,4 +177,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.memory)
     sys.exit(main())

@@ -31,6 +31,7 @@ import numpy as np
 
 from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
+from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.config import DataParams, Params, SplitParams
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.fanout import Mapper, serial_map
@@ -215,4 +216,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.memory)
     sys.exit(main())
