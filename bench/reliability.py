@@ -31,7 +31,8 @@ TESTS = ["tests/reliability",
 def run_tests(log: Path, junit: Path) -> tuple[int, float]:
     env = {**os.environ, "QUICKDRAW_RELIABILITY_LOG": str(log)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                           f"--junitxml={junit}", *TESTS],
                           cwd=REPO, env=env)
     return done.returncode, time.perf_counter() - started
 

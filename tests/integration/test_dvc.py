@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from quickdraw_dag.formats import read_binary
@@ -53,6 +54,16 @@ def test_repro_runs_all_stages_then_is_a_fast_no_op(project: Path, shared_data: 
     assert set(lock["stages"]) == set(STAGES)
     shown = dvc(project, "metrics", "show")
     assert shown.returncode == 0 and "reports/metrics.json" in shown.stdout and "map_at_3" in shown.stdout
+    # dvc repro on its own logs to MLflow like the flow does, without a Prefect id.
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["quickdraw"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["orchestrator"] == "dvc-or-cli"
+    assert parents[0].data.tags["prefect_flow_run_id"] == "none" and parents[0].info.status == "FINISHED"
+    assert parents[0].data.metrics["test_accuracy"] == pytest.approx(
+        yaml.safe_load((project / "reports/metrics.json").read_text())["accuracy"])
 
     started = time.perf_counter()
     second = dvc(project, "repro")

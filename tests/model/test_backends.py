@@ -22,7 +22,8 @@ def test_train_on_jax_then_evaluate_on_tensorflow_agree(tmp_path: Path, tiny_pro
     shutil.copytree(tiny_processed, tmp_path / "data" / "processed")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     write_best(tmp_path / "models", filters=8)
-    args = ["--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "evaluate.misclassified=4"]
+    args = ["--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "evaluate.misclassified=4",
+            "--set", "mlflow.enabled=false"]  # about backends; tracking is tested elsewhere
 
     def stage(name: str, backend: str) -> dict:
         env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}

@@ -89,8 +89,9 @@ def test_killed_download_resumes_to_the_exact_file(project: Path, record) -> Non
 
 @pytest.mark.slow
 def test_killed_preprocess_reruns_to_identical_outputs(project: Path, record) -> None:
+    # Few drawings (synthesis is slow) at 128×128 (rasterizing is not): seconds of work to kill in.
     set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
-               fetch={"synthetic_drawings": 3000}, preprocess={"image_size": 64, "workers": 1})
+               fetch={"synthetic_drawings": 1000}, preprocess={"image_size": 128, "workers": 1})
     for stage in ("tasks.fetch", "tasks.split"):
         assert run_module(stage, cwd=project).returncode == 0
     reference = twin(project, "reference")
