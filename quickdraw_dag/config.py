@@ -312,7 +312,7 @@ class FourierParams(StrictModel):
 
     enabled: bool = False
     scale: float = Field(default=10.0, gt=0, le=1000)
-    size: int = Field(default=128, ge=1, le=4096)
+    size: int = Field(default=256, ge=1, le=4096)
 
 
 class PaintParams(StrictModel):
