@@ -15,25 +15,16 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.workspace import copy_project
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def workspace(root: Path) -> Path:
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
-        shutil.copy2(REPO / name, root / name)
-    for package in ("tasks", "flows", "quickdraw_dag"):
-        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    return root
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -82,7 +73,7 @@ def measure(categories: int = 10, drawings: int = 10_000, tune_seconds: int = 60
                 f"fetch.synthetic_drawings={drawings}", f"tune.max_seconds={tune_seconds}",
                 f"train.max_seconds={train_seconds}", "train.budget_epochs=3"]
     with tempfile.TemporaryDirectory() as scratch:
-        root = workspace(Path(scratch))
+        root = copy_project(Path(scratch) / "project")
         env = environment(root)
         args = [arg for setting in settings for arg in ("--set", setting)]
         started = time.perf_counter()

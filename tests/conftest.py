@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,15 +46,9 @@ def shared_data() -> Path:
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     """A copy of the project's pipeline files in a temporary git + DVC repo."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
-        shutil.copy2(REPO / name, root / name)
-    for package in ("tasks", "flows", "quickdraw_dag"):
-        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    return root
+    from bench.workspace import copy_project
+
+    return copy_project(tmp_path / "project")
 
 
 def run_module(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

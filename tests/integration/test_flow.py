@@ -100,20 +100,12 @@ def test_flow_runs_skips_tracks_and_agrees_with_dvc(project: Path, monkeypatch: 
 @pytest.mark.slow
 def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path) -> None:
     """Per-category tasks on a local Dask cluster (2 worker processes) versus threads."""
-    import shutil
-
-    from tests.conftest import REPO, run_module, tree_digest
+    from bench.workspace import copy_project
+    from tests.conftest import run_module, tree_digest
 
     digests = {}
     for runner in (["--task-runner", "threads"], ["--dask", "--workers", "2"]):
-        root = tmp_path / runner[-1]
-        root.mkdir()
-        for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
-            shutil.copy2(REPO / name, root / name)
-        for package in ("tasks", "flows", "quickdraw_dag"):
-            shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        root = copy_project(tmp_path / runner[-1])
         write_params(root, data={"source": "synthetic", "categories": ["circle", "square", "line", "triangle"]},
                      fetch={"synthetic_drawings": 150})
         result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=300)

@@ -1,0 +1,25 @@
+"""A scratch copy of the project: its pipeline files in a fresh git + DVC repository.
+
+Shared by the benchmarks and the tests, which run the real `dvc`, flows and
+stage commands there without touching the checkout's data, params or stores.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_project(root: Path) -> Path:
+    """Copy params, dvc.yaml, the packages and `.dvc/` (no cache) into `root`; `git init` it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
+        shutil.copy2(REPO / name, root / name)
+    for package in ("tasks", "flows", "quickdraw_dag"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return root
