@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test demo bench bench-parse bench-raster bench-paint reliability repro ui serve prefect-server clean
+.PHONY: install run paint test lint format demo bench bench-parse bench-raster bench-paint reliability repro ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,18 @@ paint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m flows.demo $(ARGS)
 
-## The whole test suite.
-test: $(STAMP)
+## Lint and format checks, then the whole test suite.
+test: $(STAMP) lint
 	$(PY) -m pytest
+
+## ruff: lint and formatting (configured in pyproject.toml); `make format` rewrites the files.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 ## Every performance figure, measured side by side, as one markdown table (about 15 minutes).
 bench: $(STAMP)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from quickdraw.names import QUICK_DRAWING_NAMES
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
 from quickdraw_dag.fanout import Mapper, dask_map, serial_map
 from tasks.fetch import fetch
@@ -31,11 +32,12 @@ from tasks.split import split
 
 def prepare(root: Path, data: DataParams, mapper: Mapper) -> float:
     started = time.perf_counter()
-    fetch(data, FetchParams(), root / "raw", mapper)
+    catalog = Catalog.under(root)
+    fetch(data, FetchParams(), catalog, mapper)
     fetched = time.perf_counter()
-    split(data, SplitParams(), root / "raw", root / "interim", mapper)
+    split(data, SplitParams(), catalog, mapper)
     splitted = time.perf_counter()
-    preprocess(data, PreprocessParams(workers=1), root / "interim", root / "processed", mapper)
+    preprocess(data, PreprocessParams(), catalog, mapper)
     done = time.perf_counter()
     PHASES.append((root.name, fetched - started, splitted - fetched, done - splitted))
     return done - started
@@ -65,17 +67,29 @@ def measure(categories: int = 10, drawings: int = 100_000, workers: int = 2) -> 
         prepare(root / "warmup", warm, serial_map)
         one_process = prepare(root / "serial", data, serial_map)
         started = time.perf_counter()
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             startup = time.perf_counter() - started
             prepare(root / "warm_dask", warm, dask_map(client))  # imports and numba caches in the workers
             on_dask = prepare(root / "dask", data, dask_map(client))
         serial, parallel = digest(root / "serial"), digest(root / "dask")
         identical = serial == parallel
         files = len(serial)
-    return {"categories": categories, "drawings": drawings, "workers": workers, "one_process_s": one_process,
-            "dask_s": on_dask, "startup_s": startup, "speedup": one_process / on_dask, "identical": identical,
-            "files": files}
+    return {
+        "categories": categories,
+        "drawings": drawings,
+        "workers": workers,
+        "one_process_s": one_process,
+        "dask_s": on_dask,
+        "startup_s": startup,
+        "speedup": one_process / on_dask,
+        "identical": identical,
+        "files": files,
+    }
 
 
 def main() -> None:
@@ -89,9 +103,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(r, default=str))
         return
-    print(f"{r['categories']} categories x {r['drawings']:,} drawings: one process {r['one_process_s']:.1f} s, "
-          f"Dask {r['workers']} workers {r['dask_s']:.1f} s (+{r['startup_s']:.1f} s cluster start), "
-          f"speed-up {r['speedup']:.2f}x, {r['files']} output files {'identical' if r['identical'] else 'DIFFERENT'}")
+    print(
+        f"{r['categories']} categories x {r['drawings']:,} drawings: one process {r['one_process_s']:.1f} s, "
+        f"Dask {r['workers']} workers {r['dask_s']:.1f} s (+{r['startup_s']:.1f} s cluster start), "
+        f"speed-up {r['speedup']:.2f}x, {r['files']} output files {'identical' if r['identical'] else 'DIFFERENT'}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 # Dense bf16 / fp32 peak FLOP/s by device name (vendor data sheets, SXM parts).
 PEAKS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12), "L4": (121e12, 30e12)}
 
@@ -53,12 +51,14 @@ def device_name() -> str:
     return f"{keras.backend.backend()} (default device)"
 
 
-def measure(filters: int = 64, batch_size: int = 1024, steps: int = 200, mixed_precision: bool = False,
-            drawings: int = 100_000) -> dict:
+def measure(
+    filters: int = 64, batch_size: int = 1024, steps: int = 200, mixed_precision: bool = False, drawings: int = 100_000
+) -> dict:
     import keras
 
     from bench.throughput import StepClock, write_split
-    from quickdraw_dag.model import Scaling, build_cnn
+    from quickdraw_dag.artifacts import Scaling
+    from quickdraw_dag.model import build_cnn
     from quickdraw_dag.stream import MemmapBatches, open_split
 
     if mixed_precision:
@@ -81,12 +81,21 @@ def measure(filters: int = 64, batch_size: int = 1024, steps: int = 200, mixed_p
     name = device_name()
     peak = next((p for key, p in PEAKS.items() if key in name), None)
     achieved = flops * images_per_s
-    return {"device": name, "backend": keras.backend.backend(), "filters": filters, "batch_size": batch_size,
-            "mixed_precision": mixed_precision, "images_per_s": images_per_s, "step_ms": step_s * 1000,
-            "batch_serve_ms": serve_s * 1000, "input_bound": serve_s > 0.5 * step_s,
-            "train_flops_per_image": flops, "achieved_tflops": achieved / 1e12,
-            "peak_fraction": (achieved / (peak[0] if mixed_precision else peak[1])) if peak else None,
-            "date": time.strftime("%Y-%m-%d")}
+    return {
+        "device": name,
+        "backend": keras.backend.backend(),
+        "filters": filters,
+        "batch_size": batch_size,
+        "mixed_precision": mixed_precision,
+        "images_per_s": images_per_s,
+        "step_ms": step_s * 1000,
+        "batch_serve_ms": serve_s * 1000,
+        "input_bound": serve_s > 0.5 * step_s,
+        "train_flops_per_image": flops,
+        "achieved_tflops": achieved / 1e12,
+        "peak_fraction": (achieved / (peak[0] if mixed_precision else peak[1])) if peak else None,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def main() -> None:
@@ -101,11 +110,15 @@ def main() -> None:
         print("note: KERAS_BACKEND is not 'jax'; the GPU figures in docs/PERFORMANCE.md use KERAS_BACKEND=jax")
     r = measure(args.filters, args.batch_size, args.steps, args.mixed_precision, args.drawings)
     fraction = f"{r['peak_fraction']:.1%}" if r["peak_fraction"] is not None else "n/a (peak unknown)"
-    print("| device | backend | filters | batch | precision | images/s | step ms | batch served in ms | input-bound | TFLOP/s | of peak |")
+    print(
+        "| device | backend | filters | batch | precision | images/s | step ms | batch served in ms | input-bound | TFLOP/s | of peak |"
+    )
     print("|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|")
-    print(f"| {r['device']} | {r['backend']} | {r['filters']} | {r['batch_size']} | "
-          f"{'bf16 mixed' if r['mixed_precision'] else 'fp32'} | {r['images_per_s']:,.0f} | {r['step_ms']:.2f} | "
-          f"{r['batch_serve_ms']:.2f} | {'yes' if r['input_bound'] else 'no'} | {r['achieved_tflops']:.2f} | {fraction} |")
+    print(
+        f"| {r['device']} | {r['backend']} | {r['filters']} | {r['batch_size']} | "
+        f"{'bf16 mixed' if r['mixed_precision'] else 'fp32'} | {r['images_per_s']:,.0f} | {r['step_ms']:.2f} | "
+        f"{r['batch_serve_ms']:.2f} | {'yes' if r['input_bound'] else 'no'} | {r['achieved_tflops']:.2f} | {fraction} |"
+    )
     print(json.dumps(r))
 
 

@@ -15,6 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config import PaintParams
 from tasks.paint import paint
 
@@ -37,16 +38,20 @@ def main() -> None:
     plain: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for image, fourier in ROWS:
-            params = PaintParams(image=image, epochs=args.epochs, longest_side=args.longest_side,
-                                 fourier={"enabled": fourier})
-            metrics = paint(params, Path(scratch))["metrics"]
+            params = PaintParams(
+                image=image, epochs=args.epochs, longest_side=args.longest_side, fourier={"enabled": fourier}
+            )
+            metrics = paint(params, Catalog.under(Path(scratch)))["metrics"]
             name = image.removeprefix("matplotlib:")
             if not fourier:
                 plain[name] = metrics["psnr_db"]
             gain = f"{metrics['psnr_db'] - plain[name]:+.2f}" if fourier and name in plain else ""
             encoding = f"Fourier {params.fourier.size}@{params.fourier.scale:g}" if fourier else "(x, y)"
-            print(f"| {name} | {encoding} | {metrics['width']}×{metrics['height']} | {metrics['psnr_db']:.2f} | "
-                  f"{gain} | {metrics['mse']:.5f} | {metrics['train_seconds']:.1f} |", flush=True)
+            print(
+                f"| {name} | {encoding} | {metrics['width']}×{metrics['height']} | {metrics['psnr_db']:.2f} | "
+                f"{gain} | {metrics['mse']:.5f} | {metrics['train_seconds']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,20 @@ def measure(drawings: int = 200_000, repeats: int = 3) -> dict:
         ours_s, ours_n = best_of(repeats, lambda: sum(len(b) for b in iter_binary(path)))
         theirs_s, theirs_n = best_of(
             1,
-            lambda: QuickDrawDataGroup(
-                "apple", max_drawings=None, cache_dir=tmp, print_messages=False
-            ).drawing_count,
+            lambda: QuickDrawDataGroup("apple", max_drawings=None, cache_dir=tmp, print_messages=False).drawing_count,
         )
-    return {"drawings": drawings, "size_mb": size_mb, "origin": origin, "ours_n": ours_n, "ours_s": ours_s,
-            "theirs_n": theirs_n, "theirs_s": theirs_s, "ours_rate": ours_n / ours_s,
-            "theirs_rate": theirs_n / theirs_s, "ratio": (ours_n / ours_s) / (theirs_n / theirs_s)}
+    return {
+        "drawings": drawings,
+        "size_mb": size_mb,
+        "origin": origin,
+        "ours_n": ours_n,
+        "ours_s": ours_s,
+        "theirs_n": theirs_n,
+        "theirs_s": theirs_s,
+        "ours_rate": ours_n / ours_s,
+        "theirs_rate": theirs_n / theirs_s,
+        "ratio": (ours_n / ours_s) / (theirs_n / theirs_s),
+    }
 
 
 def main() -> None:

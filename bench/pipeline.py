@@ -22,16 +22,24 @@ import time
 from pathlib import Path
 
 from bench.workspace import copy_project
+from quickdraw_dag.artifacts import Catalog
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 def environment(root: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(root), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "QUICKDRAW_DAG_PROGRESS": "0",
-            "TF_CPP_MIN_LOG_LEVEL": "3", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "QUICKDRAW_DAG_PROGRESS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
 
 
 def prefect_overhead(tasks: int = 100) -> dict:
@@ -61,36 +69,52 @@ def prefect_overhead(tasks: int = 100) -> dict:
     for index in range(tasks):
         nothing(index)
     plain = time.perf_counter() - started
-    return {"tasks": tasks, "called_ms": (timings["called"] - plain) / tasks * 1000,
-            "mapped_ms": (timings["mapped"] - plain) / tasks * 1000}
+    return {
+        "tasks": tasks,
+        "called_ms": (timings["called"] - plain) / tasks * 1000,
+        "mapped_ms": (timings["mapped"] - plain) / tasks * 1000,
+    }
 
 
 def measure(categories: int = 10, drawings: int = 10_000, tune_seconds: int = 60, train_seconds: int = 120) -> dict:
     from quickdraw_dag.config import SYNTHETIC_CATEGORIES
 
     shapes = list(SYNTHETIC_CATEGORIES)[:categories]
-    settings = [f"data.source=synthetic", f"data.categories=[{', '.join(shapes)}]",
-                f"fetch.synthetic_drawings={drawings}", f"tune.max_seconds={tune_seconds}",
-                f"train.max_seconds={train_seconds}", "train.budget_epochs=3"]
+    settings = [
+        "data.source=synthetic",
+        f"data.categories=[{', '.join(shapes)}]",
+        f"fetch.synthetic_drawings={drawings}",
+        f"tune.max_seconds={tune_seconds}",
+        f"train.max_seconds={train_seconds}",
+        "train.budget_epochs=3",
+    ]
     with tempfile.TemporaryDirectory() as scratch:
         root = copy_project(Path(scratch) / "project")
         env = environment(root)
         args = [arg for setting in settings for arg in ("--set", setting)]
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=root, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.pipeline", *args], cwd=root, env=env, capture_output=True, text=True
+        )
         pipeline_s = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"pipeline failed:\n{done.stderr[-3000:]}")
-        metrics = json.loads((root / "reports/metrics.json").read_text())
+        metrics = json.loads(Catalog.under(root).metrics.read_text())
         stage_line = re.findall(r"stages run: .*", done.stdout + done.stderr)
         started = time.perf_counter()
         noop = subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True)
         noop_s = time.perf_counter() - started
         if noop.returncode != 0 or "Running stage" in noop.stdout:
             raise SystemExit(f"dvc repro was not a no-op:\n{noop.stdout[-2000:]}{noop.stderr[-2000:]}")
-    return {"categories": categories, "drawings": drawings, "settings": settings, "pipeline_s": pipeline_s,
-            "accuracy": metrics["accuracy"], "stages": stage_line[-1] if stage_line else "", "dvc_noop_s": noop_s}
+    return {
+        "categories": categories,
+        "drawings": drawings,
+        "settings": settings,
+        "pipeline_s": pipeline_s,
+        "accuracy": metrics["accuracy"],
+        "stages": stage_line[-1] if stage_line else "",
+        "dvc_noop_s": noop_s,
+    }
 
 
 def main() -> None:
@@ -104,15 +128,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.overhead_only:
         o = prefect_overhead()
-        print(json.dumps(o) if args.json else f"Prefect overhead: {o['called_ms']:.1f} ms per called task, "
-              f"{o['mapped_ms']:.1f} ms per mapped task")
+        print(
+            json.dumps(o)
+            if args.json
+            else f"Prefect overhead: {o['called_ms']:.1f} ms per called task, {o['mapped_ms']:.1f} ms per mapped task"
+        )
         return
     r = measure(args.categories, args.drawings, args.tune_seconds, args.train_seconds)
     if args.json:
         print(json.dumps(r))
         return
-    print(f"pipeline, {r['categories']} x {r['drawings']:,} synthetic: {r['pipeline_s']:.0f} s, "
-          f"test accuracy {r['accuracy']:.4f} ({' '.join(r['settings'])})")
+    print(
+        f"pipeline, {r['categories']} x {r['drawings']:,} synthetic: {r['pipeline_s']:.0f} s, "
+        f"test accuracy {r['accuracy']:.4f} ({' '.join(r['settings'])})"
+    )
     print(f"no-op dvc repro: {r['dvc_noop_s']:.2f} s")
     o = prefect_overhead()
     print(f"Prefect overhead: {o['called_ms']:.1f} ms per called task, {o['mapped_ms']:.1f} ms per mapped task")

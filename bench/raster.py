@@ -28,8 +28,14 @@ def quickdraw_objects(batch: DrawingBatch) -> list[QuickDrawing]:
     drawings = []
     for i in range(len(batch)):
         strokes = [(tuple(x.tolist()), tuple(y.tolist())) for x, y in batch.strokes(i)]
-        data = {"key_id": int(batch.key_id[i]), "countrycode": "US", "recognized": 1,
-                "timestamp": 0, "n_strokes": len(strokes), "image": strokes}
+        data = {
+            "key_id": int(batch.key_id[i]),
+            "countrycode": "US",
+            "recognized": 1,
+            "timestamp": 0,
+            "n_strokes": len(strokes),
+            "image": strokes,
+        }
         drawings.append(QuickDrawing("cat", data))
     return drawings
 
@@ -38,8 +44,9 @@ def quickdraw_path(drawings: list[QuickDrawing], size: int) -> np.ndarray:
     return np.stack([np.asarray(d.image.convert("L").resize((size, size))) for d in drawings])
 
 
-def reference(batch: DrawingBatch, index: int, size: int, line_width: float = DEFAULT_LINE_WIDTH,
-              supersample: int = 16) -> np.ndarray:
+def reference(
+    batch: DrawingBatch, index: int, size: int, line_width: float = DEFAULT_LINE_WIDTH, supersample: int = 16
+) -> np.ndarray:
     """The convention drawn slowly: PIL at 16× with round caps, box-filtered down."""
     big = size * supersample
     total_padding = 2 * PADDING + line_width
@@ -80,10 +87,19 @@ def measure(drawings: int = 20_000, image_size: int = 28) -> dict:
     theirs_s = time.perf_counter() - start
     sample = range(0, len(seed), max(1, len(seed) // 200))
     error = float(np.mean([np.abs(ours[i].astype(int) - reference(batch, i, image_size)).mean() for i in sample]))
-    return {"drawings": len(batch), "image_size": image_size, "origin": origin, "ours_s": ours_s,
-            "theirs_n": theirs_n, "theirs_s": theirs_s, "ours_rate": len(batch) / ours_s,
-            "theirs_rate": theirs_n / theirs_s, "ratio": (len(batch) / ours_s) / (theirs_n / theirs_s),
-            "error": error, "error_sample": len(sample)}
+    return {
+        "drawings": len(batch),
+        "image_size": image_size,
+        "origin": origin,
+        "ours_s": ours_s,
+        "theirs_n": theirs_n,
+        "theirs_s": theirs_s,
+        "ours_rate": len(batch) / ours_s,
+        "theirs_rate": theirs_n / theirs_s,
+        "ratio": (len(batch) / ours_s) / (theirs_n / theirs_s),
+        "error": error,
+        "error_sample": len(sample),
+    }
 
 
 def main() -> None:
@@ -99,10 +115,14 @@ def main() -> None:
     print(f"drawings: {r['drawings']:,} at {args.image_size}x{args.image_size} ({r['origin']})")
     print("| rasterizer | drawings | seconds | drawings/s |")
     print("|---|---:|---:|---:|")
-    print(f"| quickdraw QuickDrawing.image → L → resize | {r['theirs_n']:,} | {r['theirs_s']:.3f} | {r['theirs_rate']:,.0f} |")
+    print(
+        f"| quickdraw QuickDrawing.image → L → resize | {r['theirs_n']:,} | {r['theirs_s']:.3f} | {r['theirs_rate']:,.0f} |"
+    )
     print(f"| quickdraw_dag rasterize | {r['drawings']:,} | {r['ours_s']:.3f} | {r['ours_rate']:,.0f} |")
     print(f"ratio (ours / quickdraw): {r['ratio']:.1f}x")
-    print(f"mean |ours - 16x supersampled reference|: {r['error']:.2f} grey levels of 255 ({r['error_sample']} drawings)")
+    print(
+        f"mean |ours - 16x supersampled reference|: {r['error']:.2f} grey levels of 255 ({r['error_sample']} drawings)"
+    )
 
 
 if __name__ == "__main__":

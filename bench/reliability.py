@@ -23,17 +23,21 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = ["tests/reliability",
-         "tests/integration/test_ml_stages.py::test_killed_training_resumes_at_its_last_finished_epoch",
-         "tests/integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials"]
+TESTS = [
+    "tests/reliability",
+    "tests/integration/test_ml_stages.py::test_killed_training_resumes_at_its_last_finished_epoch",
+    "tests/integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
+]
 
 
 def run_tests(log: Path, junit: Path) -> tuple[int, float]:
     env = {**os.environ, "QUICKDRAW_RELIABILITY_LOG": str(log)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
-                           f"--junitxml={junit}", *TESTS],
-                          cwd=REPO, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
+        cwd=REPO,
+        env=env,
+    )
     return done.returncode, time.perf_counter() - started
 
 
@@ -45,8 +49,20 @@ def test_outcomes(junit: Path) -> dict[str, int]:
 
 def audit() -> str:
     """pip-audit of requirements.lock, or why it could not run here."""
-    command = [sys.executable, "-m", "pip_audit", "-r", str(REPO / "requirements.lock"), "--no-deps",
-               "--progress-spinner", "off", "-f", "json", "--timeout", "15"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip_audit",
+        "-r",
+        str(REPO / "requirements.lock"),
+        "--no-deps",
+        "--progress-spinner",
+        "off",
+        "-f",
+        "json",
+        "--timeout",
+        "15",
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -58,12 +74,17 @@ def audit() -> str:
         return f"not run: {last[:200]}"
     dependencies = report.get("dependencies", [])
     audited = [d for d in dependencies if "skip_reason" not in d]
-    findings = [f"{d['name']} {d['version']}: {v['id']} (fixed in {', '.join(v.get('fix_versions', [])) or 'no release'})"
-                for d in audited for v in d.get("vulns", [])]
+    findings = [
+        f"{d['name']} {d['version']}: {v['id']} (fixed in {', '.join(v.get('fix_versions', [])) or 'no release'})"
+        for d in audited
+        for v in d.get("vulns", [])
+    ]
     if not audited:
         reason = next((d["skip_reason"] for d in dependencies if "skip_reason" in d), "no data")
-        return (f"vulnerability data unreachable from this machine: 0 of {len(dependencies)} packages audited "
-                f"(pip-audit: \"{reason}\"); run `make reliability` where pypi.org or api.osv.dev is reachable")
+        return (
+            f"vulnerability data unreachable from this machine: 0 of {len(dependencies)} packages audited "
+            f'(pip-audit: "{reason}"); run `make reliability` where pypi.org or api.osv.dev is reachable'
+        )
     return f"{len(audited)} packages audited, {len(findings)} finding(s)" + ("".join(f"<br>{f}" for f in findings))
 
 
@@ -75,38 +96,53 @@ def table(rows: list[dict], outcomes: dict[str, int], audit_result: str, seconds
     faults = families.get("download faults", [])
     if faults:
         r = faults[0]
-        lines.append(f"| download faults | {r['faults_injected']} faults injected over {r['categories']} categories "
-                     "(drops at random offsets, 500, 503, slower than the timeout, short Content-Length, HTML with 200) "
-                     f"| {r['files_ok']} files byte-identical to the served ones (sha256); {r['failed_cleanly']} categories "
-                     f"with more faults than retries failed with a clear error and no file | {r['files_corrupted']} corrupt files |")
+        lines.append(
+            f"| download faults | {r['faults_injected']} faults injected over {r['categories']} categories "
+            "(drops at random offsets, 500, 503, slower than the timeout, short Content-Length, HTML with 200) "
+            f"| {r['files_ok']} files byte-identical to the served ones (sha256); {r['failed_cleanly']} categories "
+            f"with more faults than retries failed with a clear error and no file | {r['files_corrupted']} corrupt files |"
+        )
     fuzz = families.get("parser fuzzing", [])
     if fuzz:
         r = fuzz[0]
-        lines.append(f"| parser fuzzing | {r['inputs_fuzzed']} random and mutated inputs over binary, simplified, raw, "
-                     f"numpy_bitmap; a 100-byte file declaring 65,535 × 65,535 points | {r['data_errors']} DataErrors naming "
-                     f"the file, {r['parsed_ok']} parsed as valid; slowest input {r['slowest_input_s']} s | "
-                     f"{r['crashes']} crashes outside DataError |")
+        lines.append(
+            f"| parser fuzzing | {r['inputs_fuzzed']} random and mutated inputs over binary, simplified, raw, "
+            f"numpy_bitmap; a 100-byte file declaring 65,535 × 65,535 points | {r['data_errors']} DataErrors naming "
+            f"the file, {r['parsed_ok']} parsed as valid; slowest input {r['slowest_input_s']} s | "
+            f"{r['crashes']} crashes outside DataError |"
+        )
     params = families.get("invalid params", [])
     if params:
         total = sum(r["variants"] for r in params)
-        lines.append(f"| invalid params | {total} invalid params.yaml variants and overrides (types, unknown keys and "
-                     "categories, fractions, negative sizes, impossible schedules, path traversal, unreadable paths) | "
-                     f"{sum(r['exit_2'] for r in params)} exit with code 2, {sum(r['key_named'] for r in params)} name the key | "
-                     f"{sum(r['outputs_touched'] for r in params)} runs touched an output |")
-    for r in sorted(families.get("kill and resume", []), key=lambda r: ["download", "preprocess", "tune", "train", "evaluate"].index(r["stage"])):
+        lines.append(
+            f"| invalid params | {total} invalid params.yaml variants and overrides (types, unknown keys and "
+            "categories, fractions, negative sizes, impossible schedules, path traversal, unreadable paths) | "
+            f"{sum(r['exit_2'] for r in params)} exit with code 2, {sum(r['key_named'] for r in params)} name the key | "
+            f"{sum(r['outputs_touched'] for r in params)} runs touched an output |"
+        )
+    for r in sorted(
+        families.get("kill and resume", []),
+        key=lambda r: ["download", "preprocess", "tune", "train", "evaluate"].index(r["stage"]),
+    ):
         left = r.get("runs_left_running", 0)
-        lines.append(f"| kill and resume: {r['stage']} | SIGKILL mid-{r['stage']}, then rerun | {r['detail']} | "
-                     f"0 torn outputs{f', {left} runs left RUNNING' if 'runs_left_running' in r else ''} |")
+        lines.append(
+            f"| kill and resume: {r['stage']} | SIGKILL mid-{r['stage']}, then rerun | {r['detail']} | "
+            f"0 torn outputs{f', {left} runs left RUNNING' if 'runs_left_running' in r else ''} |"
+        )
     for r in families.get("concurrency", []):
         extra = f", {r['reads_while_writing']} reads while writing" if "reads_while_writing" in r else ""
         refused = f", {r['refused']} refused naming the holder's pid and command" if r["refused"] else ""
-        lines.append(f"| concurrency | {r['scenario']} | {r['completed']} of {r['runs']} completed{refused}{extra} | "
-                     f"{r['torn_outputs']} torn outputs |")
+        lines.append(
+            f"| concurrency | {r['scenario']} | {r['completed']} of {r['runs']} completed{refused}{extra} | "
+            f"{r['torn_outputs']} torn outputs |"
+        )
     for r in families.get("security", []):
         lines.append(f"| security | {r['check']} | {r['sites']} sites checked | {r['violations']} violations |")
     lines.append(f"| dependency audit | pip-audit of requirements.lock | {audit_result} | – |")
-    summary = (f"{outcomes['tests']} tests, {outcomes['failures']} failures, {outcomes['errors']} errors, "
-               f"{outcomes['skipped']} skipped, in {seconds:.0f} s")
+    summary = (
+        f"{outcomes['tests']} tests, {outcomes['failures']} failures, {outcomes['errors']} errors, "
+        f"{outcomes['skipped']} skipped, in {seconds:.0f} s"
+    )
     return "\n".join(lines) + f"\n\nTests: {summary}.\n"
 
 

@@ -36,8 +36,14 @@ CHUNK = 100_000
 
 def peak_mb(module: str, *args: str, cwd: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(REPO), "QUICKDRAW_DAG_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "bench.peak", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.peak", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     found = re.findall(r"peak_rss_mb=([\d.]+)", done.stderr)
     if done.returncode != 0 or not found:
         raise SystemExit(f"{module} failed:\n{done.stderr[-3000:]}")
@@ -45,16 +51,19 @@ def peak_mb(module: str, *args: str, cwd: Path) -> float:
 
 
 def processed_dir(root: Path, count: int, tile: np.ndarray) -> Path:
-    """A processed directory whose training split holds `count` images (tiles of real renderings)."""
-    root.mkdir(parents=True)
-    images = np.lib.format.open_memmap(root / "train_images.npy", mode="w+", dtype=np.uint8, shape=(count, 28, 28))
+    """A project layout below `root` whose training split holds `count` images (tiles of real renderings)."""
+    from quickdraw_dag.artifacts import Catalog, write_label_names
+
+    catalog = Catalog.under(root)
+    catalog.processed.mkdir(parents=True)
+    images = np.lib.format.open_memmap(catalog.images("train"), mode="w+", dtype=np.uint8, shape=(count, 28, 28))
     for start in range(0, count, tile.shape[0]):
         chunk = min(tile.shape[0], count - start)
         images[start : start + chunk] = tile[:chunk]
     images.flush()
     del images
-    np.save(root / "train_labels.npy", (np.arange(count) % 6).astype(np.int16), allow_pickle=False)
-    (root / "labels.json").write_text(json.dumps({"categories": [f"c{i}" for i in range(6)], "image_size": 28}))
+    np.save(catalog.labels("train"), (np.arange(count) % 6).astype(np.int16), allow_pickle=False)
+    write_label_names(catalog.label_names, [f"c{i}" for i in range(6)], 28)
     return root
 
 

@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from bench.corpus import seed_drawings, tiled
-from quickdraw_dag.model import Scaling, build_cnn
+from quickdraw_dag.artifacts import Catalog, Scaling, write_label_names
+from quickdraw_dag.model import build_cnn
 from quickdraw_dag.raster import rasterize
 from quickdraw_dag.stream import MemmapBatches, open_split
 
@@ -38,17 +39,21 @@ class StepClock(keras.callbacks.Callback):
         self.epoch_seconds.append(time.perf_counter() - self.started)
 
 
-def write_split(root: Path, count: int, image_size: int = 28) -> Path:
+def write_split(root: Path, count: int, image_size: int = 28) -> Catalog:
+    """A training split of `count` rendered drawings in six classes, in the project's layout below `root`."""
     seed, _ = seed_drawings()
+    catalog = Catalog.under(root)
+    catalog.processed.mkdir(parents=True)
     images = rasterize(tiled(seed, count), image_size)
-    np.save(root / "train_images.npy", images, allow_pickle=False)
-    np.save(root / "train_labels.npy", (np.arange(count) % 6).astype(np.int16), allow_pickle=False)
-    (root / "labels.json").write_text(json.dumps({"categories": [f"c{i}" for i in range(6)]}))
-    return root
+    np.save(catalog.images("train"), images, allow_pickle=False)
+    np.save(catalog.labels("train"), (np.arange(count) % 6).astype(np.int16), allow_pickle=False)
+    write_label_names(catalog.label_names, [f"c{i}" for i in range(6)], image_size)
+    return catalog
 
 
-def measure(filters: int = 64, batch_size: int = 128, steps: int = 60, image_size: int = 28,
-            drawings: int = 50_000) -> dict:
+def measure(
+    filters: int = 64, batch_size: int = 128, steps: int = 60, image_size: int = 28, drawings: int = 50_000
+) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         images, labels = open_split(write_split(Path(scratch), drawings, image_size), "train")
         batches = MemmapBatches(images, labels, batch_size=batch_size, shuffle=True, seed=0)
@@ -62,9 +67,17 @@ def measure(filters: int = 64, batch_size: int = 128, steps: int = 60, image_siz
         clock = StepClock()
         model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[clock])
         step_s = clock.epoch_seconds[-1] / steps
-    return {"filters": filters, "batch_size": batch_size, "image_size": image_size, "input_batches_per_s": input_rate,
-            "train_steps_per_s": 1 / step_s, "step_ms": step_s * 1000, "images_per_s": batch_size / step_s,
-            "ratio": input_rate * step_s, "backend": keras.backend.backend()}
+    return {
+        "filters": filters,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "input_batches_per_s": input_rate,
+        "train_steps_per_s": 1 / step_s,
+        "step_ms": step_s * 1000,
+        "images_per_s": batch_size / step_s,
+        "ratio": input_rate * step_s,
+        "backend": keras.backend.backend(),
+    }
 
 
 def main() -> None:
@@ -78,9 +91,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(r, default=str))
         return
-    print(f"input: {r['input_batches_per_s']:,.0f} batches/s; training ({r['backend']}, {args.filters} filters): "
-          f"{r['train_steps_per_s']:,.1f} steps/s = {r['images_per_s']:,.0f} images/s; "
-          f"input/training ratio {r['ratio']:,.0f}x")
+    print(
+        f"input: {r['input_batches_per_s']:,.0f} batches/s; training ({r['backend']}, {args.filters} filters): "
+        f"{r['train_steps_per_s']:,.1f} steps/s = {r['images_per_s']:,.0f} images/s; "
+        f"input/training ratio {r['ratio']:,.0f}x"
+    )
 
 
 if __name__ == "__main__":

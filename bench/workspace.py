@@ -14,11 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def copy_project(root: Path) -> Path:
-    """Copy params, dvc.yaml, the packages and `.dvc/` (no cache) into `root`; `git init` it."""
+    """Copy params, dvc.yaml, the packages, the shipped samples and `.dvc/` (no cache) into `root`; `git init` it."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)
-    for package in ("tasks", "flows", "quickdraw_dag"):
+    for package in ("tasks", "flows", "quickdraw_dag", "samples"):
         shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)

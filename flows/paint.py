@@ -11,8 +11,9 @@ params or code changed (or with `--force`), then records it in dvc.lock.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE

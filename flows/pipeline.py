@@ -21,9 +21,10 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
@@ -37,6 +38,7 @@ import tasks.preprocess
 import tasks.split
 from quickdraw_dag.cli import build_parser, configure_logging
 from quickdraw_dag.config import Params, load_params
+from quickdraw_dag.download import ensure_resolvable
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
 from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError
 from quickdraw_dag.fanout import Mapper
@@ -84,19 +86,29 @@ def run_stage_if_changed(name: str, params: Params, mapper: Mapper | None = None
 _JOB = {"cache_policy": NO_CACHE}
 CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
     tasks.fetch.download_category: task(
-        tasks.fetch.download_category, name="download-category", task_run_name="download-{category}",
-        retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_only_network, **_JOB),
+        tasks.fetch.download_category,
+        name="download-category",
+        task_run_name="download-{category}",
+        retries=2,
+        retry_delay_seconds=[5, 30],
+        retry_condition_fn=_retry_only_network,
+        **_JOB,
+    ),
     tasks.fetch.locate_local: task(
-        tasks.fetch.locate_local, name="validate-local-file", task_run_name="validate-{category}", **_JOB),
+        tasks.fetch.locate_local, name="validate-local-file", task_run_name="validate-{category}", **_JOB
+    ),
     tasks.fetch.copy_local: task(
-        tasks.fetch.copy_local, name="copy-local-file", task_run_name="copy-{item.category}", **_JOB),
+        tasks.fetch.copy_local, name="copy-local-file", task_run_name="copy-{item.category}", **_JOB
+    ),
     tasks.fetch.make_synthetic: task(
-        tasks.fetch.make_synthetic, name="synthesize-category", task_run_name="synthesize-{category}", **_JOB),
+        tasks.fetch.make_synthetic, name="synthesize-category", task_run_name="synthesize-{category}", **_JOB
+    ),
     tasks.split.split_category: task(
-        tasks.split.split_category, name="split-category", task_run_name="split-{category}", **_JOB),
+        tasks.split.split_category, name="split-category", task_run_name="split-{category}", **_JOB
+    ),
     tasks.preprocess.preprocess_category: task(
-        tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}",
-        **_JOB),
+        tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}", **_JOB
+    ),
 }
 FANNED_OUT = ("fetch", "split", "preprocess")
 
@@ -126,7 +138,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     """The stages in order, up to `until`; stages exchange files only, tasks pass small summaries.
 
     fetch, split and preprocess fan out one mapped task per category; their
-    final step (manifest, split.json, concatenation) runs here, in order.
+    final step (manifest, split summary, scaling) runs here, in order.
     """
     names = STAGES[: STAGES.index(until) + 1]
     outcomes = []
@@ -156,8 +168,15 @@ def task_runner(kind: str, workers: int, dask_address: str | None = None) -> Tas
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     # One single-threaded worker process per core: rasterizing holds the GIL.
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": "127.0.0.1:0",
+        }
+    )
 
 
 @contextmanager
@@ -190,10 +209,20 @@ def api_for_workers() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("python -m flows.pipeline", __doc__.splitlines()[0])
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
-    parser.add_argument("--task-runner", choices=["threads", "processes", "dask"], default="threads",
-                        help="where per-category tasks run (default: threads)")
-    parser.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
-                        help="run on Dask: a local cluster, or the scheduler at ADDRESS (tcp://host:8786)")
+    parser.add_argument(
+        "--task-runner",
+        choices=["threads", "processes", "dask"],
+        default="threads",
+        help="where per-category tasks run (default: threads)",
+    )
+    parser.add_argument(
+        "--dask",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Dask: a local cluster, or the scheduler at ADDRESS (tcp://host:8786)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="threads, processes or local Dask workers")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -202,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         params = load_params(args.params, args.overrides)  # validate before writing anything
+        if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
+            ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before any task or server
         with workspace_lock(wait_s=args.lock_wait):
             persist_overrides(Path(args.params), args.overrides)
             runner = task_runner(runner_kind, args.workers, args.dask or None)

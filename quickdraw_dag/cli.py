@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
 from quickdraw_dag.errors import QuickDrawDagError

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -44,6 +46,12 @@ SYNTHETIC_CATEGORIES: tuple[str, ...] = (
 )
 SOURCE_QUICKDRAW = "quickdraw"
 SOURCE_SYNTHETIC = "synthetic"
+SOURCE_SAMPLES = "samples/quickdraw"  # real drawings that ship with the project
+# Keys that used to exist, with where their job went (they changed no output, so DVC should not track them).
+RETIRED_KEYS: dict[tuple[str, ...], str] = {
+    ("preprocess", "workers"): "no longer a param: set the QUICKDRAW_WORKERS environment variable instead",
+    ("train", "workers"): "no longer a param: set the QUICKDRAW_WORKERS environment variable instead",
+}
 
 
 class StrictModel(BaseModel):
@@ -56,9 +64,7 @@ def _project_relative(value: Path | str) -> Path:
     """Output paths stay inside the project: relative, no '..' parts."""
     path = PurePosixPath(str(value))
     if path.is_absolute() or ".." in path.parts or str(value).strip() == "":
-        raise ValueError(
-            f"must be a relative path inside the project without '..' (got {str(value)!r})"
-        )
+        raise ValueError(f"must be a relative path inside the project without '..' (got {str(value)!r})")
     return Path(str(value))
 
 
@@ -81,7 +87,7 @@ class PathsParams(StrictModel):
 class DataParams(StrictModel):
     """What data the pipeline is about: shared by every stage."""
 
-    source: str = SOURCE_QUICKDRAW
+    source: str = SOURCE_SAMPLES
     categories: tuple[str, ...] = Field(min_length=2)
     on_bad_record: Literal["fail", "skip"] = "fail"
 
@@ -105,9 +111,7 @@ class DataParams(StrictModel):
     @classmethod
     def _source_not_empty(cls, source: str) -> str:
         if not source.strip():
-            raise ValueError(
-                f"must be '{SOURCE_QUICKDRAW}', '{SOURCE_SYNTHETIC}' or a directory path"
-            )
+            raise ValueError(f"must be '{SOURCE_QUICKDRAW}', '{SOURCE_SYNTHETIC}' or a directory path")
         return source
 
     @property
@@ -151,7 +155,7 @@ class SplitFractions(StrictModel):
     test: float = Field(gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> "SplitFractions":
+    def _sum_to_one(self) -> SplitFractions:
         total = self.train + self.val + self.test
         if not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ValueError(f"train + val + test must sum to 1 (got {total:g})")
@@ -176,7 +180,6 @@ class PreprocessParams(StrictModel):
     image_size: int = Field(default=28, ge=8, le=256)
     line_width: float = Field(default=16.0, gt=0, le=64)  # in the 256-unit drawing box
     scaling: Literal["minmax", "zscore", "robust"] = "minmax"
-    workers: int = Field(default=2, ge=1, le=64)
 
 
 Activation = Literal["relu", "leaky_relu", "elu", "swish"]
@@ -188,7 +191,12 @@ def _choices(values: Any) -> Any:
 
 
 class SearchSpace(StrictModel):
-    """Values Hyperband may pick; a single value fixes that hyperparameter."""
+    """The one declaration of the CNN's hyperparameters: each field's choices.
+
+    Hyperband samples every field (a single value fixes it), and `build_cnn`
+    takes each field by name as a plain value. Adding a hyperparameter means
+    a field here and a keyword of `build_cnn`; nothing else lists them.
+    """
 
     filters: tuple[int, ...] = Field(default=(32, 64, 128), min_length=1)
     learning_rate: tuple[float, ...] = Field(default=(1e-2, 1e-3, 1e-4), min_length=1)
@@ -196,6 +204,7 @@ class SearchSpace(StrictModel):
     activation: tuple[Activation, ...] = Field(default=("relu",), min_length=1)
     optimizer: tuple[OptimizerName, ...] = Field(default=("adam",), min_length=1)
     l2: tuple[float, ...] = Field(default=(1e-5,), min_length=1)
+    l1: tuple[float, ...] = Field(default=(0.0,), min_length=1)
     batch_norm: tuple[bool, ...] = Field(default=(True, False), min_length=1)
 
     _as_tuples = field_validator("*", mode="before")(classmethod(lambda cls, v: _choices(v)))
@@ -221,12 +230,34 @@ class SearchSpace(StrictModel):
             raise ValueError(f"dropout must be in [0.1, 0.8] (blocks use d-0.1, d, d+0.1) (got {list(values)})")
         return values
 
-    @field_validator("l2")
+    @field_validator("l2", "l1")
     @classmethod
-    def _l2_range(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+    def _penalty_range(cls, values: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0 <= v < 1 for v in values):
-            raise ValueError(f"l2 must be in [0, 1) (got {list(values)})")
+            raise ValueError(f"weight penalties must be in [0, 1) (got {list(values)})")
         return values
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
+
+    def choices(self) -> dict[str, tuple[Any, ...]]:
+        """Each hyperparameter's choices, in declaration order."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    @classmethod
+    def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Plain Python values of the declared type (KerasTuner stores booleans as ints).
+
+        Keys that are not hyperparameters (KerasTuner's `tuner/epochs`, ...) are dropped.
+        """
+        plain = {}
+        for name, field in cls.model_fields.items():
+            if name in values:
+                element = typing.get_args(field.annotation)[0]
+                kind = type(typing.get_args(element)[0]) if typing.get_origin(element) is Literal else element
+                plain[name] = kind(values[name])
+        return plain
 
 
 class TuneParams(StrictModel):
@@ -244,11 +275,15 @@ class TuneParams(StrictModel):
 
 
 class AugmentParams(StrictModel):
-    """Random transforms applied inside the model, in training only."""
+    """Random transforms applied inside the model, in training only (the model's only augmentation type)."""
 
     rotation: float = Field(default=0.03, ge=0, le=0.5)  # fraction of a full turn
     zoom: float = Field(default=0.08, ge=0, lt=1)
     translation: float = Field(default=0.08, ge=0, le=0.5)
+
+    @property
+    def active(self) -> bool:
+        return self.rotation > 0 or self.zoom > 0 or self.translation > 0
 
 
 class TrainParams(StrictModel):
@@ -259,7 +294,6 @@ class TrainParams(StrictModel):
     budget_epochs: int = Field(default=10, ge=1)  # a tuned candidate must manage this many epochs in max_seconds
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
     seed: int = Field(default=0, ge=0)
-    workers: int = Field(default=1, ge=1, le=64)
     augment: AugmentParams = AugmentParams()
 
 
@@ -285,11 +319,10 @@ class ScheduleParams(StrictModel):
     def _valid_cron(cls, cron: str) -> str:
         fields = cron.split()
         if len(fields) != 5:
-            raise ValueError(
-                f"must have 5 fields 'minute hour day-of-month month day-of-week' (got {cron!r})"
-            )
-        from cronsim import CronSim, CronSimError  # prefect's own cron dependency
+            raise ValueError(f"must have 5 fields 'minute hour day-of-month month day-of-week' (got {cron!r})")
         from datetime import datetime
+
+        from cronsim import CronSim, CronSimError  # prefect's own cron dependency
 
         try:
             next(CronSim(cron, datetime(2026, 1, 1)))
@@ -322,7 +355,7 @@ class PaintParams(StrictModel):
     longest_side: int = Field(default=100, ge=2, le=2048)
     mode: Literal["regression", "classification"] = "regression"
     threshold: int = Field(default=600, ge=0, le=765)
-    hidden_layers: int = Field(default=10, ge=1, le=100)
+    hidden_layers: int = Field(default=10, ge=0, le=100)  # 0 in classification: the tutorial's perceptron
     units: int = Field(default=100, ge=1, le=4096)
     activation: Literal["relu", "leaky_relu", "elu", "tanh", "swish", "gelu", "sigmoid"] = "relu"
     epochs: int = Field(default=100, ge=1, le=100000)
@@ -358,13 +391,12 @@ class Params(StrictModel):
     paint: PaintParams = PaintParams()
 
     @model_validator(mode="after")
-    def _synthetic_shapes(self) -> "Params":
+    def _synthetic_shapes(self) -> Params:
         if self.data.source_kind == "synthetic":
             unknown = [c for c in self.data.categories if c not in SYNTHETIC_CATEGORIES]
             if unknown:
                 raise ValueError(
-                    f"data.categories: the synthetic source draws only {list(SYNTHETIC_CATEGORIES)}; "
-                    f"not {unknown}"
+                    f"data.categories: the synthetic source draws only {list(SYNTHETIC_CATEGORIES)}; not {unknown}"
                 )
         return self
 
@@ -372,15 +404,10 @@ class Params(StrictModel):
 def unknown_category_message(name: str) -> str:
     close = difflib.get_close_matches(name, sorted(OFFICIAL_CATEGORIES), n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return (
-        f"unknown category {name!r}{hint} "
-        "(allowed: the 345 names in quickdraw.names.QUICK_DRAWING_NAMES)"
-    )
+    return f"unknown category {name!r}{hint} (allowed: the 345 names in quickdraw.names.QUICK_DRAWING_NAMES)"
 
 
-def load_params(
-    path: str | Path = DEFAULT_PARAMS_PATH, overrides: Sequence[str] = ()
-) -> Params:
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Sequence[str] = ()) -> Params:
     """Read `path`, apply `key.path=value` overrides, and validate once."""
     raw = read_params_file(path)
     for override in overrides:
@@ -420,7 +447,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = f"unknown key{_did_you_mean_key(item['loc'])}"
+            retired = RETIRED_KEYS.get(tuple(str(part) for part in item["loc"]))
+            message = retired or f"unknown key{_did_you_mean_key(item['loc'])}"
         elif item["type"] == "missing":
             message = "required key is missing"
         got = item.get("input")
@@ -463,6 +491,8 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set expects key.path=value (got {override!r})")
     parts = key.split(".")
+    if tuple(parts) in RETIRED_KEYS:
+        raise ConfigError(f"--set {key}: {RETIRED_KEYS[tuple(parts)]}")
     known = _keys_at(parts[:-1])
     if parts[-1] not in known:
         close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.6)
@@ -482,8 +512,3 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
-
-
-def dump_params(params: Params) -> dict[str, Any]:
-    """Plain-data view of the params (for logging and manifests)."""
-    return params.model_dump(mode="json")

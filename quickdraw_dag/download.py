@@ -11,21 +11,22 @@ or is complete.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from quickdraw_dag.errors import DataError, FetchError, OfflineError
+from quickdraw_dag.hashing import file_digest
 from quickdraw_dag.progress import progress_bar
 from quickdraw_dag.redact import redact
 
@@ -52,6 +53,7 @@ class DownloadResult:
     bytes: int
     sha256: str
     attempts: int
+    validation: Any = None  # what `validate` returned for the complete file
 
 
 class _Transient(Exception):
@@ -63,7 +65,7 @@ def download(
     dest: Path,
     *,
     policy: RetryPolicy = RetryPolicy(),
-    validate: Callable[[Path], None] | None = None,
+    validate: Callable[[Path], Any] | None = None,
     label: str | None = None,
     session: requests.Session | None = None,
 ) -> DownloadResult:
@@ -78,33 +80,43 @@ def download(
         attempt += 1
         try:
             expected_md5 = _transfer(http, url, part, policy.timeout_s, label or dest.name)
-            if expected_md5 is not None and _digest(part, "md5") != expected_md5:
+            if expected_md5 is not None and file_digest(part, "md5") != expected_md5:
                 # A wrong Content-Length or a proxy's cut can end a file at a
                 # record boundary, where parsing cannot tell; the hash can.
                 part.unlink(missing_ok=True)
                 raise _Transient("content does not match the server's MD5 (x-goog-hash); restarting")
+            validation = None
             if validate is not None:
                 try:
-                    validate(part)
+                    validation = validate(part)
                 except DataError as error:
                     # Wrong content (an HTML error page, a cut file served as
                     # whole): start again from byte 0 rather than resume it.
                     part.unlink(missing_ok=True)
                     raise _Transient(f"downloaded file is not valid: {error}") from None
-            digest = _digest(part, "sha256")
+            digest = file_digest(part, "sha256")
             size = part.stat().st_size
             os.replace(part, dest)
-            return DownloadResult(dest, size, digest, attempt)
-        except (_Transient, requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError) as problem:
+            return DownloadResult(dest, size, digest, attempt, validation)
+        except (
+            _Transient,
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as problem:
             last_problem = _describe(problem)
             if _is_offline(problem):
                 raise OfflineError(_offline_message(url)) from None
             if attempt > policy.retries:
                 break
             wait = policy.delay(attempt)
-            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", label or redact(url), attempt,
-                        redact(last_problem), wait)
+            log.warning(
+                "%s: attempt %d failed (%s); retrying in %.1fs",
+                label or redact(url),
+                attempt,
+                redact(last_problem),
+                wait,
+            )
             time.sleep(wait)
     raise FetchError(
         f"download of {redact(url)} failed after {attempt} attempt(s): {redact(last_problem)}. "
@@ -141,9 +153,10 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
             mode = "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-        with open(part, mode) as handle, progress_bar(
-            total=total, initial=have, desc=label, unit="B", unit_scale=True
-        ) as bar:
+        with (
+            open(part, mode) as handle,
+            progress_bar(total=total, initial=have, desc=label, unit="B", unit_scale=True) as bar,
+        ):
             try:
                 # read1 hands over whatever arrived, so bytes received before
                 # a dropped connection are kept and the resume starts after them.
@@ -154,8 +167,7 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
                 handle.flush()
                 got = handle.tell()
                 raise _Transient(
-                    f"connection closed at byte {got} of {total if total is not None else '?'} "
-                    f"({type(error).__name__})"
+                    f"connection closed at byte {got} of {total if total is not None else '?'} ({type(error).__name__})"
                 ) from error
     size = part.stat().st_size
     if total is not None and size < total:
@@ -194,17 +206,24 @@ def _total_from_content_range(value: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _describe(problem: BaseException) -> str:
     text = str(problem)
     return text if len(text) < 300 else text[:300] + "…"
+
+
+def ensure_resolvable(url: str) -> None:
+    """Raise `OfflineError` at once when the download host's name does not resolve.
+
+    Checked once before any download starts, so an offline run says so once,
+    not once per category.
+    """
+    host = urlsplit(url).hostname
+    if not host:
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        raise OfflineError(_offline_message(url)) from None
 
 
 def _is_offline(problem: BaseException) -> bool:
@@ -218,7 +237,9 @@ def _is_offline(problem: BaseException) -> bool:
         seen.add(id(item))
         if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
             return True
-        stack.extend([item.__cause__, item.__context__, *[a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]])
+        stack.extend(
+            [item.__cause__, item.__context__, *[a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]]
+        )
         reason = getattr(item, "reason", None)
         if isinstance(reason, BaseException):
             stack.append(reason)
@@ -231,9 +252,8 @@ def _offline_message(url: str) -> str:
     return (
         f"cannot reach {host} (the host name does not resolve) to download {url}.\n"
         "The 'quickdraw' source downloads from Google's bucket and needs the internet. "
-        "To work offline, point data.source at a directory holding Google's files "
-        "(<name>.bin, <name>.ndjson, full_simplified_<name>.ndjson, full_raw_<name>.ndjson, "
-        "<name>.npy or full_numpy_bitmap_<name>.npy), for example\n"
-        "  make run ARGS='--set data.source=../shared/data/quickdraw/simplified'\n"
-        "or use --set data.source=synthetic for generated doodles."
+        "To work offline, use the real drawings that ship with the project:\n"
+        "  make run ARGS='--set data.source=samples/quickdraw'\n"
+        "or point data.source at a folder of Google's files (<name>.bin, <name>.ndjson, "
+        "full_simplified_<name>.ndjson, full_raw_<name>.ndjson, <name>.npy, full_numpy_bitmap_<name>.npy)."
     )

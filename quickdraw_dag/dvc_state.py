@@ -8,8 +8,9 @@ run `dvc status` reports nothing to do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from quickdraw_dag.atomic import write_bytes_atomic
 from quickdraw_dag.config import apply_override, read_params_file, validate_params

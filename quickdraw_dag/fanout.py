@@ -7,19 +7,38 @@ serial or process-pool mapper; the Prefect flow passes a mapper that turns
 each job into a mapped task run on the flow's task runner (threads, or a Dask
 cluster). The stage function is the same either way, and so are its outputs:
 every job writes only its own category's files, and the stage's final step
-(manifest, `split.json`, concatenation) runs once, in job order.
+(manifest, split summary, scaling) runs once, in job order.
+
+How many processes the process mapper uses is a property of the machine, not
+of the result, so it is not a param DVC tracks: `QUICKDRAW_WORKERS`
+(default: the CPU count, at most 8).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from quickdraw_dag.progress import track
 
 R = TypeVar("R")
 Job = tuple[Any, ...]
+WORKERS_ENV = "QUICKDRAW_WORKERS"
+
+
+def default_workers() -> int:
+    """`QUICKDRAW_WORKERS`, else the CPU count capped at 8 (outputs never depend on it)."""
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if text:
+        from quickdraw_dag.errors import ConfigError
+
+        if not text.isdigit() or not 1 <= int(text) <= 256:
+            raise ConfigError(f"{WORKERS_ENV}: must be a whole number from 1 to 256 (got {text[:40]!r})")
+        return int(text)
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 class Mapper(Protocol):
@@ -46,7 +65,7 @@ def process_map(workers: int) -> Mapper:
     return mapper
 
 
-def dask_map(client: "distributed.Client") -> Mapper:  # type: ignore[name-defined]  # noqa: F821
+def dask_map(client: distributed.Client) -> Mapper:  # type: ignore[name-defined]  # noqa: F821
     """A mapper over an existing Dask client (the flow uses prefect-dask; this is for direct use)."""
 
     def mapper(function: Callable[..., R], jobs: Sequence[Job], desc: str) -> list[R]:

@@ -1,8 +1,9 @@
-"""Vectorized 64-bit hashing for stable, order-free assignment of drawings."""
+"""Hashing: vectorized 64-bit ids for stable, order-free assignment of drawings, and file digests."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -26,3 +27,12 @@ def unit_interval(values: np.ndarray, salt: int = 0) -> np.ndarray:
     """Map uint64 ids to floats in [0, 1), uniformly, keyed by `salt`."""
     mixed = splitmix64(values.astype(np.uint64) ^ splitmix64(np.array([salt], np.uint64))[0])
     return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (files may be larger than memory)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

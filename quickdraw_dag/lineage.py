@@ -56,3 +56,13 @@ def lineage_tags(processed_dir: str, model_path: str, root: Path = Path(".")) ->
         "dvc_processed_md5": hashes.get(processed_dir.rstrip("/"), "not in dvc.lock"),
         "dvc_model_md5": hashes.get(model_path, "not in dvc.lock"),
     }
+
+
+def orchestrator_ids() -> tuple[str | None, str | None]:
+    """The Prefect flow-run id and deployment name when Prefect runs us, else None."""
+    try:
+        from prefect.runtime import deployment, flow_run
+
+        return (str(flow_run.id) if flow_run.id else None), (deployment.name or None)
+    except Exception:  # noqa: BLE001 - outside Prefect there is simply no id
+        return None, None

@@ -15,9 +15,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from quickdraw_dag.errors import WorkspaceBusyError
 
@@ -58,8 +58,12 @@ def workspace_lock(root: str | Path = ".", wait_s: float = 0.0) -> Iterator[None
                         f"wait for it to finish, or pass --lock-wait SECONDS to wait (lock file {path})"
                     ) from None
                 time.sleep(0.2)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+        }
         os.ftruncate(handle, 0)
         os.pwrite(handle, json.dumps(info).encode(), 0)
         try:

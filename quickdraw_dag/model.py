@@ -2,7 +2,7 @@
 
 Three blocks of Conv–Conv–MaxPool (filters f, 2f, 4f; 3×3, same padding, L2),
 dropout after blocks 2 and 3, Flatten, Dropout, Dense softmax. The model
-takes raw uint8 images (N, H, W): scaling (from `scaling.json`) and
+takes raw uint8 images (N, H, W): scaling (the preprocess stage's) and
 augmentation are layers inside it, so serving needs no preprocessing code
 and augmentation runs in training only. Only `keras` APIs are used, so the
 same code builds on the TensorFlow, JAX and torch backends.
@@ -10,38 +10,13 @@ same code builds on the TensorFlow, JAX and torch backends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import keras
 from keras import layers, regularizers
 
+from quickdraw_dag.artifacts import Scaling
+from quickdraw_dag.config import AugmentParams
 
-@dataclass(frozen=True)
-class Scaling:
-    """y = x * scale + offset, applied to raw pixel values inside the model."""
-
-    method: str
-    scale: float
-    offset: float
-
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> "Scaling":
-        return Scaling(method=str(data["method"]), scale=float(data["scale"]), offset=float(data["offset"]))
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    rotation: float = 0.0
-    zoom: float = 0.0
-    translation: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.rotation > 0 or self.zoom > 0 or self.translation > 0
-
-
-HYPERPARAMETERS = ("filters", "learning_rate", "dropout", "activation", "optimizer", "l2", "batch_norm")
+LEAKY_RELU_SLOPE = 0.1  # the tutorials' leaky ReLU: max(0.1·x, x)
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -58,8 +33,18 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 def _activation(name: str) -> layers.Layer:
     if name == "leaky_relu":
-        return layers.LeakyReLU(negative_slope=0.1)
+        return layers.LeakyReLU(negative_slope=LEAKY_RELU_SLOPE)
     return layers.Activation(name)
+
+
+def _penalty(l1: float, l2: float) -> regularizers.Regularizer | None:
+    if l1 > 0 and l2 > 0:
+        return regularizers.L1L2(l1=l1, l2=l2)
+    if l1 > 0:
+        return regularizers.L1(l1)
+    if l2 > 0:
+        return regularizers.L2(l2)
+    return None
 
 
 def build_cnn(
@@ -73,11 +58,15 @@ def build_cnn(
     activation: str = "relu",
     optimizer: str = "adam",
     l2: float = 1e-5,
+    l1: float = 0.0,
     batch_norm: bool = False,
-    augment: Augmentation | None = None,
+    augment: AugmentParams | None = None,
     seed: int = 0,
 ) -> keras.Model:
-    """Build and compile the CNN; every argument is a plain value."""
+    """Build and compile the CNN; every argument is a plain value.
+
+    The hyperparameters (filters … batch_norm) are exactly `SearchSpace`'s fields.
+    """
     inputs = keras.Input(shape=(image_size, image_size), dtype="uint8", name="image")
     x = layers.Reshape((image_size, image_size, 1), name="channel")(inputs)
     x = layers.Rescaling(scaling.scale, scaling.offset, name=f"scale_{scaling.method}")(x)
@@ -89,7 +78,11 @@ def build_cnn(
             x = layers.RandomZoom(augment.zoom, fill_mode="constant", seed=seed + 1, name="augment_zoom")(x)
         if augment.translation > 0:
             x = layers.RandomTranslation(
-                augment.translation, augment.translation, fill_mode="constant", seed=seed + 2, name="augment_translation"
+                augment.translation,
+                augment.translation,
+                fill_mode="constant",
+                seed=seed + 2,
+                name="augment_translation",
             )(x)
     block_dropout = {1: None, 2: dropout, 3: min(dropout + 0.1, 0.9)}
     for block, width in ((1, filters), (2, 2 * filters), (3, 4 * filters)):
@@ -99,7 +92,7 @@ def build_cnn(
                 3,
                 padding="same",
                 use_bias=not batch_norm,
-                kernel_regularizer=regularizers.l2(l2) if l2 > 0 else None,
+                kernel_regularizer=_penalty(l1, l2),
                 name=f"block{block}_conv{conv}",
             )(x)
             if batch_norm:

@@ -18,6 +18,8 @@ from quickdraw_dag.errors import ConfigError, DataError
 
 SAMPLE_PREFIX = "matplotlib:"
 CLASS_NAMES = ("grey", "blue")  # label 0, label 1 (the tutorial's names)
+LEAKY_RELU_SLOPE = 0.1  # the tutorials' leaky ReLU: max(0.1·x, x) (Keras's default slope is 0.2)
+PERCEPTRON_THRESHOLD = 0.5  # the perceptron's one output above this means "blue" (label 1)
 
 
 def resolve_image(image: str) -> Path:
@@ -112,14 +114,27 @@ def psnr(source: np.ndarray, painting: np.ndarray) -> float:
 
 
 def build_mlp(inputs: int, params: PaintParams):
-    """hidden_layers × Dense(units, activation), then sigmoid RGB or a 2-class softmax."""
+    """hidden_layers × Dense(units, activation), then sigmoid RGB or a 2-class softmax.
+
+    With `hidden_layers: 0` in classification, the second tutorial's
+    perceptron: one neuron with a leaky ReLU, trained towards 1 for "blue"
+    and 0 for "grey"; it can only draw a straight boundary between them.
+    """
     import keras
 
     layers = [keras.Input((inputs,), name="coordinates")]
     for index in range(params.hidden_layers):
-        layers.append(keras.layers.Dense(params.units, activation=params.activation, name=f"hidden_{index + 1}"))
+        if params.activation == "leaky_relu":
+            layers.append(keras.layers.Dense(params.units, name=f"hidden_{index + 1}"))
+            layers.append(keras.layers.LeakyReLU(negative_slope=LEAKY_RELU_SLOPE, name=f"leaky_relu_{index + 1}"))
+        else:
+            layers.append(keras.layers.Dense(params.units, activation=params.activation, name=f"hidden_{index + 1}"))
     if params.mode == "regression":
         layers.append(keras.layers.Dense(3, activation="sigmoid", name="rgb"))
+        loss = "mse"
+    elif params.hidden_layers == 0:
+        layers.append(keras.layers.Dense(1, name="perceptron"))
+        layers.append(keras.layers.LeakyReLU(negative_slope=LEAKY_RELU_SLOPE, name="perceptron_leaky_relu"))
         loss = "mse"
     else:
         layers.append(keras.layers.Dense(2, activation="softmax", name="colour_class"))
@@ -127,3 +142,10 @@ def build_mlp(inputs: int, params: PaintParams):
     model = keras.Sequential(layers, name=f"paint_{params.mode}")
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=loss)
     return model
+
+
+def predicted_classes(predicted: np.ndarray) -> np.ndarray:
+    """Colour class per pixel: the perceptron's one output against its threshold, else the most probable class."""
+    if predicted.shape[1] == 1:
+        return (predicted[:, 0] >= PERCEPTRON_THRESHOLD).astype(np.int64)
+    return np.argmax(predicted, axis=1)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,8 +29,10 @@ def training_curves(history: dict[str, Any], path: Path) -> None:
     """Loss and accuracy, train against validation, each labelled for what it is."""
     epochs = [row["epoch"] for row in history["epochs"]]
     figure = Figure(figsize=(11, 4))
-    for axis, metric, title in ((figure.add_subplot(1, 2, 1), "loss", "Loss"),
-                                (figure.add_subplot(1, 2, 2), "accuracy", "Accuracy")):
+    for axis, metric, title in (
+        (figure.add_subplot(1, 2, 1), "loss", "Loss"),
+        (figure.add_subplot(1, 2, 2), "accuracy", "Accuracy"),
+    ):
         axis.plot(epochs, [r.get(metric) for r in history["epochs"]], "o-", label=f"train {metric}")
         axis.plot(epochs, [r.get(f"val_{metric}") for r in history["epochs"]], "s-", label=f"validation {metric}")
         axis.set_xlabel("epoch")
@@ -59,8 +62,15 @@ def confusion_matrix_plot(matrix: np.ndarray, labels: Sequence[str], path: Path)
             for col in range(classes):
                 if matrix[row, col]:
                     share = matrix[row, col] / totals[row, 0]
-                    axis.text(col, row, str(matrix[row, col]), ha="center", va="center", fontsize=font,
-                              color="white" if share > 0.5 else "black")
+                    axis.text(
+                        col,
+                        row,
+                        str(matrix[row, col]),
+                        ha="center",
+                        va="center",
+                        fontsize=font,
+                        color="white" if share > 0.5 else "black",
+                    )
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     save(figure, path)
 

@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
+from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.errors import DataError
 
-def open_split(processed_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+
+def open_split(catalog: Catalog, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Memory-mapped (images, labels) of a split; no pickles ever."""
-    images = np.load(Path(processed_dir) / f"{split}_images.npy", mmap_mode="r", allow_pickle=False)
-    labels = np.load(Path(processed_dir) / f"{split}_labels.npy", mmap_mode="r", allow_pickle=False)
+    try:
+        images = np.load(catalog.images(split), mmap_mode="r", allow_pickle=False)
+        labels = np.load(catalog.labels(split), mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError as error:
+        raise DataError("missing: run the preprocess stage first", path=error.filename) from None
     return images, labels
 
 

@@ -11,7 +11,7 @@ simplification, so it looks like the simplified dataset.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -118,7 +118,11 @@ def _humanize(rng: np.random.Generator, outline: Outline) -> Outline:
         drift = np.cumsum(rng.normal(0, 0.012, dense.shape), axis=0)
         drift -= np.linspace(0, 1, len(dense))[:, None] * drift[-1]  # wobble, not a slide
         moved = (dense + drift) @ (rotation @ stretch).T
-        cuts = sorted(rng.choice(np.arange(5, len(moved) - 5), size=rng.integers(0, 2), replace=False)) if len(moved) > 12 else []
+        cuts = (
+            sorted(rng.choice(np.arange(5, len(moved) - 5), size=rng.integers(0, 2), replace=False))
+            if len(moved) > 12
+            else []
+        )
         for piece in np.split(moved, cuts):
             if len(piece) >= 2:
                 strokes.append(piece)

@@ -2,32 +2,29 @@
 
 Metrics: accuracy, top-3 accuracy, MAP@3 (the Kaggle Quick, Draw!
 competition's metric), macro precision/recall/F1, a per-class table and the
-confusion matrix. Writes `reports/metrics.json` (for `dvc metrics`),
-`reports/per_class.csv`, `reports/predictions.csv` (for `dvc plots`' confusion
-template) and figures in `reports/plots/`.
+confusion matrix. Writes the metrics (for `dvc metrics`), the per-class
+table, the predictions (for `dvc plots`' confusion template) and the plots,
+then logs the whole pipeline run to MLflow.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
 from quickdraw_dag import plots
-from quickdraw_dag.atomic import write_bytes_atomic, write_json_atomic
+from quickdraw_dag.artifacts import Catalog, Metrics, read_categories, read_history, write_csv, write_metrics
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import EvaluateParams, Params
 from quickdraw_dag.errors import DataError
+from quickdraw_dag.lineage import orchestrator_ids
 from quickdraw_dag.model import load_model
 from quickdraw_dag.stream import MemmapBatches, open_split
-from quickdraw_dag.training import load_categories
 
 log = logging.getLogger(__name__)
 
@@ -70,86 +67,110 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
     }
 
 
-def _csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
-
-
-def evaluate(params: EvaluateParams, processed_dir: Path, models_dir: Path, reports_dir: Path) -> dict[str, Any]:
+def evaluate(params: EvaluateParams, catalog: Catalog) -> Metrics:
     """Run the evaluate stage; returns the headline metrics."""
-    model_path = Path(models_dir) / "model.keras"
-    if not model_path.exists():
-        raise DataError("missing: run the train stage first", path=model_path)
-    model = load_model(str(model_path))
-    categories = load_categories(processed_dir)
-    test_x, test_y = open_split(processed_dir, "test")
+    if not catalog.model.exists():
+        raise DataError("missing: run the train stage first", path=catalog.model)
+    model = load_model(str(catalog.model))
+    categories = read_categories(catalog)
+    test_x, test_y = open_split(catalog, "test")
     labels = np.asarray(test_y, np.int64)
-    probabilities = model.predict(
-        MemmapBatches(test_x, test_y, batch_size=params.batch_size, shuffle=False), verbose=0
-    )
+    probabilities = model.predict(MemmapBatches(test_x, test_y, batch_size=params.batch_size, shuffle=False), verbose=0)
     result = classification_metrics(labels, probabilities, len(categories))
-    headline = {k: result[k] for k in ("accuracy", "top3_accuracy", "map_at_3", "macro_precision",
-                                       "macro_recall", "macro_f1", "test_images")}
-    reports_dir = Path(reports_dir)
-    write_json_atomic(reports_dir / "metrics.json", headline)
+    headline: Metrics = {
+        k: result[k]
+        for k in (
+            "accuracy",
+            "top3_accuracy",
+            "map_at_3",
+            "macro_precision",  # type: ignore[assignment]
+            "macro_recall",
+            "macro_f1",
+            "test_images",
+        )
+    }
+    write_metrics(catalog, headline)
     per_class = result["per_class"]
-    write_bytes_atomic(reports_dir / "per_class.csv", _csv_bytes(
+    write_csv(
+        catalog.per_class,
         ["category", "precision", "recall", "f1", "support"],
-        [[c, f"{per_class['precision'][i]:.4f}", f"{per_class['recall'][i]:.4f}", f"{per_class['f1'][i]:.4f}",
-          int(per_class["support"][i])] for i, c in enumerate(categories)],
-    ))
-    write_bytes_atomic(reports_dir / "predictions.csv", _csv_bytes(
+        [
+            [
+                c,
+                f"{per_class['precision'][i]:.4f}",
+                f"{per_class['recall'][i]:.4f}",
+                f"{per_class['f1'][i]:.4f}",
+                int(per_class["support"][i]),
+            ]
+            for i, c in enumerate(categories)
+        ],
+    )
+    write_csv(
+        catalog.predictions,
         ["index", "actual", "predicted", "probability", "top3"],
-        [[i, categories[labels[i]], categories[result["predicted"][i]], f"{probabilities[i, result['predicted'][i]]:.4f}",
-          "|".join(categories[j] for j in result["top3"][i])] for i in range(labels.shape[0])],
-    ))
-    write_images(result, probabilities, test_x, labels, categories, params, reports_dir, model)
-    log.info("evaluate: accuracy %.4f, top-3 %.4f, MAP@3 %.4f on %d test images",
-             headline["accuracy"], headline["top3_accuracy"], headline["map_at_3"], headline["test_images"])
+        [
+            [
+                i,
+                categories[labels[i]],
+                categories[result["predicted"][i]],
+                f"{probabilities[i, result['predicted'][i]]:.4f}",
+                "|".join(categories[j] for j in result["top3"][i]),
+            ]
+            for i in range(labels.shape[0])
+        ],
+    )
+    write_images(result, probabilities, test_x, labels, categories, params, catalog, model)
+    log.info(
+        "evaluate: accuracy %.4f, top-3 %.4f, MAP@3 %.4f on %d test images",
+        headline["accuracy"],
+        headline["top3_accuracy"],
+        headline["map_at_3"],
+        headline["test_images"],
+    )
     return headline
 
 
-def write_images(result: dict[str, Any], probabilities: np.ndarray, test_x: np.ndarray, labels: np.ndarray,
-                 categories: list[str], params: EvaluateParams, reports_dir: Path, model: keras.Model) -> None:
-    plot_dir = reports_dir / "plots"
-    history_path = reports_dir / "history.json"
-    if history_path.exists():
-        plots.training_curves(json.loads(history_path.read_text()), plot_dir / "training_curves.png")
-    plots.confusion_matrix_plot(result["confusion"], categories, plot_dir / "confusion_matrix.png")
+def write_images(
+    result: dict[str, Any],
+    probabilities: np.ndarray,
+    test_x: np.ndarray,
+    labels: np.ndarray,
+    categories: list[str],
+    params: EvaluateParams,
+    catalog: Catalog,
+    model: keras.Model,
+) -> None:
+    if catalog.history.exists():
+        plots.training_curves(read_history(catalog), catalog.plot("training_curves"))
+    plots.confusion_matrix_plot(result["confusion"], categories, catalog.plot("confusion_matrix"))
     wrong = np.flatnonzero(result["predicted"] != labels)
     # the most confident mistakes first: the most instructive ones
     wrong = wrong[np.argsort(-probabilities[wrong, result["predicted"][wrong]], kind="stable")][: params.misclassified]
     plots.image_grid(
         np.asarray(test_x[np.sort(wrong)]) if wrong.size else np.zeros((0, 1, 1)),
         [f"true {categories[labels[i]]}\npred {categories[result['predicted'][i]]}" for i in np.sort(wrong)],
-        plot_dir / "misclassified.png", columns=6, title=f"Misclassified test drawings ({wrong.size} shown)",
+        catalog.plot("misclassified"),
+        columns=6,
+        title=f"Misclassified test drawings ({wrong.size} shown)",
     )
     samples, titles = [], []
     for index, category in enumerate(categories):
         members = np.flatnonzero(labels == index)[: params.samples_per_class]
         samples.extend(np.asarray(test_x[members]))
         titles.extend([category] * members.size)
-    plots.image_grid(np.asarray(samples), titles, plot_dir / "samples_per_class.png",
-                     columns=params.samples_per_class, title="Test drawings per class")
+    plots.image_grid(
+        np.asarray(samples),
+        titles,
+        catalog.plot("samples_per_class"),
+        columns=params.samples_per_class,
+        title="Test drawings per class",
+    )
     first_conv = model.get_layer("block1_conv1")
     probe = keras.Model(model.inputs, first_conv.output)
     drawing = np.asarray(test_x[:1])
     activations = keras.ops.convert_to_numpy(probe(drawing))[0]
     kernels = keras.ops.convert_to_numpy(first_conv.kernel)
-    plots.feature_maps(drawing[0], kernels, activations, plot_dir / "feature_maps.png")
-
-
-def orchestrator_ids() -> tuple[str | None, str | None]:
-    """The Prefect flow-run id and deployment name when Prefect runs us, else None."""
-    try:
-        from prefect.runtime import deployment, flow_run
-
-        return (str(flow_run.id) if flow_run.id else None), (deployment.name or None)
-    except Exception:  # noqa: BLE001 - outside Prefect there is simply no id
-        return None, None
+    plots.feature_maps(drawing[0], kernels, activations, catalog.plot("feature_maps"))
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -158,15 +179,31 @@ def run(params: Params) -> dict[str, Any]:
     Tracking lives here, in the last stage, so `dvc repro` on its own logs to
     MLflow exactly as a Prefect flow run does (without a flow-run id).
     """
-    metrics = evaluate(params.evaluate, Path(params.paths.processed), Path(params.paths.models),
-                       Path(params.paths.reports))
+    catalog = Catalog.from_paths(params.paths)
+    metrics: dict[str, Any] = dict(evaluate(params.evaluate, catalog))
     if params.mlflow.enabled:
-        from quickdraw_dag.tracking import log_pipeline_run
+        from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
 
         flow_run_id, deployment_name = orchestrator_ids()
-        tracked = log_pipeline_run(params, flow_run_id=flow_run_id, deployment=deployment_name)
-        metrics = {**metrics, "mlflow_run_id": tracked["run_id"], "model_version": tracked["model_version"],
-                   "promotion": tracked["decision"]}
+        # Every section this run's MLflow record holds, named here so dvc.yaml can list them.
+        run = PipelineRun(
+            data=params.data,
+            fetch=params.fetch,
+            split=params.split,
+            preprocess=params.preprocess,
+            tune=params.tune,
+            train=params.train,
+            evaluate=params.evaluate,
+            mlflow=params.mlflow,
+            paths=params.paths,
+        )
+        tracked = log_pipeline_run(run, catalog, flow_run_id=flow_run_id, deployment=deployment_name)
+        metrics = {
+            **metrics,
+            "mlflow_run_id": tracked["run_id"],
+            "model_version": tracked["model_version"],
+            "promotion": tracked["decision"],
+        }
     return metrics
 
 

@@ -7,37 +7,38 @@ Three sources (`data.source`):
 - a directory of Google's published files (copied after validation);
 - `synthetic`: seeded procedural doodles written as `.bin`.
 
-`data/raw/manifest.json` records, per category, the file, its format, its
-drawings, skipped bad records, bytes, sha256 and origin. It is written last,
-so a manifest always describes complete files.
+The manifest (`Catalog.manifest`) records, per category, the file, its
+format, its drawings, skipped bad records, bytes, sha256 and origin. It is
+written last, so a manifest always describes complete files. Every file is
+validated and hashed once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 from quickdraw.names import QUICK_DRAWING_FILES
 
 from quickdraw_dag import synthetic
-from quickdraw_dag.atomic import atomic_path, write_json_atomic
+from quickdraw_dag.artifacts import Catalog, Manifest, ManifestEntry, read_manifest, write_manifest
+from quickdraw_dag.atomic import atomic_path
 from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.config import DataParams, FetchParams, Params
-from quickdraw_dag.download import RetryPolicy, download
+from quickdraw_dag.download import RetryPolicy, download, ensure_resolvable
 from quickdraw_dag.errors import ConfigError, DataError
 from quickdraw_dag.fanout import Mapper, serial_map
-from quickdraw_dag.formats import Format, find_local_file, raw_file_name, validate_file
+from quickdraw_dag.formats import FORMAT_FOLDERS, Format, find_local_file, raw_file_name, validate_file
 from quickdraw_dag.formats.binary import write_binary
+from quickdraw_dag.hashing import file_digest
+from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.redact import redact
 
 log = logging.getLogger(__name__)
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -51,33 +52,32 @@ class LocalFile:
     bad_records: int
 
 
-def fetch(data: DataParams, params: FetchParams, raw_dir: Path, mapper: Mapper = serial_map) -> dict[str, Any]:
+def fetch(data: DataParams, params: FetchParams, catalog: Catalog, mapper: Mapper = serial_map) -> Manifest:
     """Run the fetch stage, one job per category through `mapper`; returns the manifest."""
-    raw_dir = Path(raw_dir)
     kind = data.source_kind
-    log.info("fetch: %d categories from %s into %s", len(data.categories), data.source, raw_dir)
+    log.info("fetch: %d categories from %s into %s", len(data.categories), data.source, catalog.raw)
     if kind == "directory":
         # Validate every file before copying any: bad input writes nothing.
         located = mapper(locate_local, [(c, data, params) for c in data.categories], "validate")
-        entries = mapper(copy_local, [(item, data, raw_dir) for item in located], "copy")
+        entries = mapper(copy_local, [(item, data, catalog) for item in located], "copy")
     elif kind == "synthetic":
-        entries = mapper(make_synthetic, [(c, params, raw_dir) for c in data.categories], "synthesize")
+        entries = mapper(make_synthetic, [(c, params, catalog) for c in data.categories], "synthesize")
     else:
-        entries = mapper(download_category, [(c, data, params, raw_dir) for c in data.categories], "download")
-    return write_manifest(data, entries, raw_dir)
+        ensure_resolvable(params.download.base_url)  # offline: one clear message, before any task starts
+        entries = mapper(download_category, [(c, data, params, catalog) for c in data.categories], "download")
+    return finish_manifest(data, entries, catalog)
 
 
 def locate_local(category: str, data: DataParams, params: FetchParams) -> LocalFile:
     directory = Path(data.source)
     if not directory.is_dir():
-        raise ConfigError(
-            f"data.source: {data.source!r} is neither 'quickdraw', 'synthetic' nor a readable directory"
-        )
+        raise ConfigError(f"data.source: {data.source!r} is neither 'quickdraw', 'synthetic' nor a readable directory")
     found = find_local_file(directory, category, params.local_format)
     if found is None:
         wanted = "" if params.local_format == "auto" else f" in format {params.local_format}"
         raise ConfigError(
-            f"data.categories: no file for {category!r}{wanted} in {directory} "
+            f"data.categories: no file for {category!r}{wanted} in {directory} or its folders "
+            f"{', '.join(f + '/' for f in FORMAT_FOLDERS)} "
             f"(looked for {category}.bin, {category}.ndjson, full_simplified_{category}.ndjson, "
             f"full_raw_{category}.ndjson, {category}.npy, full_numpy_bitmap_{category}.npy)"
         )
@@ -88,16 +88,16 @@ def locate_local(category: str, data: DataParams, params: FetchParams) -> LocalF
     return LocalFile(category, path, fmt, drawings, bad)
 
 
-def copy_local(item: LocalFile, data: DataParams, raw_dir: Path) -> dict[str, Any]:
-    target = raw_dir / raw_file_name(item.category, item.format)
+def copy_local(item: LocalFile, data: DataParams, catalog: Catalog) -> ManifestEntry:
+    target = catalog.raw_file(raw_file_name(item.category, item.format))
     with atomic_path(target) as temporary:
         shutil.copyfile(item.path, temporary)
-    origin = str(Path(data.source) / item.path.name)
+    origin = str(item.path)
     return _entry(item.category, target, item.format, item.drawings, item.bad_records, origin)
 
 
-def make_synthetic(category: str, params: FetchParams, raw_dir: Path) -> dict[str, Any]:
-    target = raw_dir / raw_file_name(category, "binary")
+def make_synthetic(category: str, params: FetchParams, catalog: Catalog) -> ManifestEntry:
+    target = catalog.raw_file(raw_file_name(category, "binary"))
     batch = synthetic.generate(category, params.synthetic_drawings, params.synthetic_seed)
     with atomic_path(target) as temporary, open(temporary, "wb") as handle:
         write_binary(handle, batch)
@@ -105,13 +105,11 @@ def make_synthetic(category: str, params: FetchParams, raw_dir: Path) -> dict[st
     return _entry(category, target, "binary", len(batch), 0, origin)
 
 
-def download_category(
-    category: str, data: DataParams, params: FetchParams, raw_dir: Path
-) -> dict[str, Any]:
-    """Download one category's `.bin` (kept if already complete)."""
+def download_category(category: str, data: DataParams, params: FetchParams, catalog: Catalog) -> ManifestEntry:
+    """Download one category's `.bin` (kept if already complete); validated and hashed once."""
     file_name = QUICK_DRAWING_FILES[category]
     url = params.download.base_url + file_name.replace(" ", "%20")
-    target = raw_dir / file_name
+    target = catalog.raw_file(file_name)
     policy = RetryPolicy(
         retries=params.download.retries,
         backoff_s=params.download.backoff_s,
@@ -119,59 +117,53 @@ def download_category(
         timeout_s=params.download.timeout_s,
     )
 
-    def check(path: Path) -> None:
-        validate_file(path, "binary", on_bad_record=data.on_bad_record)
+    def check(path: Path) -> tuple[int, int]:
+        return validate_file(path, "binary", on_bad_record=data.on_bad_record)
 
-    if target.exists() and _previous_origin(raw_dir, category) == redact(url):
+    origin = redact(url)  # no credentials in the manifest
+    previous = _previous_entry(catalog, category)
+    reusable = previous is not None and (previous["bad_records"] == 0 or data.on_bad_record == "skip")
+    if target.exists() and reusable and previous["origin"] == origin and _unchanged(target, previous):
         log.info("fetch: %s already downloaded", target)
-    else:
-        download(url, target, policy=policy, validate=check, label=category)
-    drawings, bad = validate_file(target, "binary", on_bad_record=data.on_bad_record)
-    return _entry(category, target, "binary", drawings, bad, redact(url))  # no credentials in the manifest
+        return previous
+    # Not recorded as this URL's complete download: fetch it (a `.part` from a killed run resumes).
+    result = download(url, target, policy=policy, validate=check, label=category)
+    drawings, bad = result.validation
+    return _entry(category, target, "binary", drawings, bad, origin, sha256=result.sha256)
 
 
-def write_manifest(data: DataParams, entries: Sequence[dict[str, Any]], raw_dir: Path) -> dict[str, Any]:
-    """Write `manifest.json` last and drop files of categories no longer asked for."""
-    keep = {entry["file"] for entry in entries} | {MANIFEST_NAME}
-    for path in raw_dir.iterdir():
+def finish_manifest(data: DataParams, entries: Sequence[ManifestEntry], catalog: Catalog) -> Manifest:
+    """Write the manifest last and drop files of categories no longer asked for."""
+    keep = {entry["file"] for entry in entries} | {catalog.manifest.name}
+    for path in catalog.raw.iterdir():
         if path.is_file() and path.name not in keep and not path.name.endswith(".part"):
             path.unlink()
-    manifest = {
+    manifest: Manifest = {
         "source": data.source,
         "source_kind": data.source_kind,
         "categories": {entry["category"]: entry for entry in entries},
         "drawings": sum(entry["drawings"] for entry in entries),
     }
-    write_json_atomic(raw_dir / MANIFEST_NAME, manifest)
+    write_manifest(catalog, manifest)
     log.info("fetch: %d drawings in %d files", manifest["drawings"], len(entries))
     return manifest
 
 
-def read_manifest(raw_dir: Path) -> dict[str, Any]:
-    """The manifest written by fetch (DataError if it is missing or corrupt)."""
-    import json
-
-    path = Path(raw_dir) / MANIFEST_NAME
+def _previous_entry(catalog: Catalog, category: str) -> ManifestEntry | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("missing: run the fetch stage first", path=path) from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"not valid JSON ({error.msg})", path=path, line=error.lineno) from None
-
-
-def _previous_origin(raw_dir: Path, category: str) -> str | None:
-    try:
-        return read_manifest(raw_dir)["categories"][category]["origin"]
+        return read_manifest(catalog)["categories"][category]
     except (DataError, KeyError, TypeError):
         return None
 
 
-def _entry(category: str, path: Path, fmt: Format, drawings: int, bad: int, origin: str) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+def _unchanged(path: Path, entry: ManifestEntry) -> bool:
+    """The file the manifest describes is still there, byte for byte (size, then hash)."""
+    return path.stat().st_size == entry.get("bytes") and file_digest(path) == entry.get("sha256")
+
+
+def _entry(
+    category: str, path: Path, fmt: Format, drawings: int, bad: int, origin: str, sha256: str | None = None
+) -> ManifestEntry:
     return {
         "category": category,
         "file": path.name,
@@ -179,14 +171,14 @@ def _entry(category: str, path: Path, fmt: Format, drawings: int, bad: int, orig
         "drawings": drawings,
         "bad_records": bad,
         "bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
+        "sha256": sha256 or file_digest(path),
         "origin": origin,
     }
 
 
-def run(params: Params, mapper: Mapper = serial_map) -> dict[str, Any]:
+def run(params: Params, mapper: Mapper = serial_map) -> Manifest:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return fetch(params.data, params.fetch, Path(params.paths.raw), mapper)
+    return fetch(params.data, params.fetch, Catalog.from_paths(params.paths), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

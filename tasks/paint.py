@@ -6,34 +6,42 @@ them to the tutorial's two colour classes ("blue" when r + g + b ≤
 Optional random Fourier features of the coordinates (`paint.fourier`) let
 the same MLP fit much finer detail.
 
-Writes `<reports>/paint/` (painting.png, comparison.png with source, painting
-and absolute error, loss.png, loss.csv) and `<reports>/paint_metrics.json`
-(PSNR and MSE; pixel accuracy for classification; training seconds), and
-logs them to MLflow in the `paint.experiment` experiment.
+Writes the paint folder (`Catalog.paint_dir`: painting.png, comparison.png
+with source, painting and absolute error, loss.png, loss.csv) and the paint
+metrics (PSNR and MSE; pixel accuracy for classification; training seconds),
+and logs them to MLflow in the `paint.experiment` experiment.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from quickdraw_dag.artifacts import Catalog, csv_bytes
 from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import MlflowParams, PaintParams, Params
 from quickdraw_dag.painting import (
-    CLASS_NAMES, build_mlp, class_colours, colour_labels, load_image, model_inputs, mse, pixel_grid, psnr,
+    CLASS_NAMES,
+    build_mlp,
+    class_colours,
+    colour_labels,
+    load_image,
+    model_inputs,
+    mse,
+    pixel_grid,
+    predicted_classes,
+    psnr,
 )
 from quickdraw_dag.progress import progress_bar
 
 log = logging.getLogger(__name__)
-OUTPUT_DIR = "paint"
-METRICS_NAME = "paint_metrics.json"
 SNAPSHOTS = 10  # paintings kept during training, for MLflow's image comparison
 
 
@@ -72,14 +80,14 @@ def _epoch_callback(epochs: int, inputs: np.ndarray, to_image: Any, snapshots: d
     return EpochProgress()
 
 
-def paint(params: PaintParams, reports_dir: Path) -> dict[str, Any]:
+def paint(params: PaintParams, catalog: Catalog) -> dict[str, Any]:
     """Train the MLP on one image and paint it back; returns the metrics (and the arrays)."""
     source = load_image(params.image, params.longest_side)
     height, width, _ = source.shape
     inputs = model_inputs(pixel_grid(height, width), params)
     seed_everything(params.seed)
     if params.mode == "regression":
-        targets = (source.reshape(-1, 3).astype(np.float32) / 255.0)
+        targets = source.reshape(-1, 3).astype(np.float32) / 255.0
 
         def to_image(predicted: np.ndarray) -> np.ndarray:
             return np.rint(predicted * 255.0).clip(0, 255).astype(np.uint8).reshape(height, width, 3)
@@ -89,67 +97,98 @@ def paint(params: PaintParams, reports_dir: Path) -> dict[str, Any]:
         colours = class_colours(source, labels)
 
         def to_image(predicted: np.ndarray) -> np.ndarray:
-            return colours[np.argmax(predicted, axis=1)].reshape(height, width, 3)
+            return colours[predicted_classes(predicted)].reshape(height, width, 3)
 
     model = build_mlp(inputs.shape[1], params)
     snapshots: dict[int, np.ndarray] = {}
-    log.info("paint: %s, %dx%d pixels, %s, %d×%d %s%s", params.image, width, height, params.mode,
-             params.hidden_layers, params.units, params.activation,
-             f", Fourier features {params.fourier.size}@{params.fourier.scale}" if params.fourier.enabled else "")
+    log.info(
+        "paint: %s, %dx%d pixels, %s, %d×%d %s%s",
+        params.image,
+        width,
+        height,
+        params.mode,
+        params.hidden_layers,
+        params.units,
+        params.activation,
+        f", Fourier features {params.fourier.size}@{params.fourier.scale}" if params.fourier.enabled else "",
+    )
     started = time.perf_counter()
-    history = model.fit(inputs, targets, batch_size=params.batch_size, epochs=params.epochs, shuffle=True,
-                        verbose=0, callbacks=[_epoch_callback(params.epochs, inputs, to_image, snapshots)])
+    history = model.fit(
+        inputs,
+        targets,
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[_epoch_callback(params.epochs, inputs, to_image, snapshots)],
+    )
     seconds = time.perf_counter() - started
     predicted = model.predict(inputs, batch_size=8192, verbose=0)
     painting = to_image(predicted)
     losses = [float(v) for v in history.history["loss"]]
     metrics: dict[str, Any] = {
-        "mode": params.mode, "width": width, "height": height, "pixels": width * height,
-        "epochs": params.epochs, "final_loss": losses[-1], "train_seconds": round(seconds, 3),
-        "mse": mse(source, painting), "psnr_db": psnr(source, painting),
+        "mode": params.mode,
+        "width": width,
+        "height": height,
+        "pixels": width * height,
+        "epochs": params.epochs,
+        "final_loss": losses[-1],
+        "train_seconds": round(seconds, 3),
+        "mse": mse(source, painting),
+        "psnr_db": psnr(source, painting),
     }
     if params.mode == "classification":
-        predicted_labels = np.argmax(predicted, axis=1)
+        predicted_labels = predicted_classes(predicted)
         metrics["pixel_accuracy"] = float(np.mean(predicted_labels == targets))
         metrics["class_share"] = {name: float(np.mean(targets == label)) for label, name in enumerate(CLASS_NAMES)}
-    write_outputs(Path(reports_dir), source, painting, losses, metrics)
-    log.info("paint: PSNR %.2f dB, MSE %.5f%s in %.1f s", metrics["psnr_db"], metrics["mse"],
-             f", pixel accuracy {metrics['pixel_accuracy']:.4f}" if "pixel_accuracy" in metrics else "", seconds)
+    write_outputs(catalog, source, painting, losses, metrics)
+    log.info(
+        "paint: PSNR %.2f dB, MSE %.5f%s in %.1f s",
+        metrics["psnr_db"],
+        metrics["mse"],
+        f", pixel accuracy {metrics['pixel_accuracy']:.4f}" if "pixel_accuracy" in metrics else "",
+        seconds,
+    )
     return {"metrics": metrics, "painting": painting, "source": source, "losses": losses, "snapshots": snapshots}
 
 
-def write_outputs(reports_dir: Path, source: np.ndarray, painting: np.ndarray, losses: list[float],
-                  metrics: dict[str, Any]) -> None:
+def write_outputs(
+    catalog: Catalog, source: np.ndarray, painting: np.ndarray, losses: list[float], metrics: dict[str, Any]
+) -> None:
+    """The paint folder, built aside and swapped in whole, then the metrics."""
     from PIL import Image
 
     from quickdraw_dag.plots import paint_comparison, paint_loss_curve
 
-    with atomic_directory(reports_dir / OUTPUT_DIR) as out:
+    with atomic_directory(catalog.paint_dir) as out:
         Image.fromarray(painting).save(out / "painting.png", format="PNG")
         paint_comparison(source, painting, metrics, out / "comparison.png")
         paint_loss_curve(losses, out / "loss.png")
-        with open(out / "loss.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["epoch", "loss"])
-            writer.writerows((epoch, f"{loss:.8g}") for epoch, loss in enumerate(losses, start=1))
-    write_json_atomic(reports_dir / METRICS_NAME, metrics)
+        rows = [(epoch, f"{loss:.8g}") for epoch, loss in enumerate(losses, start=1)]
+        (out / "loss.csv").write_bytes(csv_bytes(["epoch", "loss"], rows))
+    write_json_atomic(catalog.paint_metrics, metrics)
 
 
-def track(params: PaintParams, mlflow_params: MlflowParams, reports_dir: Path, result: dict[str, Any]) -> str:
+def track(params: PaintParams, mlflow_params: MlflowParams, catalog: Catalog, result: dict[str, Any]) -> str:
     """One MLflow run in the paint experiment: params, loss per epoch, metrics, the painting."""
     import mlflow
 
-    from quickdraw_dag.lineage import git_state
-    from quickdraw_dag.tracking import configure, flatten, process_tags
-    from tasks.evaluate import orchestrator_ids
+    from quickdraw_dag.lineage import git_state, orchestrator_ids
+    from quickdraw_dag.mlflow_store import configure, flatten, process_tags
 
     configure(mlflow_params.model_copy(update={"experiment": params.experiment}))
     flow_run_id, deployment = orchestrator_ids()
     encoding = f"fourier{params.fourier.size}x{params.fourier.scale:g}" if params.fourier.enabled else "xy"
-    name = f"{Path(params.image.removeprefix('matplotlib:')).stem}-{params.mode}-{encoding}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = {**git_state(), "prefect_flow_run_id": flow_run_id or "none", "prefect_deployment": deployment or "none",
-            "orchestrator": "prefect" if flow_run_id else "dvc-or-cli", "image": params.image,
-            **process_tags()}
+    image = Path(params.image.removeprefix("matplotlib:")).stem
+    name = f"{image}-{params.mode}-{encoding}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = {
+        **git_state(),
+        "prefect_flow_run_id": flow_run_id or "none",
+        "prefect_deployment": deployment or "none",
+        "orchestrator": "prefect" if flow_run_id else "dvc-or-cli",
+        "image": params.image,
+        **process_tags(),
+    }
     metrics = result["metrics"]
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params(flatten(params.model_dump(mode="json"), "paint."))
@@ -158,17 +197,17 @@ def track(params: PaintParams, mlflow_params: MlflowParams, reports_dir: Path, r
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epochs"})
         for epoch, snapshot in sorted(result["snapshots"].items()):
             mlflow.log_image(snapshot, key="painting", step=epoch)  # compare paintings across runs and epochs
-        mlflow.log_artifacts(str(reports_dir / OUTPUT_DIR), artifact_path="paint")
-        mlflow.log_artifact(str(reports_dir / METRICS_NAME))
+        mlflow.log_artifacts(str(catalog.paint_dir), artifact_path="paint")
+        mlflow.log_artifact(str(catalog.paint_metrics))
         return run.info.run_id
 
 
 def run(params: Params) -> dict[str, Any]:
     """The stage as DVC and Prefect call it."""
-    reports_dir = Path(params.paths.reports)
-    result = paint(params.paint, reports_dir)
+    catalog = Catalog.from_paths(params.paths)
+    result = paint(params.paint, catalog)
     if params.mlflow.enabled:
-        result["metrics"]["mlflow_run_id"] = track(params.paint, params.mlflow, reports_dir, result)
+        result["metrics"]["mlflow_run_id"] = track(params.paint, params.mlflow, catalog, result)
     return result["metrics"]
 
 

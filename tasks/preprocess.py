@@ -3,45 +3,51 @@
 Stroke shards are rasterized anti-aliased at `preprocess.image_size` with
 `preprocess.line_width`, numpy_bitmap style (`quickdraw_dag.raster`);
 numpy_bitmap shards pass through, resized only when the size differs.
-`<split>_images.npy` (uint8 N×H×W) and `<split>_labels.npy` are allocated at
-their final size first (rows in `data.categories` order, counts from
-split.json); one job per category then rasterizes straight into its own
-rows, so categories run in parallel (processes, threads or Dask) with no
-concatenation pass and the same bytes in any order. `scaling.json` holds the chosen scaling
-(`minmax`, `zscore` or `robust`) with statistics of the training split only;
-the model applies it as a layer, so there is no train/serve skew.
+Each split's images (uint8 N×H×W) and labels are allocated at their final
+size first (rows in `data.categories` order, counts from the split summary);
+one job per category then rasterizes straight into its own rows, so
+categories run in parallel (processes, threads or Dask) and write the same
+bytes in any order. The scaling (`minmax`, `zscore` or `robust`) is computed
+from the training split only and applied by a layer inside the model, so
+there is no train/serve skew.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from quickdraw_dag.artifacts import SPLITS, Catalog, read_split_summary, write_label_names
 from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.config import DataParams, Params, PreprocessParams
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.fanout import Mapper, process_map
+from quickdraw_dag.fanout import Mapper, default_workers, process_map
 from quickdraw_dag.formats.binary import iter_binary
 from quickdraw_dag.formats.bitmap import BITMAP_SIDE
+from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.raster import rasterize, resize_bitmaps
-from tasks.split import SPLITS, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
 COPY_ROWS = 16384
 
 
 def preprocess_category(
-    category: str, fmt: str, counts: dict[str, int], interim_dir: Path, out_dir: Path, starts: dict[str, int],
-    image_size: int, line_width: float,
+    category: str,
+    fmt: str,
+    counts: dict[str, int],
+    catalog: Catalog,
+    out_dir: Path,
+    starts: dict[str, int],
+    image_size: int,
+    line_width: float,
 ) -> dict[str, Any]:
-    """Write this category's rows of every `<split>_images.npy`, at `starts[split]`.
+    """Write this category's rows of every split's image array (in `out_dir`), at `starts[split]`.
 
     The arrays exist already (created by `preprocess` with their final size);
     each job fills only its own slice, so jobs run in any order, in any
@@ -55,19 +61,21 @@ def preprocess_category(
         written[split] = expected
         if expected == 0:
             continue
-        out = np.load(Path(out_dir) / f"{split}_images.npy", mmap_mode="r+", allow_pickle=False)
+        out = np.load(catalog.images(split, out_dir), mmap_mode="r+", allow_pickle=False)
         at, filled = starts[split], 0
-        source = Path(interim_dir) / split / category
         if fmt == "numpy_bitmap":
-            rows = np.load(Path(interim_dir) / split / f"{category}.npy", mmap_mode="r", allow_pickle=False)
-            chunks = (resize_bitmaps(np.asarray(rows[i : i + COPY_ROWS]).reshape(-1, BITMAP_SIDE, BITMAP_SIDE), image_size)
-                      for i in range(0, rows.shape[0], COPY_ROWS))
+            source = catalog.shard(split, category, "bitmaps")
+            rows = np.load(source, mmap_mode="r", allow_pickle=False)
+            chunks = (
+                resize_bitmaps(np.asarray(rows[i : i + COPY_ROWS]).reshape(-1, BITMAP_SIDE, BITMAP_SIDE), image_size)
+                for i in range(0, rows.shape[0], COPY_ROWS)
+            )
         else:
-            chunks = (rasterize(batch, image_size, line_width)
-                      for batch in iter_binary(Path(interim_dir) / split / f"{category}.bin"))
+            source = catalog.shard(split, category, "strokes")
+            chunks = (rasterize(batch, image_size, line_width) for batch in iter_binary(source))
         for images in chunks:
             if filled + images.shape[0] > expected:
-                raise DataError(f"more drawings than split.json says ({expected})", path=source)
+                raise DataError(f"more drawings than the split summary says ({expected})", path=source)
             out[at + filled : at + filled + images.shape[0]] = images
             if split == "train":
                 histogram += np.bincount(images.ravel(), minlength=256)
@@ -75,14 +83,13 @@ def preprocess_category(
         out.flush()
         del out
         if filled != expected:
-            raise DataError(f"{filled} drawings, split.json says {expected}", path=source)
+            raise DataError(f"{filled} drawings, the split summary says {expected}", path=source)
     written["train_histogram"] = histogram.tolist()
     return written
 
 
-def allocate_split(out_dir: Path, split: str, total: int, image_size: int) -> None:
+def allocate_split(target: Path, total: int, image_size: int) -> None:
     """The split's image array at its final size (filled by the category jobs)."""
-    target = Path(out_dir) / f"{split}_images.npy"
     if total == 0:
         np.save(target, np.zeros((0, image_size, image_size), np.uint8), allow_pickle=False)
     else:
@@ -104,8 +111,18 @@ def scaling_from_histogram(method: str, counts: np.ndarray) -> dict[str, Any]:
     def quantile(q: float) -> float:
         return float(np.searchsorted(cumulative, q, side="left"))
 
-    stats = {"min": low, "max": high, "mean": mean, "std": std, "median": quantile(0.5),
-             "q1": quantile(0.25), "q3": quantile(0.75), "p01": quantile(0.01), "p99": quantile(0.99), "pixels": int(total)}
+    stats = {
+        "min": low,
+        "max": high,
+        "mean": mean,
+        "std": std,
+        "median": quantile(0.5),
+        "q1": quantile(0.25),
+        "q3": quantile(0.75),
+        "p01": quantile(0.01),
+        "p99": quantile(0.99),
+        "pixels": int(total),
+    }
     note = None
     if method == "minmax":
         center, spread = low, high - low
@@ -127,21 +144,17 @@ def scaling_from_histogram(method: str, counts: np.ndarray) -> dict[str, Any]:
 
 
 def preprocess(
-    data: DataParams, params: PreprocessParams, interim_dir: Path, processed_dir: Path, mapper: Mapper | None = None
+    data: DataParams, params: PreprocessParams, catalog: Catalog, mapper: Mapper | None = None
 ) -> dict[str, Any]:
     """Run the preprocess stage, one job per category; returns its summary.
 
-    Without a `mapper`, categories run on `preprocess.workers` processes.
+    Without a `mapper`, categories run on `QUICKDRAW_WORKERS` processes (default: the CPU count).
     """
-    try:
-        split_summary = json.loads((Path(interim_dir) / SUMMARY_NAME).read_text())
-    except FileNotFoundError:
-        raise DataError("missing: run the split stage first", path=Path(interim_dir) / SUMMARY_NAME) from None
-    classes = split_summary["classes"]
+    classes = read_split_summary(catalog)["classes"]
     missing = [c for c in data.categories if c not in classes]
     if missing:
-        raise DataError(f"no split data for {missing}: rerun split", path=Path(interim_dir) / SUMMARY_NAME)
-    with atomic_directory(processed_dir) as out_dir:
+        raise DataError(f"no split data for {missing}: rerun split", path=catalog.split_summary)
+    with atomic_directory(catalog.processed) as out_dir:
         # Rows of each split in data.categories order: category i starts after categories < i.
         totals, starts = {}, {c: {} for c in data.categories}
         for split in SPLITS:
@@ -150,26 +163,39 @@ def preprocess(
                 starts[category][split] = at
                 at += classes[category]["counts"][split]
             totals[split] = at
-            allocate_split(out_dir, split, at, params.image_size)
-            labels = np.concatenate([np.full(classes[c]["counts"][split], i, np.int16)
-                                     for i, c in enumerate(data.categories)])
-            np.save(out_dir / f"{split}_labels.npy", labels, allow_pickle=False)
-        jobs = [(c, classes[c]["format"], classes[c]["counts"], Path(interim_dir), out_dir, starts[c],
-                 params.image_size, params.line_width) for c in data.categories]
-        results = (mapper or process_map(params.workers))(preprocess_category, jobs, "rasterize")
+            allocate_split(catalog.images(split, out_dir), at, params.image_size)
+            labels = np.concatenate(
+                [np.full(classes[c]["counts"][split], i, np.int16) for i, c in enumerate(data.categories)]
+            )
+            np.save(catalog.labels(split, out_dir), labels, allow_pickle=False)
+        jobs = [
+            (
+                c,
+                classes[c]["format"],
+                classes[c]["counts"],
+                catalog,
+                out_dir,
+                starts[c],
+                params.image_size,
+                params.line_width,
+            )
+            for c in data.categories
+        ]
+        results = (mapper or process_map(default_workers()))(preprocess_category, jobs, "rasterize")
         histogram = np.sum([np.asarray(r.pop("train_histogram"), np.int64) for r in results], axis=0)
         scaling = scaling_from_histogram(params.scaling, histogram)
-        write_json_atomic(out_dir / "scaling.json", scaling)
-        write_json_atomic(out_dir / "labels.json", {"categories": list(data.categories), "image_size": params.image_size})
+        # Written into the folder being built; each name comes from the catalog.
+        write_json_atomic(out_dir / catalog.scaling.name, scaling)
+        write_label_names(out_dir / catalog.label_names.name, data.categories, params.image_size)
         summary = {"counts": totals, "per_class": dict(zip(data.categories, results)), "image_size": params.image_size}
-        write_json_atomic(out_dir / "summary.json", summary)
+        write_json_atomic(out_dir / catalog.preprocess_summary.name, summary)
     log.info("preprocess: %s images at %dx%d, scaling %s", totals, params.image_size, params.image_size, params.scaling)
     return summary
 
 
 def run(params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return preprocess(params.data, params.preprocess, Path(params.paths.interim), Path(params.paths.processed), mapper)
+    return preprocess(params.data, params.preprocess, Catalog.from_paths(params.paths), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

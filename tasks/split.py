@@ -13,25 +13,26 @@ Per category, in file order:
    moves an existing one, and every class matches the fractions to within
    two drawings (stratified).
 
-Writes `<interim>/<split>/<category>.bin` (strokes, Google's binary format) or
-`<category>.npy` plus `<category>.key_id.npy` (bitmaps), and `split.json`
-with the counts per class and split. The whole directory is swapped in
-atomically.
+Writes one shard per split and category (`Catalog.shard`: strokes in
+Google's binary format, or bitmaps with their key_ids) and the split summary
+(counts per class and split, what was dropped and why). The whole directory
+is swapped in atomically.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numba
 import numpy as np
 
-from quickdraw_dag.atomic import atomic_directory, write_json_atomic
+from quickdraw_dag.artifacts import SPLITS, Catalog, ClassSplit, SplitSummary, read_manifest, write_split_summary
+from quickdraw_dag.atomic import atomic_directory
 from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.config import DataParams, Params, SplitParams
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.fanout import Mapper, serial_map
@@ -39,11 +40,9 @@ from quickdraw_dag.formats import iter_drawings, open_bitmaps
 from quickdraw_dag.formats.binary import write_binary
 from quickdraw_dag.formats.bitmap import BITMAP_PIXELS, derived_key_ids
 from quickdraw_dag.hashing import unit_interval
-from tasks.fetch import read_manifest
+from quickdraw_dag.memory import bound_heap_growth
 
 log = logging.getLogger(__name__)
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-SUMMARY_NAME = "split.json"
 BITMAP_ROWS_PER_COPY = 16384
 
 
@@ -104,8 +103,8 @@ def select(
 
 
 def split_strokes(
-    path: Path, fmt: str, category: str, data: DataParams, params: SplitParams, out_dir: Path
-) -> dict[str, Any]:
+    path: Path, fmt: str, category: str, data: DataParams, params: SplitParams, catalog: Catalog, out_dir: Path
+) -> ClassSplit:
     stats: dict[str, int] = {}
     ids, flags = [], []
     # Pass 1: ids and flags only, so memory stays small for big files.
@@ -118,7 +117,8 @@ def split_strokes(
     destination = np.full(key_ids.shape[0], -1, np.int8)
     destination[kept] = splits
     # Pass 2: stream again and append each drawing to its split's shard.
-    handles = {name: open(out_dir / name / f"{category}.bin", "wb") for name in SPLITS}
+    # three files open at once, closed together in `finally`
+    handles = {name: open(catalog.shard(name, category, "strokes", out_dir), "wb") for name in SPLITS}  # noqa: SIM115
     try:
         seen = 0
         for batch in iter_drawings(path, fmt, category=category, on_bad_record=data.on_bad_record):
@@ -135,17 +135,17 @@ def split_strokes(
     return _summary(splits, dropped, "binary")
 
 
-def split_bitmaps(path: Path, category: str, params: SplitParams, out_dir: Path) -> dict[str, Any]:
+def split_bitmaps(path: Path, category: str, params: SplitParams, catalog: Catalog, out_dir: Path) -> ClassSplit:
     images = open_bitmaps(path)
     key_ids = derived_key_ids(category, images.shape[0])
     recognized = np.ones(images.shape[0], np.uint8)  # bitmaps carry no flag
     kept, splits, dropped = select(key_ids, recognized, params)
     for index, name in enumerate(SPLITS):
         rows = kept[splits == index]
-        target = out_dir / name / f"{category}.npy"
+        target = catalog.shard(name, category, "bitmaps", out_dir)
+        np.save(catalog.shard(name, category, "key_ids", out_dir), key_ids[rows], allow_pickle=False)
         if rows.size == 0:
             np.save(target, np.zeros((0, BITMAP_PIXELS), np.uint8), allow_pickle=False)
-            np.save(out_dir / name / f"{category}.key_id.npy", key_ids[rows], allow_pickle=False)
             continue
         shard = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(rows.size, BITMAP_PIXELS))
         for start in range(0, rows.size, BITMAP_ROWS_PER_COPY):
@@ -153,46 +153,43 @@ def split_bitmaps(path: Path, category: str, params: SplitParams, out_dir: Path)
             shard[start : start + chunk.size] = images[chunk]
         shard.flush()
         del shard
-        np.save(out_dir / name / f"{category}.key_id.npy", key_ids[rows], allow_pickle=False)
     dropped["bad_records"] = 0
     return _summary(splits, dropped, "numpy_bitmap")
 
 
-def _summary(splits: np.ndarray, dropped: dict[str, int], fmt: str) -> dict[str, Any]:
+def _summary(splits: np.ndarray, dropped: dict[str, int], fmt: str) -> ClassSplit:
     counts = {name: int((splits == index).sum()) for index, name in enumerate(SPLITS)}
     return {"counts": counts, "dropped": dropped, "format": fmt}
 
 
 def split_category(
-    category: str, entry: dict[str, Any], raw_dir: Path, data: DataParams, params: SplitParams, out_dir: Path
-) -> dict[str, Any]:
-    """Split one category's fetched file into `<out>/<split>/<category>.*`."""
-    path = Path(raw_dir) / entry["file"]
+    category: str, entry: dict[str, Any], catalog: Catalog, data: DataParams, params: SplitParams, out_dir: Path
+) -> ClassSplit:
+    """Split one category's fetched file into its shards under `out_dir` (the interim folder being built)."""
+    path = catalog.raw_file(entry["file"])
     if entry["format"] == "numpy_bitmap":
-        summary = split_bitmaps(path, category, params, out_dir)
+        summary = split_bitmaps(path, category, params, catalog, out_dir)
     else:
-        summary = split_strokes(path, entry["format"], category, data, params, out_dir)
+        summary = split_strokes(path, entry["format"], category, data, params, catalog, out_dir)
     log.info("split: %s %s", category, summary["counts"])
     return summary
 
 
-def split(
-    data: DataParams, params: SplitParams, raw_dir: Path, interim_dir: Path, mapper: Mapper = serial_map
-) -> dict[str, Any]:
-    """Run the split stage; returns the summary written to `split.json`."""
-    manifest = read_manifest(raw_dir)
+def split(data: DataParams, params: SplitParams, catalog: Catalog, mapper: Mapper = serial_map) -> SplitSummary:
+    """Run the split stage; returns the split summary."""
+    manifest = read_manifest(catalog)
     missing = [c for c in data.categories if c not in manifest.get("categories", {})]
     if missing:
         raise DataError(
             f"no fetched data for {missing}: run the fetch stage for these categories first",
-            path=Path(raw_dir) / "manifest.json",
+            path=catalog.manifest,
         )
-    with atomic_directory(interim_dir) as out_dir:
+    with atomic_directory(catalog.interim) as out_dir:
         for name in SPLITS:
             (out_dir / name).mkdir()
-        jobs = [(c, manifest["categories"][c], Path(raw_dir), data, params, out_dir) for c in data.categories]
+        jobs = [(c, manifest["categories"][c], catalog, data, params, out_dir) for c in data.categories]
         per_class = dict(zip(data.categories, mapper(split_category, jobs, "split")))
-        summary = {
+        summary: SplitSummary = {
             "fractions": params.fractions.as_dict(),
             "seed": params.seed,
             "recognized_only": params.recognized_only,
@@ -201,14 +198,14 @@ def split(
             "classes": per_class,
             "totals": {name: sum(c["counts"][name] for c in per_class.values()) for name in SPLITS},
         }
-        write_json_atomic(out_dir / SUMMARY_NAME, summary)
+        write_split_summary(out_dir / catalog.split_summary.name, summary)
     log.info("split: totals %s", summary["totals"])
     return summary
 
 
-def run(params: Params, mapper: Mapper = serial_map) -> dict[str, Any]:
+def run(params: Params, mapper: Mapper = serial_map) -> SplitSummary:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return split(params.data, params.split, Path(params.paths.raw), Path(params.paths.interim), mapper)
+    return split(params.data, params.split, Catalog.from_paths(params.paths), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

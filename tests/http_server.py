@@ -18,16 +18,16 @@ Like Google Cloud Storage, every answer carries the whole object's MD5 in
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import socket
 import threading
 import time
 from collections import defaultdict, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
-
+from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultyServer:
@@ -58,10 +58,9 @@ class FaultyServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                try:
+                # the client may give up (its timeout), as a real client does
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._answer()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (its timeout), as a real client does
 
             def _answer(self) -> None:
                 path = self.path.lstrip("/").replace("%20", " ")
@@ -127,7 +126,7 @@ class FaultyServer:
         return Handler
 
     @contextmanager
-    def running(self) -> Iterator["FaultyServer"]:
+    def running(self) -> Iterator[FaultyServer]:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         thread.start()

@@ -9,8 +9,8 @@ without building a Python object per drawing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class DrawingBatch:
     def countrycode_str(self, index: int) -> str:
         return bytes(self.countrycode[index]).rstrip(b"\0").decode("ascii", "replace")
 
-    def take(self, indices: np.ndarray | Sequence[int]) -> "DrawingBatch":
+    def take(self, indices: np.ndarray | Sequence[int]) -> DrawingBatch:
         """A new batch holding the drawings at `indices`, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         stroke_counts = np.diff(self.stroke_start)[indices]
@@ -72,7 +72,7 @@ class DrawingBatch:
         )
 
     @staticmethod
-    def empty() -> "DrawingBatch":
+    def empty() -> DrawingBatch:
         return DrawingBatch(
             key_id=np.zeros(0, np.uint64),
             countrycode=np.zeros((0, 2), np.uint8),
@@ -86,7 +86,7 @@ class DrawingBatch:
         )
 
     @staticmethod
-    def concat(batches: Iterable["DrawingBatch"]) -> "DrawingBatch":
+    def concat(batches: Iterable[DrawingBatch]) -> DrawingBatch:
         parts = [b for b in batches if len(b)]
         if not parts:
             return DrawingBatch.empty()
@@ -111,7 +111,7 @@ class DrawingBatch:
         countrycodes: Sequence[str] | None = None,
         recognized: Sequence[bool] | None = None,
         timestamps: Sequence[int] | None = None,
-    ) -> "DrawingBatch":
+    ) -> DrawingBatch:
         """Build a batch from Python lists (tests, synthetic data, ndjson)."""
         n = len(drawings)
         stroke_counts = np.fromiter((len(d) for d in drawings), np.int64, n)
@@ -138,7 +138,7 @@ class DrawingBatch:
             origin=np.arange(n, dtype=np.int64),
         )
 
-    def equals(self, other: "DrawingBatch") -> bool:
+    def equals(self, other: DrawingBatch) -> bool:
         """Same drawings and metadata (the `origin` column is not compared)."""
         names = ("key_id", "countrycode", "recognized", "timestamp", "stroke_start", "point_start", "x", "y")
         return all(np.array_equal(getattr(self, n), getattr(other, n)) for n in names)

@@ -16,8 +16,9 @@ are not there.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, Literal
+from typing import BinaryIO, Literal
 
 import numba
 import numpy as np
@@ -166,8 +167,25 @@ def _parse_block(buf, final, skip_bad):  # pragma: no cover - compiled
         n += 1
         stroke_start[n] = s
         pos = q
-    return (n, s, p, pos, skipped, err, err_at, err_value,
-            record_start, key, cc, rec, ts, stroke_start, point_start, xs, ys)
+    return (
+        n,
+        s,
+        p,
+        pos,
+        skipped,
+        err,
+        err_at,
+        err_value,
+        record_start,
+        key,
+        cc,
+        rec,
+        ts,
+        stroke_start,
+        point_start,
+        xs,
+        ys,
+    )
 
 
 def iter_binary(
@@ -185,7 +203,8 @@ def iter_binary(
     as one).
     """
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "<stream>")
-    handle = open(source, "rb") if isinstance(source, (str, Path)) else source
+    # a path is opened here and closed in `finally`; a stream belongs to the caller
+    handle = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
     skip_bad = on_bad_record == "skip"
     if stats is not None:
         stats.setdefault("skipped", 0)
@@ -201,8 +220,25 @@ def iter_binary(
                 return
             buf = np.frombuffer(data, np.uint8)
             result = _parse_block(buf, at_end, skip_bad)
-            (n, n_strokes, n_points, consumed, skipped, err, err_at, err_value,
-             record_start, key, cc, rec, ts, stroke_start, point_start, xs, ys) = result
+            (
+                n,
+                n_strokes,
+                n_points,
+                consumed,
+                skipped,
+                err,
+                err_at,
+                err_value,
+                record_start,
+                key,
+                cc,
+                rec,
+                ts,
+                stroke_start,
+                point_start,
+                xs,
+                ys,
+            ) = result
             if stats is not None:
                 stats["skipped"] += int(skipped)
             if n:
@@ -278,8 +314,14 @@ def encode_binary(batch: DrawingBatch) -> bytes:
     if strokes_per_drawing.max(initial=0) > 0xFFFF or points_per_stroke.max(initial=0) > 0xFFFF:
         raise ValueError("a drawing has more than 65535 strokes or a stroke more than 65535 points")
     return _encode(
-        batch.key_id, batch.countrycode, batch.recognized, batch.timestamp,
-        batch.stroke_start, batch.point_start, batch.x, batch.y,
+        batch.key_id,
+        batch.countrycode,
+        batch.recognized,
+        batch.timestamp,
+        batch.stroke_start,
+        batch.point_start,
+        batch.x,
+        batch.y,
     ).tobytes()
 
 
@@ -290,9 +332,4 @@ def write_binary(handle: BinaryIO, batch: DrawingBatch) -> int:
     return len(data)
 
 
-def count_records(path: str | Path) -> int:
-    """Number of drawings in a valid `.bin` file (streams; raises DataError)."""
-    return sum(len(batch) for batch in iter_binary(path))
-
-
-__all__ = ["iter_binary", "read_binary", "encode_binary", "write_binary", "count_records"]
+__all__ = ["iter_binary", "read_binary", "encode_binary", "write_binary"]

@@ -39,8 +39,9 @@ def open_bitmaps(path: str | Path) -> np.ndarray:
                 raise ValueError(f"unsupported .npy version {version}")
         except Exception as error:  # noqa: BLE001 - numpy's header parser raises ValueError,
             # SyntaxError, tokenize.TokenError, OverflowError... on hostile bytes: all mean "corrupt".
-            raise DataError(f"corrupt .npy header ({type(error).__name__}: {error})", path=path,
-                            offset=header_at) from None
+            raise DataError(
+                f"corrupt .npy header ({type(error).__name__}: {error})", path=path, offset=header_at
+            ) from None
         data_at = handle.tell()
     if dtype.hasobject:
         raise DataError(

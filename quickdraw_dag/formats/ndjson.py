@@ -11,9 +11,10 @@ with the file, line number and byte offset of that line.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -42,9 +43,7 @@ def sniff_ndjson_kind(path: str | Path) -> NdjsonKind:
                 record = orjson.loads(line)
                 stroke = record["drawing"][0]
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise DataError(
-                    "first record is not a Quick, Draw! ndjson drawing", path=path, line=number
-                ) from None
+                raise DataError("first record is not a Quick, Draw! ndjson drawing", path=path, line=number) from None
             return "raw" if isinstance(stroke, list) and len(stroke) == 3 else "simplified"
     return "simplified"
 
@@ -95,9 +94,7 @@ def _to_batch(rows: dict[str, list[Any]]) -> DrawingBatch:
     return batch
 
 
-def _parse_record(
-    line: bytes, kind: NdjsonKind, category: str | None, rows: dict[str, list[Any]], origin: int
-) -> None:
+def _parse_record(line: bytes, kind: NdjsonKind, category: str | None, rows: dict[str, list[Any]], origin: int) -> None:
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as error:
@@ -126,9 +123,7 @@ def _strokes(drawing: Any, kind: NdjsonKind) -> list[tuple[list, list]]:
     strokes = []
     for index, stroke in enumerate(drawing):
         if not isinstance(stroke, list) or len(stroke) != arrays:
-            raise _BadRecord(
-                f"stroke {index} must be {arrays} lists ({'x, y, t' if arrays == 3 else 'x, y'})"
-            )
+            raise _BadRecord(f"stroke {index} must be {arrays} lists ({'x, y, t' if arrays == 3 else 'x, y'})")
         xs, ys = stroke[0], stroke[1]
         if not (isinstance(xs, list) and isinstance(ys, list)) or not xs or len(xs) != len(ys):
             raise _BadRecord(f"stroke {index}: x and y must be non-empty lists of equal length")
@@ -142,9 +137,7 @@ def _strokes(drawing: Any, kind: NdjsonKind) -> list[tuple[list, list]]:
         else:
             for value in (*xs, *ys):
                 if type(value) is not int or not 0 <= value <= 255:
-                    raise _BadRecord(
-                        f"stroke {index}: coordinate {value!r} out of range (integers 0-255)"
-                    )
+                    raise _BadRecord(f"stroke {index}: coordinate {value!r} out of range (integers 0-255)")
         strokes.append((xs, ys))
     return strokes
 
@@ -179,7 +172,7 @@ def _timestamp(value: Any) -> int:
         except ValueError:
             raise _BadRecord(f"timestamp {value!r} is not 'YYYY-MM-DD HH:MM:SS[.ffffff] UTC'") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         seconds = int(moment.timestamp())
     else:
         raise _BadRecord(f"timestamp {value!r} must be a string or an integer")

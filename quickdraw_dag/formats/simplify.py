@@ -18,7 +18,7 @@ raw samples (95.5%) convert to exactly Google's simplified twin.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,10 +31,7 @@ def simplify_drawing(
     strokes: Sequence[tuple[Sequence[float], Sequence[float]]],
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Raw strokes (float screen coordinates) → simplified uint8 strokes."""
-    arrays = [
-        (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
-        for xs, ys in strokes
-    ]
+    arrays = [(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)) for xs, ys in strokes]
     all_x = np.concatenate([xs for xs, _ in arrays])
     all_y = np.concatenate([ys for _, ys in arrays])
     min_x, min_y = all_x.min(), all_y.min()
@@ -65,9 +62,7 @@ def resample(points: np.ndarray, spacing: float = RESAMPLE_SPACING) -> np.ndarra
     at = np.arange(0.0, total, spacing)
     if at[-1] < total:
         at = np.append(at, total)
-    return np.stack(
-        [np.interp(at, along, points[:, 0]), np.interp(at, along, points[:, 1])], axis=1
-    )
+    return np.stack([np.interp(at, along, points[:, 0]), np.interp(at, along, points[:, 1])], axis=1)
 
 
 def ramer_douglas_peucker(points: np.ndarray, epsilon: float) -> np.ndarray:
@@ -89,10 +84,7 @@ def ramer_douglas_peucker(points: np.ndarray, epsilon: float) -> np.ndarray:
         if length == 0:
             distance = np.hypot(inner[:, 0] - start[0], inner[:, 1] - start[1])
         else:
-            distance = (
-                np.abs(chord[0] * (inner[:, 1] - start[1]) - chord[1] * (inner[:, 0] - start[0]))
-                / length
-            )
+            distance = np.abs(chord[0] * (inner[:, 1] - start[1]) - chord[1] * (inner[:, 0] - start[0])) / length
         farthest = int(np.argmax(distance))
         if distance[farthest] > epsilon:
             middle = first + 1 + farthest

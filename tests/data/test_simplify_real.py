@@ -13,11 +13,11 @@ from quickdraw_dag.formats.simplify import ramer_douglas_peucker, resample, simp
 REQUIRED_EXACT_SHARE = 0.95
 
 
-def test_at_least_95_percent_match_googles_simplified_twin(shared_data: Path) -> None:
+def test_at_least_95_percent_match_googles_simplified_twin(shared_raw: Path) -> None:
     exact = total = 0
-    for raw_file in sorted((shared_data / "raw").glob("*.ndjson")):
+    for raw_file in sorted((shared_raw / "raw").glob("*.ndjson")):
         twins = {}
-        for text in (shared_data / "simplified" / raw_file.name).read_text().splitlines():
+        for text in (shared_raw / "simplified" / raw_file.name).read_text().splitlines():
             record = json.loads(text)
             twins[int(record["key_id"])] = record["drawing"]
         ours = DrawingBatch.concat(iter_drawings(raw_file, "raw", category=raw_file.stem))

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config import load_params
-from tests.conftest import REPO
-from tests.integration.test_flow import SMALL, write_params
+from tests.conftest import TINY_PIPELINE, set_params
 
 
 @pytest.mark.slow
-def test_deployment_has_the_cron_schedule_and_a_served_run_completes(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import anyio
     from prefect import get_client
     from prefect.deployments import run_deployment
@@ -27,8 +29,12 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(project: Pa
     from flows.deploy import DEPLOYMENT_NAME, build_deployment
 
     monkeypatch.chdir(project)
-    write_params(project, **SMALL, schedule={"cron": "30 4 * * 2", "timezone": "Europe/Stockholm", "enabled": True},
-                 mlflow={"enabled": False})
+    set_params(
+        project,
+        **TINY_PIPELINE,
+        schedule={"cron": "30 4 * * 2", "timezone": "Europe/Stockholm", "enabled": True},
+        mlflow={"enabled": False},
+    )
     params = load_params(project / "params.yaml")
     with prefect_test_harness(server_startup_timeout=120):
         deployment_id = build_deployment(params).apply()
@@ -44,14 +50,21 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(project: Pa
         assert schedules[0].schedule.cron == "30 4 * * 2" and schedules[0].schedule.timezone == "Europe/Stockholm"
 
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(project)}
-        server = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve"], cwd=project, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "flows.deploy", "serve"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             run = run_deployment(f"run-pipeline/{DEPLOYMENT_NAME}", timeout=420)
             assert run.state.is_completed(), run.state
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             output = server.communicate(timeout=60)[0]
-    assert (project / "models" / "model.keras").exists(), output[-3000:]
+    assert Catalog.under(project).model.exists(), output[-3000:]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"}

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.formats import read_binary
-
-
-def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([str(Path(bin_dir) / "dvc"), *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def set_params(project: Path, **sections: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
+from tests.conftest import dvc, set_params
 
 STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate", "paint")
 
@@ -35,25 +18,38 @@ def ran(output: str) -> set[str]:
     return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
 
 
-def test_repro_runs_all_stages_then_is_a_fast_no_op(project: Path, shared_data: Path) -> None:
-    categories = ["apple", "cat", "The Mona Lisa"]
-    set_params(project, data={"source": str(shared_data / "simplified"), "categories": categories},
-               preprocess={"workers": 1},
-               tune={"max_epochs": 2, "max_seconds": 20, "space": {"filters": [8], "learning_rate": [0.003],
-                                                                   "batch_norm": [False]}},
-               train={"epochs": 3, "max_seconds": 60},
-               paint={"longest_side": 12, "epochs": 2, "hidden_layers": 2, "units": 8})
+def test_repro_runs_all_stages_then_is_a_no_op(project: Path) -> None:
+    categories = ["bear", "duck", "frog"]
+    set_params(
+        project,
+        # the shipped sample's stroke files (25 drawings each), through the rasterizing path
+        data={"categories": categories},
+        fetch={"local_format": "simplified"},
+        tune={
+            "max_epochs": 2,
+            "max_seconds": 20,
+            "space": {"filters": [8], "learning_rate": [0.003], "batch_norm": [False]},
+        },
+        train={"epochs": 3, "max_seconds": 60},
+        paint={"longest_side": 12, "epochs": 2, "hidden_layers": 2, "units": 8},
+    )
     first = dvc(project, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     assert ran(first.stdout) == set(STAGES)
     for category in categories:
-        drawings = sum(len(read_binary(project / "data/interim" / s / f"{category}.bin")) for s in ("train", "val", "test"))
+        drawings = sum(
+            len(read_binary(project / "data/interim" / s / f"{category}.bin")) for s in ("train", "val", "test")
+        )
         assert 0 < drawings <= 25
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert lock["stages"]["split"]["params"]["params.yaml"]["split"]["seed"] == 0
     assert set(lock["stages"]) == set(STAGES)
     shown = dvc(project, "metrics", "show")
-    assert shown.returncode == 0 and "reports/metrics.json" in shown.stdout and "map_at_3" in shown.stdout
+    assert (
+        shown.returncode == 0
+        and Catalog.under(Path(".")).metrics.as_posix() in shown.stdout
+        and "map_at_3" in shown.stdout
+    )
     # dvc repro on its own logs to MLflow like the flow does, without a Prefect id.
     import mlflow
 
@@ -63,14 +59,12 @@ def test_repro_runs_all_stages_then_is_a_fast_no_op(project: Path, shared_data: 
     assert len(parents) == 1 and parents[0].data.tags["orchestrator"] == "dvc-or-cli"
     assert parents[0].data.tags["prefect_flow_run_id"] == "none" and parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics["test_accuracy"] == pytest.approx(
-        yaml.safe_load((project / "reports/metrics.json").read_text())["accuracy"])
+        yaml.safe_load(Catalog.under(project).metrics.read_text())["accuracy"]
+    )
 
-    started = time.perf_counter()
-    second = dvc(project, "repro")
-    elapsed = time.perf_counter() - started
+    second = dvc(project, "repro")  # its speed is measured in bench.pipeline, not asserted here
     assert second.returncode == 0
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
-    assert elapsed < 5, f"a no-op dvc repro took {elapsed:.1f}s"
     assert "up to date" in dvc(project, "status").stdout
 
     # Changing only train params reruns only train and evaluate.

@@ -1,113 +1,160 @@
-"""The whole flow on tiny synthetic data under a real Prefect test server and a temporary MLflow store."""
+"""The whole flow on tiny synthetic data under a real Prefect test server and a temporary MLflow store.
+
+One module-scoped run of three flow invocations (all stages; nothing changed; only `train.*` changed)
+feeds one test per invariant, so a failure names what broke.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config import load_params
+from tests.conftest import TINY_PIPELINE, dvc_status, git_commit_all, run_module, set_params, tree_digest
 
-SMALL = {
-    "data": {"source": "synthetic", "categories": ["circle", "square", "line"]},
-    "fetch": {"synthetic_drawings": 60},
-    "preprocess": {"workers": 1},
-    "tune": {"max_epochs": 2, "max_seconds": 30, "space": {"filters": [8, 16], "learning_rate": [0.003],
-                                                           "batch_norm": [False]}},
-    "train": {"epochs": 3, "max_seconds": 120},
-    "paint": {"longest_side": 12, "epochs": 3, "hidden_layers": 2, "units": 16},
-}
+ALL_STAGES = ["fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow")]  # one worker runs the shared flow runs
 
 
-def write_params(project: Path, **sections: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for section, values in sections.items():
-        for key, value in values.items():
-            if isinstance(value, dict):
-                params[section][key].update(value)
-            else:
-                params[section][key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+@dataclass
+class FlowRuns:
+    project: Path
+    commit: str
+    outcomes: list[dict]
+    status_after: list[str]
+    parents: list  # MLflow parent runs, oldest first
+    runs: list  # every MLflow run of the experiment
 
 
-def dvc_status(project: Path, *targets: str) -> str:
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", *targets], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=120).stdout
+@pytest.fixture(scope="module")
+def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
+    import os
 
-
-@pytest.mark.slow
-def test_flow_runs_skips_tracks_and_agrees_with_dvc(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
     from prefect.testing.utilities import prefect_test_harness
 
+    from bench.workspace import copy_project
     from flows.pipeline import pipeline
 
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'store.db'}")
-    monkeypatch.setenv("PYTHONPATH", str(project))
-    write_params(project, **SMALL)
-    with prefect_test_harness(server_startup_timeout=120):
-        first = pipeline(load_params(project / "params.yaml"))
-        assert first["ran"] == ["fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"]
-        assert "up to date" in dvc_status(project)
-
-        second = pipeline(load_params(project / "params.yaml"))
-        assert second["ran"] == [] and len(second["skipped"]) == 7
-
-        write_params(project, train={"epochs": 2})
-        third = pipeline(load_params(project / "params.yaml"))
-        assert third["ran"] == ["train", "evaluate"]
-        assert "up to date" in dvc_status(project)
-
-    # MLflow: two parent runs (the first and third flow runs), nested trials, model, alias, lineage.
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    project = copy_project(tmp_path_factory.mktemp("flow") / "project")
+    set_params(project, **TINY_PIPELINE)
+    commit = git_commit_all(project)
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'store.db'}"
+    os.environ["PYTHONPATH"] = str(project)
+    cwd = Path.cwd()
+    os.chdir(project)
+    outcomes, status_after = [], []
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            for change in ({}, {}, {"train": {"epochs": 2}}):
+                set_params(project, **change)
+                outcomes.append(pipeline(load_params(project / "params.yaml")))
+                status_after.append(dvc_status(project))
+    finally:
+        os.chdir(cwd)
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'store.db'}")
     experiment = mlflow.get_experiment_by_name("quickdraw")
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    assert len(parents) == 2
-    client = mlflow.MlflowClient()
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    model_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.keras")
-    last = parents[-1]
-    tags = last.data.tags
-    assert tags["dvc_model_md5"] == model_md5 and tags["dvc_processed_md5"].endswith(".dir")
-    assert tags["prefect_flow_run_id"] != "none" and tags["orchestrator"] == "prefect"
-    assert len(tags["git_commit"]) in (40, 4) and tags["git_dirty"] in ("true", "false", "unknown")
-    assert last.data.params["train.epochs"] == "2" and last.data.params["data.categories"] == '["circle", "square", "line"]'
-    metrics = json.loads((project / "reports/metrics.json").read_text())
+    return FlowRuns(project, commit, outcomes, status_after, parents, runs)
+
+
+def test_first_run_runs_every_stage_and_leaves_dvc_up_to_date(flow_runs: FlowRuns) -> None:
+    assert flow_runs.outcomes[0]["ran"] == ALL_STAGES
+    assert "up to date" in flow_runs.status_after[0]
+
+
+def test_a_run_with_nothing_changed_skips_every_stage(flow_runs: FlowRuns) -> None:
+    assert flow_runs.outcomes[1]["ran"] == [] and flow_runs.outcomes[1]["skipped"] == ALL_STAGES
+
+
+def test_changing_train_params_reruns_only_train_and_evaluate(flow_runs: FlowRuns) -> None:
+    assert flow_runs.outcomes[2]["ran"] == ["train", "evaluate"]
+    assert "up to date" in flow_runs.status_after[2]
+
+
+def test_each_evaluating_run_logs_one_mlflow_parent_run_with_its_metrics_and_params(flow_runs: FlowRuns) -> None:
+    assert len(flow_runs.parents) == 2  # the first and the third flow run evaluated
+    last = flow_runs.parents[-1]
+    metrics = json.loads(Catalog.under(flow_runs.project).metrics.read_text())
     assert last.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
-    assert len(client.get_metric_history(last.info.run_id, "val_accuracy")) == 2
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    tuning = json.loads((project / "reports/tuning.json").read_text())
-    assert len(children) == len(tuning["trials"]) >= 2
-    assert all(c.data.tags["trial_status"] == "COMPLETED" and "filters" in c.data.params for c in children)
-    artifacts = {a.path for a in client.list_artifacts(last.info.run_id)}
-    assert {"model", "plots", "reports"} <= artifacts
+    assert last.data.params["train.epochs"] == "2"
+    assert last.data.params["data.categories"] == '["circle", "square", "line"]'
+    # the test-set size is a count, logged as a param (it was the metric `test_test_images`)
+    assert last.data.params["test_images"] == str(metrics["test_images"])
+    assert not any("test_images" in name for name in last.data.metrics)
+
+
+def test_per_epoch_metrics_include_the_learning_rate(flow_runs: FlowRuns) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    last = flow_runs.parents[-1]
+    history = json.loads(Catalog.under(flow_runs.project).history.read_text())
+    for name in ("val_accuracy", "learning_rate"):
+        logged = client.get_metric_history(last.info.run_id, name)
+        assert [m.step for m in logged] == [1, 2]
+        assert [m.value for m in logged] == pytest.approx([e[name] for e in history["epochs"]])
+
+
+def test_parent_runs_carry_their_lineage(flow_runs: FlowRuns) -> None:
+    lock = yaml.safe_load((flow_runs.project / "dvc.lock").read_text())
+    layout = Catalog.under(Path("."))
+    model_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == layout.model.as_posix())
+    processed_md5 = next(o["md5"] for o in lock["stages"]["preprocess"]["outs"])
+    first, last = (run.data.tags for run in flow_runs.parents)
+    assert last["dvc_model_md5"] == model_md5 and last["dvc_processed_md5"] == processed_md5
+    assert last["prefect_flow_run_id"] != "none" and last["orchestrator"] == "prefect"
+    assert first["git_commit"] == last["git_commit"] == flow_runs.commit
+    # the first run used the committed params; the third ran with train.epochs edited and not committed
+    assert (first["git_dirty"], last["git_dirty"]) == ("false", "true")
+
+
+def test_each_tuning_trial_is_a_nested_run(flow_runs: FlowRuns) -> None:
+    first = flow_runs.parents[0]
+    children = [r for r in flow_runs.runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
+    trials = json.loads(Catalog.under(flow_runs.project).tuning_report.read_text())["trials"]
+    assert len(trials) >= 2
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(t["trial_id"] for t in trials)
+    assert all(c.data.tags["trial_status"] == "COMPLETED" and c.data.params["filters"] in ("8", "16") for c in children)
+
+
+def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs: FlowRuns) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    last = flow_runs.parents[-1]
+    assert {"model", "plots", "reports"} <= {a.path for a in client.list_artifacts(last.info.run_id)}
     assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_artifacts(last.info.run_id, "model")}
+    decisions = [p.data.tags["promotion.decision"] for p in flow_runs.parents]
+    assert decisions[0] == "promoted"  # the first model has no champion to beat
     champion = client.get_model_version_by_alias("quickdraw-cnn", "champion")
-    assert str(champion.version) in ("1", "2")
-    decisions = [p.data.tags["promotion.decision"] for p in parents]
-    assert decisions[0] == "promoted"
-    assert (str(champion.version) == "2") == (decisions[1] == "promoted")
+    assert int(champion.version) == (2 if decisions[1] == "promoted" else 1)
+    accuracies = [p.data.metrics["test_accuracy"] for p in flow_runs.parents]
+    assert (decisions[1] == "promoted") == (accuracies[1] > accuracies[0])
 
 
-@pytest.mark.slow
+@pytest.mark.xdist_group("dask")
 def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path) -> None:
     """Per-category tasks on a local Dask cluster (2 worker processes) versus threads."""
     from bench.workspace import copy_project
-    from tests.conftest import run_module, tree_digest
 
     digests = {}
     for runner in (["--task-runner", "threads"], ["--dask", "--workers", "2"]):
         root = copy_project(tmp_path / runner[-1])
-        write_params(root, data={"source": "synthetic", "categories": ["circle", "square", "line", "triangle"]},
-                     fetch={"synthetic_drawings": 150})
+        set_params(
+            root,
+            data={"source": "synthetic", "categories": ["circle", "square", "line", "triangle"]},
+            fetch={"synthetic_drawings": 150},
+        )
         result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "stages run: ['fetch', 'split', 'preprocess']" in result.stdout + result.stderr
@@ -116,6 +163,8 @@ def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path)
         digests[runner[-1]] = {**tree_digest(root / "data"), "dvc.lock": (root / "dvc.lock").read_bytes()}
         assert "up to date" in dvc_status(root, "preprocess")  # and the stages before it
     threads, dask = digests["threads"], digests["2"]
-    assert set(threads) == set(dask) and any(name.endswith("train_images.npy") for name in threads)
+    assert set(threads) == set(dask) and any(
+        name.endswith(Catalog.under(Path(".")).images("train").name) for name in threads
+    )
     different = [name for name in threads if threads[name] != dask[name]]
     assert different == []

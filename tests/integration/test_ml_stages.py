@@ -15,52 +15,58 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quickdraw_dag.artifacts import Catalog, read_tuning_report
 from quickdraw_dag.config import EvaluateParams, SearchSpace, TrainParams, TuneParams
 from quickdraw_dag.model import load_model
 from tasks.evaluate import classification_metrics, evaluate
 from tasks.train import choose_candidate, train
 from tasks.tune import tune
+from tests.conftest import REPO, write_best
 
 SMALL_SPACE = SearchSpace(filters=(8, 16), learning_rate=(1e-3, 3e-3), batch_norm=(False,))
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path, tiny_processed: Path) -> Path:
-    shutil.copytree(tiny_processed, tmp_path / "processed")
-    return tmp_path
+def workspace(tmp_path: Path, tiny_processed: Catalog) -> Catalog:
+    """The project's layout below tmp_path, with the tiny processed data copied in."""
+    catalog = Catalog.under(tmp_path)
+    shutil.copytree(tiny_processed.processed, catalog.processed)
+    return catalog
 
 
-def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: Path) -> None:
+def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: Catalog) -> None:
     params = TuneParams(max_epochs=2, factor=2, max_seconds=120, train_fraction=0.5, space=SMALL_SPACE, batch_size=32)
-    best = tune(params, workspace / "processed", workspace / "models", workspace / "reports")
-    report = json.loads((workspace / "reports" / "tuning.json").read_text())
-    trials = report["trials"]
+    best = tune(params, workspace)
+    trials = read_tuning_report(workspace)["trials"]
     assert len(trials) >= 3 and all(t["status"] == "COMPLETED" for t in trials)
     assert all(t["hyperparameters"]["filters"] in (8, 16) and t["images_per_second"] > 0 for t in trials)
     assert all(isinstance(t["hyperparameters"]["batch_norm"], bool) for t in trials)
     scores = [c["val_accuracy"] for c in best["candidates"]]
     assert scores == sorted(scores, reverse=True) and best["val_accuracy"] == max(t["score"] for t in trials)
-    saved = json.loads((workspace / "models" / "best_hparams.json").read_text())
+    saved = json.loads(workspace.best_hparams.read_text())
     assert saved["hyperparameters"] == best["hyperparameters"]
     # Same config again: the tuner project is reloaded and no finished trial runs again.
-    started = time.monotonic()
-    again = tune(params, workspace / "processed", workspace / "models", workspace / "reports")
-    assert len(json.loads((workspace / "reports" / "tuning.json").read_text())["trials"]) == len(trials)
-    assert again["trial_id"] == best["trial_id"] and time.monotonic() - started < 30
+    stamps = {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")}
+    again = tune(params, workspace)
+    assert len(read_tuning_report(workspace)["trials"]) == len(trials)
+    assert again["trial_id"] == best["trial_id"]
+    assert {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")} == stamps
 
 
-def test_tune_stops_starting_trials_after_its_budget(workspace: Path) -> None:
+def test_tune_stops_starting_trials_after_its_budget(workspace: Catalog) -> None:
     params = TuneParams(max_epochs=9, factor=3, max_seconds=1, train_fraction=0.5, space=SMALL_SPACE)
-    tune(params, workspace / "processed", workspace / "models", workspace / "reports")
-    trials = json.loads((workspace / "reports" / "tuning.json").read_text())["trials"]
+    tune(params, workspace)
+    trials = read_tuning_report(workspace)["trials"]
     assert len(trials) == 1  # Hyperband would run 10+ trials for max_epochs=9 without the budget
 
 
 def test_train_picks_the_best_candidate_that_fits_the_budget() -> None:
-    tuned = {"candidates": [
-        {"trial_id": "big", "val_accuracy": 0.95, "images_per_second": 50.0, "hyperparameters": {"filters": 128}},
-        {"trial_id": "small", "val_accuracy": 0.94, "images_per_second": 800.0, "hyperparameters": {"filters": 32}},
-    ]}
+    tuned = {
+        "candidates": [
+            {"trial_id": "big", "val_accuracy": 0.95, "images_per_second": 50.0, "hyperparameters": {"filters": 128}},
+            {"trial_id": "small", "val_accuracy": 0.94, "images_per_second": 800.0, "hyperparameters": {"filters": 32}},
+        ]
+    }
     chosen, why = choose_candidate(tuned, TrainParams(max_seconds=420, budget_epochs=10), train_images=14_400)
     assert chosen["trial_id"] == "small" and "rank 2" in why
     chosen, _ = choose_candidate(tuned, TrainParams(max_seconds=None), train_images=14_400)
@@ -69,42 +75,39 @@ def test_train_picks_the_best_candidate_that_fits_the_budget() -> None:
     assert chosen["trial_id"] == "small" and "fastest" in why
 
 
-def write_best(models: Path, filters: int = 8) -> None:
-    models.mkdir(parents=True, exist_ok=True)
-    (models / "best_hparams.json").write_text(json.dumps({"trial_id": "t", "images_per_second": 1e6, "val_accuracy": 1,
-        "hyperparameters": {"filters": filters, "learning_rate": 0.003, "dropout": 0.3, "activation": "relu",
-                            "optimizer": "adam", "l2": 1e-5, "batch_norm": False}}))
-
-
-def test_train_then_evaluate_write_model_history_metrics_and_plots(workspace: Path) -> None:
-    write_best(workspace / "models")
-    summary = train(TrainParams(epochs=4, batch_size=32, max_seconds=None), workspace / "processed",
-                    workspace / "models", workspace / "reports")
+def test_train_then_evaluate_write_model_history_metrics_and_plots(workspace: Catalog) -> None:
+    write_best(workspace)
+    summary = train(TrainParams(epochs=4, batch_size=32, max_seconds=None), workspace)
     assert summary["epochs_run"] == 4 and [e["epoch"] for e in summary["epochs"]] == [1, 2, 3, 4]
     assert summary["best_val_accuracy"] == max(e["val_accuracy"] for e in summary["epochs"])
-    assert load_model(str(workspace / "models" / "model.keras")).input.dtype == "uint8"
-    with open(workspace / "reports" / "training_log.csv") as handle:
-        assert len(list(csv.DictReader(handle))) == 4
-    metrics = evaluate(EvaluateParams(batch_size=64, misclassified=6, samples_per_class=3), workspace / "processed",
-                       workspace / "models", workspace / "reports")
-    on_disk = json.loads((workspace / "reports" / "metrics.json").read_text())
-    assert on_disk == metrics and 0 <= metrics["accuracy"] <= metrics["top3_accuracy"] <= 1
-    with open(workspace / "reports" / "predictions.csv") as handle:
+    assert load_model(str(workspace.model)).input.dtype == "uint8"
+    with open(workspace.training_log) as handle:
+        logged = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in logged] == [1, 2, 3, 4]
+    # The learning rate of every epoch is recorded (it was missing: the CSV logger fixed its columns first).
+    assert [float(row["learning_rate"]) for row in logged] == [e["learning_rate"] for e in summary["epochs"]]
+    assert float(logged[0]["learning_rate"]) == pytest.approx(0.003)
+    metrics = evaluate(EvaluateParams(batch_size=64, misclassified=6, samples_per_class=3), workspace)
+    on_disk = json.loads(workspace.metrics.read_text())
+    assert on_disk == metrics and metrics["accuracy"] > 1 / 3 and metrics["accuracy"] <= metrics["top3_accuracy"]
+    with open(workspace.predictions) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == metrics["test_images"]
     assert np.isclose(np.mean([r["actual"] == r["predicted"] for r in rows]), metrics["accuracy"])
     for name in ("training_curves", "confusion_matrix", "misclassified", "samples_per_class", "feature_maps"):
-        assert (workspace / "reports" / "plots" / f"{name}.png").stat().st_size > 5000
+        assert workspace.plot(name).stat().st_size > 5000
 
 
 def test_metrics_on_known_predictions() -> None:
     labels = np.array([0, 1, 2, 2])
-    probabilities = np.array([
-        [0.7, 0.2, 0.1, 0.0],   # right at rank 1
-        [0.5, 0.3, 0.2, 0.0],   # right at rank 2
-        [0.1, 0.2, 0.3, 0.4],   # right at rank 2
-        [0.4, 0.3, 0.2, 0.1],   # right at rank 3
-    ])
+    probabilities = np.array(
+        [
+            [0.7, 0.2, 0.1, 0.0],  # right at rank 1
+            [0.5, 0.3, 0.2, 0.0],  # right at rank 2
+            [0.1, 0.2, 0.3, 0.4],  # right at rank 2
+            [0.4, 0.3, 0.2, 0.1],  # right at rank 3
+        ]
+    )
     result = classification_metrics(labels, probabilities, 4)
     assert result["accuracy"] == 0.25 and result["top3_accuracy"] == 1.0
     assert result["map_at_3"] == pytest.approx((1 + 1 / 2 + 1 / 2 + 1 / 3) / 4)
@@ -113,19 +116,26 @@ def test_metrics_on_known_predictions() -> None:
     assert result["macro_recall"] == pytest.approx(0.25)  # recalls 1, 0, 0 and 0 (class 3 has no test drawing)
 
 
-def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Path, record) -> None:
-    project = workspace
-    (project / "data").mkdir()
-    shutil.move(str(project / "processed"), project / "data" / "processed")
-    write_best(project / "models", filters=16)
-    from tests.conftest import REPO
-
+def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Catalog, record) -> None:
+    project = workspace.processed.parents[1]
+    write_best(workspace, filters=16)
     shutil.copy(REPO / "params.yaml", project / "params.yaml")
-    args = [sys.executable, "-m", "tasks.train", "--set", "train.epochs=12", "--set", "train.max_seconds=null",
-            "--set", "train.batch_size=16", "--set", "train.patience=50"]
+    args = [
+        sys.executable,
+        "-m",
+        "tasks.train",
+        "--set",
+        "train.epochs=12",
+        "--set",
+        "train.max_seconds=null",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.patience=50",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log_files = lambda: list((project / "models" / "checkpoints").glob("*/epochs.csv"))
+    log_files = lambda: list(workspace.checkpoints.glob("*/epochs.csv"))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         files = log_files()
@@ -135,34 +145,53 @@ def test_killed_training_resumes_at_its_last_finished_epoch(workspace: Path, rec
     first.send_signal(signal.SIGKILL)
     first.wait()
     finished = len(log_files()[0].read_text().splitlines()) - 1
-    assert 3 <= finished < 12 and not (project / "models" / "model.keras").exists()
+    assert 3 <= finished < 12 and not workspace.model.exists()
     second = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     output = second.stdout + second.stderr
     assert "Epoch 1/12" not in output and f"Epoch {finished + 1}/12" in output
-    history = json.loads((project / "reports" / "history.json").read_text())
+    history = json.loads(workspace.history.read_text())
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 13))
-    assert (project / "models" / "model.keras").exists() and not log_files()
-    record("kill and resume", stage="train", kills=1, completed_after_rerun=1,
-           detail=f"killed after epoch {finished}, resumed at epoch {finished + 1}, no epoch repeated")
+    assert workspace.model.exists() and not log_files()
+    record(
+        "kill and resume",
+        stage="train",
+        kills=1,
+        completed_after_rerun=1,
+        detail=f"killed after epoch {finished}, resumed at epoch {finished + 1}, no epoch repeated",
+    )
 
 
-def test_killed_search_resumes_without_repeating_finished_trials(workspace: Path, record) -> None:
-    from tests.conftest import REPO
-
-    (workspace / "data").mkdir()
-    shutil.move(str(workspace / "processed"), workspace / "data" / "processed")
-    shutil.copy(REPO / "params.yaml", workspace / "params.yaml")
-    args = [sys.executable, "-m", "tasks.tune", "--set", "tune.max_epochs=4", "--set", "tune.factor=2",
-            "--set", "tune.max_seconds=null", "--set", "tune.train_fraction=1.0", "--set", "tune.batch_size=16",
-            "--set", "tune.space.filters=[8, 16]", "--set", "tune.space.learning_rate=[0.001, 0.003]",
-            "--set", "tune.space.batch_norm=[false]"]
+def test_killed_search_resumes_without_repeating_finished_trials(workspace: Catalog, record) -> None:
+    project = workspace.processed.parents[1]
+    shutil.copy(REPO / "params.yaml", project / "params.yaml")
+    args = [
+        sys.executable,
+        "-m",
+        "tasks.tune",
+        "--set",
+        "tune.max_epochs=4",
+        "--set",
+        "tune.factor=2",
+        "--set",
+        "tune.max_seconds=null",
+        "--set",
+        "tune.train_fraction=1.0",
+        "--set",
+        "tune.batch_size=16",
+        "--set",
+        "tune.space.filters=[8, 16]",
+        "--set",
+        "tune.space.learning_rate=[0.001, 0.003]",
+        "--set",
+        "tune.space.batch_norm=[false]",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    first = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     def completed() -> dict[str, float]:
         done = {}
-        for path in (workspace / "models" / "tuner").glob("*/trial_*/trial.json"):
+        for path in workspace.tuner_dir.glob("*/trial_*/trial.json"):
             if json.loads(path.read_text()).get("status") == "COMPLETED":
                 done[path.parent.name] = path.stat().st_mtime_ns
         return done
@@ -173,12 +202,17 @@ def test_killed_search_resumes_without_repeating_finished_trials(workspace: Path
     first.send_signal(signal.SIGKILL)
     first.wait()
     before = completed()
-    assert len(before) >= 2 and not (workspace / "models" / "best_hparams.json").exists()
-    second = subprocess.run(args, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert len(before) >= 2 and not workspace.best_hparams.exists()
+    second = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     after = completed()
     assert all(after[name] == stamp for name, stamp in before.items())  # finished trials were not rerun
-    trials = json.loads((workspace / "reports" / "tuning.json").read_text())["trials"]
+    trials = read_tuning_report(workspace)["trials"]
     assert {f"trial_{t['trial_id']}" for t in trials} >= set(before) and len(trials) > len(before)
-    record("kill and resume", stage="tune", kills=1, completed_after_rerun=1,
-           detail=f"killed after {len(before)} finished trials; none rerun, {len(trials)} trials in all")
+    record(
+        "kill and resume",
+        stage="tune",
+        kills=1,
+        completed_after_rerun=1,
+        detail=f"killed after {len(before)} finished trials; none rerun, {len(trials)} trials in all",
+    )

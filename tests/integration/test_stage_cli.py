@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from quickdraw_dag import synthetic
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.formats.binary import encode_binary
 from tests.conftest import run_module
 
@@ -23,10 +24,19 @@ def corrupt_dir(tmp_path: Path, name: str, content: bytes) -> Path:
 
 
 GOOD_BIN = encode_binary(synthetic.generate("square", 10))
-GOOD_LINE = json.dumps(
-    {"word": "square", "countrycode": "US", "timestamp": "2017-03-01 10:00:00.1 UTC",
-     "recognized": True, "key_id": "42", "drawing": [[[0, 255], [0, 255]]]}
-) + "\n"
+GOOD_LINE = (
+    json.dumps(
+        {
+            "word": "square",
+            "countrycode": "US",
+            "timestamp": "2017-03-01 10:00:00.1 UTC",
+            "recognized": True,
+            "key_id": "42",
+            "drawing": [[[0, 255], [0, 255]]],
+        }
+    )
+    + "\n"
+)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -43,7 +53,11 @@ def npy_bytes(array: np.ndarray) -> bytes:
         ("square.bin", GOOD_BIN + GOOD_BIN[:40], f"byte offset {len(GOOD_BIN) + 17}"),
         ("square.bin", GOOD_BIN[:-3], "stroke runs past the end"),
         ("full_simplified_square.ndjson", (GOOD_LINE * 3 + '{"word": "square"\n').encode(), "line 4"),
-        ("full_raw_square.ndjson", (GOOD_LINE.replace("[[0, 255], [0, 255]]", "[[0, 255], [0, 255], [0, 1]]") * 2 + "[]\n").encode(), "line 3"),
+        (
+            "full_raw_square.ndjson",
+            (GOOD_LINE.replace("[[0, 255], [0, 255]]", "[[0, 255], [0, 255], [0, 1]]") * 2 + "[]\n").encode(),
+            "line 3",
+        ),
         ("square.npy", npy_bytes(np.zeros((4, 784), np.int64)), "dtype must be uint8"),
         ("square.npy", npy_bytes(np.array([None], dtype=object)), "holds Python objects"),
         ("square.npy", npy_bytes(np.zeros((4, 784), np.uint8))[:-10], "truncated"),
@@ -79,28 +93,56 @@ def test_missing_local_directory_is_a_config_error(project: Path) -> None:
 
 
 def test_split_of_corrupted_raw_data_keeps_the_previous_output(project: Path) -> None:
-    args = ("--set", "data.source=synthetic", "--set", "data.categories=[circle, line]",
-            "--set", "fetch.synthetic_drawings=30")
+    args = (
+        "--set",
+        "data.source=synthetic",
+        "--set",
+        "data.categories=[circle, line]",
+        "--set",
+        "fetch.synthetic_drawings=30",
+    )
     assert run_module("tasks.fetch", *args, cwd=project).returncode == 0
     assert run_module("tasks.split", *args, cwd=project).returncode == 0
-    before = (project / "data/interim/split.json").read_bytes()
+    before = Catalog.under(project).split_summary.read_bytes()
     raw = project / "data/raw/line.bin"
     raw.write_bytes(raw.read_bytes()[:-5])
     result = run_module("tasks.split", *args, cwd=project)
     assert result.returncode == 2 and "line.bin" in result.stderr and "byte offset" in result.stderr
-    assert (project / "data/interim/split.json").read_bytes() == before
+    assert Catalog.under(project).split_summary.read_bytes() == before
     assert sorted(p.name for p in (project / "data").iterdir()) == ["interim", "raw"]
 
 
 def test_skip_policy_reports_skipped_records(project: Path, tmp_path: Path) -> None:
     source = corrupt_dir(tmp_path, "square.bin", GOOD_BIN + struct.pack("<Q2sBIH", 7, b"US", 9, 0, 0))
-    args = ("--set", f"data.source={source}", "--set", "data.categories=[circle, square]",
-            "--set", "data.on_bad_record=skip", "--set", "split.recognized_only=false")
+    args = (
+        "--set",
+        f"data.source={source}",
+        "--set",
+        "data.categories=[circle, square]",
+        "--set",
+        "data.on_bad_record=skip",
+        "--set",
+        "split.recognized_only=false",
+    )
     assert run_module("tasks.fetch", *args, cwd=project).returncode == 0
-    manifest = json.loads((project / "data/raw/manifest.json").read_text())
+    manifest = json.loads(Catalog.under(project).manifest.read_text())
     assert manifest["categories"]["square"]["bad_records"] == 1
     assert manifest["categories"]["square"]["drawings"] == 10
     assert run_module("tasks.split", *args, cwd=project).returncode == 0
-    summary = json.loads((project / "data/interim/split.json").read_text())
+    summary = json.loads(Catalog.under(project).split_summary.read_text())
     assert summary["classes"]["square"]["dropped"]["bad_records"] == 1
     assert sum(summary["classes"]["square"]["counts"].values()) == 10
+
+
+def test_offline_flow_says_so_once_names_the_sample_and_writes_nothing(project: Path) -> None:
+    from tests.conftest import tree_digest
+
+    before = tree_digest(project)
+    args = ["--set", "data.source=quickdraw", "--set", "fetch.download.base_url=http://no-such-host.invalid/qd/"]
+    result = run_module("flows.pipeline", *args, cwd=project, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert output.count("cannot reach no-such-host.invalid") == 1  # once: not per category task, not again by the flow
+    assert "--set data.source=samples/quickdraw" in output and "Traceback" not in output
+    after = {name: data for name, data in tree_digest(project).items() if not name.startswith(".dvc/tmp/")}
+    assert after == before  # nothing written (DVC's own status cache aside): not even the override into params.yaml

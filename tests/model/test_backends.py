@@ -12,25 +12,39 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.integration.test_ml_stages import write_best
+from quickdraw_dag.artifacts import Catalog
+from tests.conftest import REPO, write_best
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'jax[cpu]')")
-def test_train_on_jax_then_evaluate_on_tensorflow_agree(tmp_path: Path, tiny_processed: Path) -> None:
-    (tmp_path / "data").mkdir()
-    shutil.copytree(tiny_processed, tmp_path / "data" / "processed")
+def test_train_on_jax_then_evaluate_on_tensorflow_agree(tmp_path: Path, tiny_processed: Catalog) -> None:
+    catalog = Catalog.under(tmp_path)
+    shutil.copytree(tiny_processed.processed, catalog.processed)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    write_best(tmp_path / "models", filters=8)
-    args = ["--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "evaluate.misclassified=4",
-            "--set", "mlflow.enabled=false"]  # about backends; tracking is tested elsewhere
+    write_best(catalog, filters=8)
+    args = [
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "evaluate.misclassified=4",
+        "--set",
+        "mlflow.enabled=false",
+    ]  # about backends; tracking is tested elsewhere
 
     def stage(name: str, backend: str) -> dict:
         env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
-        done = subprocess.run([sys.executable, "-m", f"tasks.{name}", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", f"tasks.{name}", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads((tmp_path / "reports" / ("history.json" if name == "train" else "metrics.json")).read_text())
+        return json.loads((catalog.history if name == "train" else catalog.metrics).read_text())
 
     history = stage("train", "jax")
     assert history["backend"] == "jax" and history["epochs_run"] == 2

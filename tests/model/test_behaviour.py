@@ -8,23 +8,34 @@ import keras
 import numpy as np
 import pytest
 
-from quickdraw_dag.model import Augmentation, Scaling, build_cnn, load_model
+from quickdraw_dag.artifacts import Catalog, Scaling, read_scaling
+from quickdraw_dag.config import AugmentParams
+from quickdraw_dag.model import build_cnn, load_model
 from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
-from quickdraw_dag.training import load_scaling
 
 SCALE = Scaling("minmax", 1 / 255, 0.0)
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_processed: Path) -> tuple[keras.Model, list[float]]:
+def trained(tiny_processed: Catalog) -> tuple[keras.Model, list[float]]:
     keras.utils.set_random_seed(0)
     train_x, train_y = open_split(tiny_processed, "train")
     val_x, val_y = open_split(tiny_processed, "val")
-    model = build_cnn(image_size=28, num_classes=3, scaling=load_scaling(tiny_processed), filters=16,
-                      learning_rate=1e-3, batch_norm=True, augment=Augmentation(0.02, 0.05, 0.05))
-    history = model.fit(MemmapBatches(train_x, train_y, batch_size=32, shuffle=True),
-                        validation_data=MemmapBatches(val_x, val_y, batch_size=64, shuffle=False),
-                        epochs=6, verbose=0)
+    model = build_cnn(
+        image_size=28,
+        num_classes=3,
+        scaling=read_scaling(tiny_processed),
+        filters=16,
+        learning_rate=1e-3,
+        batch_norm=True,
+        augment=AugmentParams(rotation=0.02, zoom=0.05, translation=0.05),
+    )
+    history = model.fit(
+        MemmapBatches(train_x, train_y, batch_size=32, shuffle=True),
+        validation_data=MemmapBatches(val_x, val_y, batch_size=64, shuffle=False),
+        epochs=6,
+        verbose=0,
+    )
     return model, history.history["loss"]
 
 
@@ -33,7 +44,7 @@ def test_loss_falls_over_a_few_epochs(trained) -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_learns_synthetic_classes(trained, tiny_processed: Path) -> None:
+def test_learns_synthetic_classes(trained, tiny_processed: Catalog) -> None:
     model, _ = trained
     test_x, test_y = open_split(tiny_processed, "test")
     predicted = model.predict(np.asarray(test_x), verbose=0).argmax(axis=1)
@@ -45,14 +56,13 @@ def test_overfits_a_tiny_batch() -> None:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8)
     labels = np.arange(16) % 4
-    model = build_cnn(image_size=28, num_classes=4, scaling=SCALE, filters=16, learning_rate=1e-3, dropout=0.1,
-                      l2=0.0)
+    model = build_cnn(image_size=28, num_classes=4, scaling=SCALE, filters=16, learning_rate=1e-3, dropout=0.1, l2=0.0)
     history = model.fit(images, labels, batch_size=16, epochs=60, verbose=0)
     assert history.history["accuracy"][-1] == 1.0
     assert history.history["loss"][-1] < 0.1
 
 
-def test_predictions_stable_under_one_pixel_shift(trained, tiny_processed: Path) -> None:
+def test_predictions_stable_under_one_pixel_shift(trained, tiny_processed: Catalog) -> None:
     model, _ = trained
     test_x, _ = open_split(tiny_processed, "test")
     images = np.asarray(test_x)
@@ -63,9 +73,9 @@ def test_predictions_stable_under_one_pixel_shift(trained, tiny_processed: Path)
         assert agree >= 0.9, (axis, step, agree)
 
 
-def test_saved_model_reloads_safely_and_predicts_identically(trained, tmp_path: Path, tiny_processed: Path) -> None:
+def test_saved_model_reloads_safely_and_predicts_identically(trained, tmp_path: Path, tiny_processed: Catalog) -> None:
     model, _ = trained
-    path = tmp_path / "model.keras"
+    path = tmp_path / "saved.keras"
     model.save(path)
     reloaded = load_model(str(path))
     test_x, _ = open_split(tiny_processed, "test")
@@ -74,7 +84,7 @@ def test_saved_model_reloads_safely_and_predicts_identically(trained, tmp_path: 
     np.testing.assert_array_equal(model.predict(images, verbose=0), reloaded.predict(images, verbose=0))
 
 
-def test_augmentation_is_off_at_inference_on_in_training(trained, tiny_processed: Path) -> None:
+def test_augmentation_is_off_at_inference_on_in_training(trained, tiny_processed: Catalog) -> None:
     model, _ = trained
     images = np.asarray(open_split(tiny_processed, "test")[0][:8])
     first = keras.ops.convert_to_numpy(model(images, training=False))
@@ -84,10 +94,11 @@ def test_augmentation_is_off_at_inference_on_in_training(trained, tiny_processed
     assert not np.allclose(keras.ops.convert_to_numpy(augment(scaled, training=True)), scaled)
 
 
-def test_stream_reads_batches_and_reshuffles_each_epoch(tiny_processed: Path) -> None:
+def test_stream_reads_batches_and_reshuffles_each_epoch(tiny_processed: Catalog) -> None:
     images, labels = open_split(tiny_processed, "train")
     assert isinstance(images, np.memmap)
     stream = MemmapBatches(images, labels, batch_size=32, shuffle=True, seed=3)
+
     def epoch_rows() -> list[bytes]:
         rows = []
         for index in range(len(stream)):
@@ -95,6 +106,7 @@ def test_stream_reads_batches_and_reshuffles_each_epoch(tiny_processed: Path) ->
             assert x.dtype == np.uint8 and x.shape[0] <= 32 and y.dtype == np.int32
             rows.extend(r.tobytes() for r in x)
         return rows
+
     first = epoch_rows()
     assert sorted(first) == sorted(r.tobytes() for r in np.asarray(images))  # each image once per epoch
     stream.on_epoch_end()

@@ -12,16 +12,29 @@ from pathlib import Path
 
 import pytest
 
+from quickdraw_dag.artifacts import Catalog
 from tests.conftest import REPO, tree_digest
 
-ARGS = ("--set", "data.source=synthetic", "--set", "data.categories=[circle, square, line, star]",
-        "--set", "fetch.synthetic_drawings=2000")
+ARGS = (
+    "--set",
+    "data.source=synthetic",
+    "--set",
+    "data.categories=[circle, square, line, star]",
+    "--set",
+    "fetch.synthetic_drawings=2000",
+)
 
 
 def launch(module: str, *args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class TornWatch(threading.Thread):
@@ -54,14 +67,13 @@ def test_a_second_flow_is_refused_with_a_clear_message(project: Path, record) ->
     assert codes == [0, 75], [r[2][-2000:] for r in results]
     refused = next(err for code, _, err in results if code == 75)
     assert "is in use by" in refused and "pid" in refused and "--lock-wait" in refused
-    assert json.loads((project / "data/interim/split.json").read_text())["totals"]["train"] > 0
-    record("concurrency", scenario="two flow runs at once, no waiting", runs=2, completed=1, refused=1,
-           torn_outputs=0)
+    assert json.loads(Catalog.under(project).split_summary.read_text())["totals"]["train"] > 0
+    record("concurrency", scenario="two flow runs at once, no waiting", runs=2, completed=1, refused=1, torn_outputs=0)
 
 
 @pytest.mark.slow
 def test_runs_that_wait_for_the_lock_complete_one_after_the_other(project: Path, record) -> None:
-    outputs = [project / "data/raw/manifest.json", project / "data/interim/split.json"]
+    outputs = [Catalog.under(project).manifest, Catalog.under(project).split_summary]
     watch = TornWatch(outputs)
     watch.start()
     runs = []
@@ -77,6 +89,13 @@ def test_runs_that_wait_for_the_lock_complete_one_after_the_other(project: Path,
     first = tree_digest(project / "data")
     assert all(json.loads(path.read_text()) for path in outputs)
     assert not (project / ".quickdraw.lock").read_text()  # released, holder info cleared
-    record("concurrency", scenario="2 fetch + 2 split at once, waiting for the lock", runs=4, completed=4,
-           refused=0, torn_outputs=watch.torn, reads_while_writing=watch.reads)
+    record(
+        "concurrency",
+        scenario="2 fetch + 2 split at once, waiting for the lock",
+        runs=4,
+        completed=4,
+        refused=0,
+        torn_outputs=watch.torn,
+        reads_while_writing=watch.reads,
+    )
     assert first

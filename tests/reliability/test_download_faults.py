@@ -23,6 +23,7 @@ from quickdraw_dag.config import DataParams, DownloadParams, FetchParams
 from quickdraw_dag.errors import FetchError
 from quickdraw_dag.formats.binary import write_binary
 from tasks.fetch import download_category, fetch
+from tests.conftest import catalog_of
 from tests.http_server import FaultyServer
 
 CATEGORIES = ["apple", "banana", "cat", "dog", "house", "tree", "bicycle", "The Eiffel Tower", "fish", "star"]
@@ -72,16 +73,18 @@ def test_every_output_is_exactly_the_served_file_or_absent(tmp_path: Path, recor
         count = RETRIES + 2 if index in (3, 7) else int(rng.integers(4, RETRIES + 1))
         server.plan(name, *fault_plan(rng, len(body), count))
         planned[category] = count
-    raw = tmp_path / "raw"
-    download = DownloadParams(base_url="http://placeholder/", timeout_s=TIMEOUT_S, retries=RETRIES,
-                              backoff_s=0.01, backoff_max_s=0.02)
+    catalog = catalog_of(tmp_path)
+    raw = catalog.raw
+    download = DownloadParams(
+        base_url="http://placeholder/", timeout_s=TIMEOUT_S, retries=RETRIES, backoff_s=0.01, backoff_max_s=0.02
+    )
     outcomes: dict[str, str] = {}
     with server.running():
         params = FetchParams(download=download.model_copy(update={"base_url": server.url}))
         for category in CATEGORIES:
             data = DataParams(source="quickdraw", categories=[category, "apple" if category != "apple" else "cat"])
             try:
-                download_category(category, data, params, raw)
+                download_category(category, data, params, catalog)
                 outcomes[category] = "ok"
             except FetchError as error:
                 assert "failed after" in str(error) and category.replace(" ", "%20") in str(error)
@@ -89,7 +92,7 @@ def test_every_output_is_exactly_the_served_file_or_absent(tmp_path: Path, recor
         injected = sum(planned.values()) - sum(len(queue) for queue in server.faults.values())
         good = [c for c in CATEGORIES if outcomes[c] == "ok"]
         requests_before = len(server.requests)
-        manifest = fetch(DataParams(source="quickdraw", categories=good), params, raw)
+        manifest = fetch(DataParams(source="quickdraw", categories=good), params, catalog)
         assert len(server.requests) - requests_before == len(good)  # complete files: one clean download each
 
     corrupted = 0
@@ -113,5 +116,11 @@ def test_every_output_is_exactly_the_served_file_or_absent(tmp_path: Path, recor
         # The package skips a group's last drawing (documented in DESIGN.md); all others load.
         assert group.drawing_count >= served[category][1] - 1
     assert all(manifest["categories"][c]["sha256"] == hashlib.sha256(served[c][0]).hexdigest() for c in good)
-    record("download faults", faults_injected=injected, categories=len(CATEGORIES), files_ok=len(good),
-           failed_cleanly=len(CATEGORIES) - len(good), files_corrupted=corrupted)
+    record(
+        "download faults",
+        faults_injected=injected,
+        categories=len(CATEGORIES),
+        files_ok=len(good),
+        failed_cleanly=len(CATEGORIES) - len(good),
+        files_corrupted=corrupted,
+    )

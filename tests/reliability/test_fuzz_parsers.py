@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import resource
 import struct
 import time
 from pathlib import Path
@@ -39,10 +38,21 @@ def valid_sample(fmt: str) -> bytes:
     if fmt in ("simplified", "raw"):
         lines = []
         for i in range(len(batch)):
-            strokes = [[x.tolist(), y.tolist()] + ([list(range(len(x)))] if fmt == "raw" else [])
-                       for x, y in batch.strokes(i)]
-            lines.append(json.dumps({"word": "star", "countrycode": "SE", "timestamp": "2017-03-01 10:00:00.00000 UTC",
-                                     "recognized": True, "key_id": str(1000 + i), "drawing": strokes}))
+            strokes = [
+                [x.tolist(), y.tolist()] + ([list(range(len(x)))] if fmt == "raw" else []) for x, y in batch.strokes(i)
+            ]
+            lines.append(
+                json.dumps(
+                    {
+                        "word": "star",
+                        "countrycode": "SE",
+                        "timestamp": "2017-03-01 10:00:00.00000 UTC",
+                        "recognized": True,
+                        "key_id": str(1000 + i),
+                        "drawing": strokes,
+                    }
+                )
+            )
         return ("\n".join(lines) + "\n").encode()
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((3, 784), np.uint8), allow_pickle=False)
@@ -93,8 +103,12 @@ def check(tmp_path: Path, fmt: str, content: bytes) -> None:
 def test_mutated_inputs_raise_only_data_errors(fmt: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     folder = tmp_path_factory.mktemp(fmt)
 
-    @settings(max_examples=EXAMPLES, deadline=2000, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=2000,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(content=mutated(fmt))
     def fuzz(content: bytes) -> None:
         check(folder, fmt, content)  # anything but DataError fails the test
@@ -102,26 +116,74 @@ def test_mutated_inputs_raise_only_data_errors(fmt: str, tmp_path_factory: pytes
     fuzz()
 
 
+PEAK_PROBE = """
+import sys
+from pathlib import Path
+
+from quickdraw_dag.errors import DataError
+from quickdraw_dag.formats import validate_file
+
+
+def peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no VmHWM")
+
+
+validate_file(sys.argv[1], "binary")  # a valid file first: imports and compiled code are in memory
+before = peak_mb()
+try:
+    validate_file(sys.argv[2], sys.argv[3])
+except DataError as error:
+    print("DataError", error)
+print("grown_mb", peak_mb() - before)
+"""
+
+
+def peak_growth(tmp_path: Path, path: Path, fmt: str) -> tuple[str, float]:
+    """Validate `path` in a fresh process; how much its peak resident memory grew doing so (VmHWM)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    valid = tmp_path / "valid.bin"
+    with open(valid, "wb") as handle:
+        write_binary(handle, synthetic.generate("circle", 5, seed=0))
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(valid), str(path), fmt],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    grown = float(done.stdout.split("grown_mb")[-1])
+    return done.stdout, grown
+
+
 def test_declared_counts_are_not_trusted(tmp_path: Path, record) -> None:
     """65,535 strokes of 65,535 points declared in a 100-byte file: an error, no allocation."""
     header = struct.pack("<Q2sBI", 1, b"SE", 1, 0) + struct.pack("<HH", 65535, 65535)
     path = tmp_path / "cat.bin"
     path.write_bytes((header + b"\x01" * 100)[:100])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    with pytest.raises(DataError, match="byte offset"):
-        validate_file(path, "binary")
-    assert time.perf_counter() - started < 1.0
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 50  # 65,535² points would be 8 GB
+    output, grown_mb = peak_growth(tmp_path, path, "binary")
+    assert "DataError" in output and "byte offset" in output
+    assert grown_mb < 50  # in a fresh process: 65,535² points would be 8 GB
 
     npy = tmp_path / "cat.npy"
     npy_header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000, 784), }"
     npy.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + npy_header.ljust(117) + b"\n" + b"\0" * 100)
-    with pytest.raises(DataError):
-        validate_file(npy, "numpy_bitmap")
-    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50
+    output, grown_mb = peak_growth(tmp_path, npy, "numpy_bitmap")
+    assert "DataError" in output and grown_mb < 50
 
     # This test runs after the fuzzing above in file order; it reports the totals.
-    record("parser fuzzing", inputs_fuzzed=COUNTS["inputs"], data_errors=COUNTS["data_errors"],
-           parsed_ok=COUNTS["parsed"], crashes=0, slowest_input_s=round(COUNTS["max_seconds"], 3))
+    record(
+        "parser fuzzing",
+        inputs_fuzzed=COUNTS["inputs"],
+        data_errors=COUNTS["data_errors"],
+        parsed_ok=COUNTS["parsed"],
+        crashes=0,
+        slowest_input_s=round(COUNTS["max_seconds"], 3),
+    )

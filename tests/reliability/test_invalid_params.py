@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from quickdraw_dag.artifacts import Catalog
 from tests.conftest import REPO
 from tests.conftest import tree_digest as full_digest
 
@@ -36,7 +37,7 @@ VARIANTS: list[tuple[str, str, Any, str]] = [
     ("image-size-zero", "preprocess.image_size", 0, "preprocess.image_size"),
     ("line-width-negative", "preprocess.line_width", -1.0, "preprocess.line_width"),
     ("scaling-unknown", "preprocess.scaling", "log", "preprocess.scaling"),
-    ("workers-zero", "preprocess.workers", 0, "preprocess.workers"),
+    ("workers-retired", "preprocess.workers", 2, "QUICKDRAW_WORKERS"),
     ("tune-epochs-zero", "tune.max_epochs", 0, "tune.max_epochs"),
     ("tune-filters-empty", "tune.space.filters", [], "tune.space.filters"),
     ("tune-lr-negative", "tune.space.learning_rate", [-0.1], "tune.space.learning_rate"),
@@ -84,9 +85,10 @@ def set_key(params: dict, key: str, value: Any) -> dict:
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A workspace holding outputs of an earlier run, which a bad config must not touch."""
-    for folder, name in (("data/raw", "manifest.json"), ("data/interim", "split.json"), ("models", "model.keras")):
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / name).write_text('{"earlier": "run"}\n')
+    layout = Catalog.under(tmp_path)
+    for path in (layout.manifest, layout.split_summary, layout.model):
+        path.parent.mkdir(parents=True)
+        path.write_text('{"earlier": "run"}\n')
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -99,24 +101,34 @@ def run_fetch(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]
 
 
 @pytest.mark.parametrize("name,key,value,named", VARIANTS, ids=[v[0] for v in VARIANTS])
-def test_invalid_params_exit_2_naming_the_key(workspace: Path, capsys: pytest.CaptureFixture,
-                                              name: str, key: str, value: Any, named: str, record) -> None:
+def test_invalid_params_exit_2_naming_the_key(
+    workspace: Path, capsys: pytest.CaptureFixture, name: str, key: str, value: Any, named: str, record
+) -> None:
     (workspace / "params.yaml").write_text(yaml.safe_dump(set_key(DEFAULT, key, value), sort_keys=False))
     before = tree_digest(workspace)
     code, error = run_fetch(["--params", "params.yaml"], capsys)
     assert code == 2, error
     assert named in error and "Traceback" not in error
     assert tree_digest(workspace) == before  # nothing written, nothing removed
-    record("invalid params", variants=1, exit_2=int(code == 2), key_named=int(named in error),
-           outputs_touched=int(tree_digest(workspace) != before))
+    record(
+        "invalid params",
+        variants=1,
+        exit_2=int(code == 2),
+        key_named=int(named in error),
+        outputs_touched=int(tree_digest(workspace) != before),
+    )
 
 
-@pytest.mark.parametrize("text,named", [
-    ("data: [unclosed\n", "params.yaml"),
-    ("- just\n- a list\n", "params.yaml"),
-])
-def test_unparseable_params_files_exit_2(workspace: Path, capsys: pytest.CaptureFixture, text: str, named: str,
-                                         record) -> None:
+@pytest.mark.parametrize(
+    "text,named",
+    [
+        ("data: [unclosed\n", "params.yaml"),
+        ("- just\n- a list\n", "params.yaml"),
+    ],
+)
+def test_unparseable_params_files_exit_2(
+    workspace: Path, capsys: pytest.CaptureFixture, text: str, named: str, record
+) -> None:
     (workspace / "params.yaml").write_text(text)
     before = tree_digest(workspace)
     code, error = run_fetch(["--params", "params.yaml"], capsys)

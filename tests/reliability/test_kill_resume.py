@@ -9,52 +9,17 @@ marked KILLED with a note by the next run instead of staying RUNNING.
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
 from quickdraw_dag import synthetic
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.formats.binary import write_binary
-from tests.conftest import REPO, run_module, tree_digest
+from tests.conftest import kill_when, run_module, set_params, start, tree_digest, twin
 from tests.http_server import FaultyServer
-
-
-def start(module: str, *args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, "finished before it could be killed"
-        assert time.monotonic() < deadline, "never reached the point to kill at"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
-def twin(project: Path, name: str) -> Path:
-    copy = project.parent / name
-    shutil.copytree(project, copy, symlinks=True)
-    return copy
-
-
-def set_params(project: Path, **sections: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.mark.slow
@@ -70,12 +35,18 @@ def test_killed_download_resumes_to_the_exact_file(project: Path, record) -> Non
     server.sticky["apple.bin"] = ("trickle", 4096, 0.03)  # a slow link: about 2 s for the file
     reference = twin(project, "reference")
     with server.running():
-        args = ("--set", "data.source=quickdraw", "--set", "data.categories=[apple, cat]",
-                "--set", f"fetch.download.base_url={server.url}")
+        args = (
+            "--set",
+            "data.source=quickdraw",
+            "--set",
+            "data.categories=[apple, cat]",
+            "--set",
+            f"fetch.download.base_url={server.url}",
+        )
         part = project / "data/raw/apple.bin.part"
         process = start("tasks.fetch", *args, cwd=project)
         kill_when(process, lambda: part.exists() and part.stat().st_size > len(body) // 4)
-        assert not (project / "data/raw/apple.bin").exists() and not (project / "data/raw/manifest.json").exists()
+        assert not (project / "data/raw/apple.bin").exists() and not Catalog.under(project).manifest.exists()
         kept = part.stat().st_size
         assert run_module("tasks.fetch", *args, cwd=project).returncode == 0
         assert run_module("tasks.fetch", *args, cwd=reference).returncode == 0
@@ -83,27 +54,45 @@ def test_killed_download_resumes_to_the_exact_file(project: Path, record) -> Non
     resumed = [rng for path, rng in server.requests if path == "apple.bin" and rng]
     assert resumed and int(resumed[0].removeprefix("bytes=").rstrip("-")) >= kept - 65536
     assert tree_digest(project / "data/raw") == tree_digest(reference / "data/raw")
-    record("kill and resume", stage="download", kills=1, completed_after_rerun=1, outputs_identical=1,
-           detail=f"killed at {kept} of {len(body)} bytes; resumed with {resumed[0]}")
+    record(
+        "kill and resume",
+        stage="download",
+        kills=1,
+        completed_after_rerun=1,
+        outputs_identical=1,
+        detail=f"killed at {kept} of {len(body)} bytes; resumed with {resumed[0]}",
+    )
 
 
 @pytest.mark.slow
 def test_killed_preprocess_reruns_to_identical_outputs(project: Path, record) -> None:
     # Few drawings (synthesis is slow) at 128×128 (rasterizing is not): seconds of work to kill in.
-    set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
-               fetch={"synthetic_drawings": 1000}, preprocess={"image_size": 128, "workers": 1})
+    set_params(
+        project,
+        data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
+        fetch={"synthetic_drawings": 1000},
+        preprocess={"image_size": 128},
+    )
     for stage in ("tasks.fetch", "tasks.split"):
         assert run_module(stage, cwd=project).returncode == 0
     reference = twin(project, "reference")
     process = start("tasks.preprocess", cwd=project)
-    kill_when(process, lambda: any((project / "data").glob(".processed.*.tmp/train_images.npy")))
+    kill_when(
+        process, lambda: any((project / "data").glob(f".processed.*.tmp/{Catalog.under(project).images('train').name}"))
+    )
     assert not (project / "data/processed").exists()  # nothing torn at the output path
     assert run_module("tasks.preprocess", cwd=project).returncode == 0
     assert run_module("tasks.preprocess", cwd=reference).returncode == 0
     assert tree_digest(project / "data/processed") == tree_digest(reference / "data/processed")
     assert [p.name for p in (project / "data").iterdir() if p.name.startswith(".")] == []  # leftovers cleaned
-    record("kill and resume", stage="preprocess", kills=1, completed_after_rerun=1, outputs_identical=1,
-           detail="killed while rasterizing; rerun byte-identical to an uninterrupted run")
+    record(
+        "kill and resume",
+        stage="preprocess",
+        kills=1,
+        completed_after_rerun=1,
+        outputs_identical=1,
+        detail="killed while rasterizing; rerun byte-identical to an uninterrupted run",
+    )
 
 
 def _run_statuses(database: Path) -> dict[str, str]:
@@ -120,15 +109,15 @@ def _run_statuses(database: Path) -> dict[str, str]:
 def test_killed_evaluate_leaves_no_running_mlflow_run(project: Path, record) -> None:
     import mlflow
 
+    from quickdraw_dag.artifacts import Catalog
     from quickdraw_dag.config import TrainParams
     from tasks.train import train
-    from tests.conftest import build_processed
-    from tests.integration.test_ml_stages import write_best
+    from tests.conftest import build_processed, write_best
 
     set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line"]})
-    processed = build_processed(project / "data", drawings=60)  # data/raw, data/interim, data/processed
-    write_best(project / "models")
-    train(TrainParams(epochs=1, batch_size=32, max_seconds=None), processed, project / "models", project / "reports")
+    catalog = build_processed(Catalog.under(project), drawings=60)  # the project's own layout
+    write_best(catalog)
+    train(TrainParams(epochs=1, batch_size=32, max_seconds=None), catalog)
     database = project / "mlflow.db"
     process = start("tasks.evaluate", cwd=project)
     kill_when(process, lambda: "RUNNING" in _run_statuses(database).values())
@@ -142,8 +131,19 @@ def test_killed_evaluate_leaves_no_running_mlflow_run(project: Path, record) -> 
     for run_id in killed:
         run = mlflow.get_run(run_id)
         assert run.info.status == "KILLED" and "ended without finishing" in run.data.tags["killed_note"]
-    assert list(statuses.values()).count("FINISHED") >= 1
-    assert yaml.safe_load((project / "reports/metrics.json").read_text())["accuracy"] >= 0
-    record("kill and resume", stage="evaluate", kills=1, completed_after_rerun=1,
-           runs_left_running=sum(s == "RUNNING" for s in statuses.values()),
-           detail=f"{len(killed)} MLflow run(s) of the killed attempt marked KILLED with a note")
+    finished = [
+        run
+        for run, status in statuses.items()
+        if status == "FINISHED" and "mlflow.parentRunId" not in mlflow.get_run(run).data.tags
+    ]
+    assert len(finished) == 1  # the rerun's own parent run, complete
+    metrics = yaml.safe_load(Catalog.under(project).metrics.read_text())
+    assert mlflow.get_run(finished[0]).data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    record(
+        "kill and resume",
+        stage="evaluate",
+        kills=1,
+        completed_after_rerun=1,
+        runs_left_running=sum(s == "RUNNING" for s in statuses.values()),
+        detail=f"{len(killed)} MLflow run(s) of the killed attempt marked KILLED with a note",
+    )

@@ -6,7 +6,6 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from quickdraw_dag.redact import redact
@@ -14,8 +13,13 @@ from tests.conftest import REPO
 
 SOURCES = [p for folder in ("quickdraw_dag", "tasks", "flows", "bench") for p in (REPO / folder).rglob("*.py")]
 # The releases that fixed the published safe_mode bypasses and related model-loading flaws.
-KERAS_FIXES = {"CVE-2025-1550": "3.9.0", "CVE-2025-8747": "3.11.0", "CVE-2025-9906": "3.11.0",
-               "CVE-2025-49655": "3.11.3", "CVE-2026-1462": "3.14.0"}
+KERAS_FIXES = {
+    "CVE-2025-1550": "3.9.0",
+    "CVE-2025-8747": "3.11.0",
+    "CVE-2025-9906": "3.11.0",
+    "CVE-2025-49655": "3.11.3",
+    "CVE-2026-1462": "3.14.0",
+}
 
 
 def calls(pattern: str) -> list[tuple[Path, str]]:
@@ -33,13 +37,19 @@ def calls(pattern: str) -> list[tuple[Path, str]]:
 
 def test_every_npy_load_refuses_pickles_and_every_model_load_is_safe(record) -> None:
     loads = calls(r"np\.load\(")
-    assert loads and all("allow_pickle=False" in call for _, call in loads), [c for c in loads if "allow_pickle=False" not in c[1]]
+    assert loads and all("allow_pickle=False" in call for _, call in loads), [
+        c for c in loads if "allow_pickle=False" not in c[1]
+    ]
     keras_loads = calls(r"keras\.(?:saving\.|models\.)?load_model\(")
     assert keras_loads and all("safe_mode=True" in call for _, call in keras_loads)
     other = [c for c in calls(r"\bload_model\(") if "def load_model" not in c[1]]
     assert all("keras" in c[1] or c[1].startswith("load_model(") for c in other)
-    record("security", check="np.load with allow_pickle=False; model loads with safe_mode=True",
-           sites=len(loads) + len(keras_loads), violations=0)
+    record(
+        "security",
+        check="np.load with allow_pickle=False; model loads with safe_mode=True",
+        sites=len(loads) + len(keras_loads),
+        violations=0,
+    )
 
 
 def test_a_model_file_with_code_is_refused(tmp_path: Path, record) -> None:
@@ -64,8 +74,9 @@ def test_servers_bind_to_localhost(record) -> None:
     pipeline = (REPO / "flows/pipeline.py").read_text()
     assert '"host": "127.0.0.1"' in pipeline and '"dashboard_address": "127.0.0.1:0"' in pipeline
     assert "0.0.0.0" not in makefile + pipeline
-    record("security", check="MLflow UI, Prefect server, Dask scheduler and dashboard on 127.0.0.1", sites=4,
-           violations=0)
+    record(
+        "security", check="MLflow UI, Prefect server, Dask scheduler and dashboard on 127.0.0.1", sites=4, violations=0
+    )
 
 
 def test_keras_is_at_or_above_every_fix() -> None:
@@ -81,25 +92,35 @@ def test_keras_is_at_or_above_every_fix() -> None:
     assert version(pinned) >= max(version(v) for v in KERAS_FIXES.values())
 
 
-def test_credentials_never_reach_logs_manifest_or_mlflow_params(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                                 record) -> None:
+def test_credentials_never_reach_logs_manifest_or_mlflow_params(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, record
+) -> None:
     from quickdraw_dag.config import DataParams, DownloadParams, FetchParams, validate_params
     from quickdraw_dag.errors import FetchError
-    from quickdraw_dag.tracking import flatten
+    from quickdraw_dag.mlflow_store import flatten
     from tasks.fetch import download_category
+    from tests.conftest import catalog_of
     from tests.http_server import FaultyServer
 
-    assert redact("https://alice:s3cret@host/x?X-Goog-Signature=abc&keep=1") == "https://***@host/x?X-Goog-Signature=***&keep=1"
+    assert (
+        redact("https://alice:s3cret@host/x?X-Goog-Signature=abc&keep=1")
+        == "https://***@host/x?X-Goog-Signature=***&keep=1"
+    )
     assert redact("postgresql://user:pw@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
     server = FaultyServer()
     server.files["apple.bin"] = b""
     server.sticky["apple.bin"] = ("status", 503)
     with server.running(), caplog.at_level(logging.DEBUG):
         url = server.url.replace("http://", "http://alice:s3cret@") + "?token=t0ps3cret"
-        params = FetchParams(download=DownloadParams(base_url=url.replace("?token=t0ps3cret", "") , retries=1,
-                                                     backoff_s=0.01, timeout_s=2))
+        params = FetchParams(
+            download=DownloadParams(
+                base_url=url.replace("?token=t0ps3cret", ""), retries=1, backoff_s=0.01, timeout_s=2
+            )
+        )
         with pytest.raises(FetchError) as error:
-            download_category("apple", DataParams(source="quickdraw", categories=["apple", "cat"]), params, tmp_path)
+            download_category(
+                "apple", DataParams(source="quickdraw", categories=["apple", "cat"]), params, catalog_of(tmp_path)
+            )
     assert "s3cret" not in str(error.value) and "s3cret" not in caplog.text and "***@" in str(error.value)
     import yaml
 
@@ -108,5 +129,9 @@ def test_credentials_never_reach_logs_manifest_or_mlflow_params(tmp_path: Path, 
     values["mlflow"]["tracking_uri"] = "postgresql://mlflow:hunter2@db/mlflow"
     flat = flatten(validate_params(values).model_dump(mode="json"))
     assert not any("hunter2" in value for value in flat.values())
-    record("security", check="credentials in URLs redacted in logs, errors, manifest and MLflow params",
-           sites=4, violations=0)
+    record(
+        "security",
+        check="credentials in URLs redacted in logs, errors, manifest and MLflow params",
+        sites=4,
+        violations=0,
+    )

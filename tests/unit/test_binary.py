@@ -54,12 +54,12 @@ def test_small_blocks_give_the_same_drawings() -> None:
     assert whole.strokes(299)[1][0].tolist() == [1] * 300
 
 
-def test_quickdraw_package_reads_what_we_write(tmp_path: Path, shared_data: Path) -> None:
+def test_quickdraw_package_reads_what_we_write(tmp_path: Path, samples: Path) -> None:
     from quickdraw_dag.formats import iter_drawings
 
-    batch = DrawingBatch.concat(iter_drawings(shared_data / "simplified" / "cat.ndjson", "simplified"))
-    (tmp_path / "cat.bin").write_bytes(encode_binary(batch))
-    group = QuickDrawDataGroup("cat", max_drawings=None, cache_dir=str(tmp_path), print_messages=False)
+    batch = DrawingBatch.concat(iter_drawings(samples / "simplified" / "bear.ndjson", "simplified"))
+    (tmp_path / "bear.bin").write_bytes(encode_binary(batch))
+    group = QuickDrawDataGroup("bear", max_drawings=None, cache_dir=str(tmp_path), print_messages=False)
     assert group.drawing_count == len(batch) == 25
     for index in (0, 7, 24):
         theirs = group.get_drawing(index)

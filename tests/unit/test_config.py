@@ -19,8 +19,9 @@ def raw() -> dict:
 
 def test_repository_params_load_with_expected_defaults() -> None:
     params = load_params(REPO / "params.yaml")
-    assert params.data.source == "quickdraw"
-    assert len(params.data.categories) == 6
+    # The real sample that ships with every clone, and its seven categories.
+    assert params.data.source == "samples/quickdraw" and (REPO / params.data.source).is_dir()
+    assert params.data.categories == ("bear", "duck", "frog", "lion", "monkey", "rabbit", "sheep")
     assert params.split.fractions.as_dict() == {"train": 0.8, "val": 0.1, "test": 0.1}
     assert params.paths.raw == "data/raw"
 
@@ -151,3 +152,25 @@ def test_unreadable_or_invalid_yaml_file(tmp_path: Path) -> None:
 def test_model_is_the_single_source_of_defaults() -> None:
     params = Params.model_validate({"data": {"categories": ["apple", "banana"]}})
     assert params.split.seed == 0 and params.fetch.download.retries == 5
+
+
+def test_retired_worker_keys_say_where_their_job_went(raw: dict) -> None:
+    raw["preprocess"]["workers"] = 2
+    with pytest.raises(ConfigError, match="preprocess.workers: no longer a param: set the QUICKDRAW_WORKERS"):
+        validate_params(raw)
+    with pytest.raises(ConfigError, match="QUICKDRAW_WORKERS"):
+        apply_override(yaml.safe_load((REPO / "params.yaml").read_text()), "train.workers=2")
+
+
+def test_search_space_is_the_one_declaration_of_the_builders_hyperparameters() -> None:
+    import inspect
+
+    from quickdraw_dag.config import SearchSpace
+    from quickdraw_dag.model import build_cnn
+
+    fixed = {"image_size", "num_classes", "scaling", "augment", "seed"}
+    keywords = set(inspect.signature(build_cnn).parameters) - fixed
+    assert keywords == set(SearchSpace.names())
+    assert SearchSpace.normalize(
+        {"filters": 32.0, "batch_norm": 1, "activation": "elu", "l1": "0.001", "tuner/epochs": 3}
+    ) == {"filters": 32, "batch_norm": True, "activation": "elu", "l1": 0.001}

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from quickdraw import QuickDrawDataGroup
 
+from quickdraw_dag import synthetic
 from quickdraw_dag.config import DataParams, DownloadParams, FetchParams
 from quickdraw_dag.download import RetryPolicy, download
-from quickdraw_dag.errors import DataError, FetchError, OfflineError
-from quickdraw_dag.formats import DrawingBatch
+from quickdraw_dag.errors import FetchError, OfflineError
+from quickdraw_dag.formats import validate_file
 from quickdraw_dag.formats.binary import encode_binary, read_binary
-from quickdraw_dag import synthetic
 from tasks.fetch import fetch
+from tests.conftest import catalog_of
 from tests.http_server import FaultyServer
 
 FAST = RetryPolicy(retries=3, backoff_s=0.01, backoff_max_s=0.05, timeout_s=5)
@@ -64,9 +65,8 @@ def test_body_that_stays_truncated_leaves_no_file(server, tmp_path) -> None:
 def test_html_page_with_status_200_is_rejected(tmp_path) -> None:
     faulty = FaultyServer()
     faulty.files["circle.bin"] = b"<html><body>Quota exceeded</body></html>\n" * 3
-    with faulty.running():
-        with pytest.raises(FetchError, match="downloaded file is not valid"):
-            download(faulty.url + "circle.bin", tmp_path / "circle.bin", policy=FAST, validate=check_binary)
+    with faulty.running(), pytest.raises(FetchError, match="downloaded file is not valid"):
+        download(faulty.url + "circle.bin", tmp_path / "circle.bin", policy=FAST, validate=check_binary)
     assert not (tmp_path / "circle.bin").exists() and not (tmp_path / "circle.bin.part").exists()
 
 
@@ -80,7 +80,7 @@ def test_offline_error_says_how_to_use_local_files(tmp_path) -> None:
     slow = RetryPolicy(retries=5, backoff_s=30)  # would take minutes if it retried
     with pytest.raises(OfflineError) as error:
         download("http://no-such-host.invalid/apple.bin", tmp_path / "apple.bin", policy=slow)
-    assert "data.source" in str(error.value) and "../shared/data/quickdraw/simplified" in str(error.value)
+    assert "data.source" in str(error.value) and "samples/quickdraw" in str(error.value)
 
 
 def test_fetch_stage_downloads_into_the_quickdraw_cache_layout(server, body, tmp_path) -> None:
@@ -88,14 +88,41 @@ def test_fetch_stage_downloads_into_the_quickdraw_cache_layout(server, body, tmp
     server.plan("circle.bin", ("drop", 777), ("status", 502))
     data = DataParams(source="quickdraw", categories=("circle", "square"))
     params = FetchParams(download=DownloadParams(base_url=server.url, retries=3, backoff_s=0.01, timeout_s=5))
-    manifest = fetch(data, params, tmp_path / "raw")
-    assert (tmp_path / "raw" / "circle.bin").read_bytes() == body
+    catalog = catalog_of(tmp_path)
+    manifest = fetch(data, params, catalog)
+    assert catalog.raw_file("circle.bin").read_bytes() == body
     entry = manifest["categories"]["circle"]
     assert entry["drawings"] == 400 and entry["sha256"] == hashlib.sha256(body).hexdigest()
     assert entry["origin"] == server.url + "circle.bin" and entry["format"] == "binary"
-    group = QuickDrawDataGroup("circle", max_drawings=None, cache_dir=str(tmp_path / "raw"), print_messages=False)
+    group = QuickDrawDataGroup("circle", max_drawings=None, cache_dir=str(catalog.raw), print_messages=False)
     assert group.drawing_count == 400
     # A rerun keeps complete files: no new request for them.
     before = len(server.requests)
-    fetch(data, params, tmp_path / "raw")
+    fetch(data, params, catalog)
     assert len(server.requests) == before
+
+
+def test_each_downloaded_file_is_validated_and_hashed_once(server, body, tmp_path, monkeypatch) -> None:
+    import quickdraw_dag.download
+    import tasks.fetch
+    from quickdraw_dag.hashing import file_digest
+
+    calls = {"validate": 0, "sha256": 0}
+
+    def counting_validate(*args, **kwargs):
+        calls["validate"] += 1
+        return validate_file(*args, **kwargs)
+
+    def counting_digest(path, algorithm="sha256"):
+        calls["sha256"] += algorithm == "sha256"
+        return file_digest(path, algorithm)
+
+    monkeypatch.setattr(tasks.fetch, "validate_file", counting_validate)
+    monkeypatch.setattr(tasks.fetch, "file_digest", counting_digest)
+    monkeypatch.setattr(quickdraw_dag.download, "file_digest", counting_digest)
+    data = DataParams(source="quickdraw", categories=("circle", "square"))
+    params = FetchParams(download=DownloadParams(base_url=server.url, retries=0, timeout_s=5))
+    server.files["square.bin"] = encode_binary(synthetic.generate("square", 50, seed=1))
+    manifest = fetch(data, params, catalog_of(tmp_path))
+    assert calls == {"validate": 2, "sha256": 2}  # one of each per file (it was two of each)
+    assert manifest["categories"]["circle"]["sha256"] == hashlib.sha256(body).hexdigest()

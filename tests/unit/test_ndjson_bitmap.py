@@ -43,11 +43,15 @@ def test_simplified_values_are_read_exactly(tmp_path: Path) -> None:
     assert batch.origin.tolist() == [0, len(line()) + 1]
 
 
-def test_real_samples_parse(shared_data: Path) -> None:
-    batch = DrawingBatch.concat(iter_drawings(shared_data / "simplified" / "apple.ndjson", "simplified"))
-    assert len(batch) == 25 and batch.x.max() <= 255
-    assert sniff_ndjson_kind(shared_data / "raw" / "apple.ndjson") == "raw"
-    assert sniff_ndjson_kind(shared_data / "simplified" / "apple.ndjson") == "simplified"
+def test_real_samples_parse(samples: Path) -> None:
+    batch = DrawingBatch.concat(iter_drawings(samples / "simplified" / "bear.ndjson", "simplified"))
+    assert len(batch) == 25 and batch.x.max() <= 255 and set(batch.recognized.tolist()) <= {0, 1}
+    assert sniff_ndjson_kind(samples / "simplified" / "bear.ndjson") == "simplified"
+
+
+def test_real_raw_files_are_sniffed_as_raw(shared_raw: Path) -> None:
+    assert sniff_ndjson_kind(shared_raw / "raw" / "apple.ndjson") == "raw"
+    assert sniff_ndjson_kind(shared_raw / "simplified" / "apple.ndjson") == "simplified"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ import pytest
 from quickdraw_dag.config import PaintParams
 from quickdraw_dag.errors import ConfigError, DataError
 from quickdraw_dag.painting import (
-    class_colours, colour_labels, fourier_features, fourier_matrix, load_image, model_inputs, pixel_grid, psnr,
+    class_colours,
+    colour_labels,
+    fourier_features,
+    fourier_matrix,
+    load_image,
+    model_inputs,
+    pixel_grid,
+    psnr,
 )
 
 
@@ -83,3 +90,44 @@ def test_load_image_downscales_composites_alpha_and_names_bad_files(tmp_path: Pa
         load_image(str(tmp_path / "text.png"), 10)
     with pytest.raises(ConfigError, match="no matplotlib sample"):
         load_image("matplotlib:nope.png", 10)
+
+
+def test_leaky_relu_uses_the_tutorials_slope() -> None:
+    from quickdraw_dag.painting import LEAKY_RELU_SLOPE, build_mlp
+
+    model = build_mlp(2, PaintParams(hidden_layers=2, units=4, activation="leaky_relu"))
+    slopes = [layer.negative_slope for layer in model.layers if type(layer).__name__ == "LeakyReLU"]
+    assert slopes == [LEAKY_RELU_SLOPE, LEAKY_RELU_SLOPE] == [0.1, 0.1]  # Keras's own default is 0.2
+
+
+def perceptron_and_mlp_accuracy(image: np.ndarray) -> tuple[float, float]:
+    """Pixel accuracy of the tutorial's perceptron and of a small deep MLP on the colour classes of `image`."""
+    import keras
+
+    from quickdraw_dag.painting import build_mlp, predicted_classes
+
+    inputs = pixel_grid(*image.shape[:2])
+    labels = colour_labels(image, 600).ravel()
+    scores = []
+    for hidden in (0, 4):
+        keras.utils.set_random_seed(0)
+        params = PaintParams(mode="classification", hidden_layers=hidden, units=32, learning_rate=0.01)
+        model = build_mlp(2, params)
+        model.fit(inputs, labels.astype("float32") if hidden == 0 else labels, epochs=60, batch_size=64, verbose=0)
+        scores.append(float(np.mean(predicted_classes(model.predict(inputs, verbose=0)) == labels)))
+    return scores[0], scores[1]
+
+
+def test_the_perceptron_paints_a_straight_boundary_and_only_that() -> None:
+    from quickdraw_dag.painting import build_mlp
+
+    perceptron = build_mlp(2, PaintParams(mode="classification", hidden_layers=0))
+    assert [type(layer).__name__ for layer in perceptron.layers] == ["Dense", "LeakyReLU"]
+    assert perceptron.layers[0].units == 1 and perceptron.count_params() == 3  # one neuron: w_x, w_y, bias
+    ys, xs = np.mgrid[0:24, 0:24]
+    half = np.where((xs + ys < 24)[..., None], [20, 30, 120], [230, 230, 230]).astype(np.uint8)  # a diagonal split
+    disc = np.where(((xs - 12) ** 2 + (ys - 12) ** 2 < 40)[..., None], [20, 30, 120], [230, 230, 230]).astype(np.uint8)
+    on_half, _ = perceptron_and_mlp_accuracy(half)
+    on_disc, mlp_on_disc = perceptron_and_mlp_accuracy(disc)
+    assert on_half > 0.93  # a line separates the classes: one neuron draws it (least squares, near the edge)
+    assert on_disc < 0.85 < mlp_on_disc  # a disc needs the hidden layers

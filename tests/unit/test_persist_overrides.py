@@ -16,8 +16,9 @@ from tests.conftest import REPO
 def test_overrides_are_written_and_comments_kept(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
-    persist_overrides(path, ["data.source=synthetic", "data.categories=[circle, line]", "train.epochs=7",
-                             "tune.space.filters=[16]"])
+    persist_overrides(
+        path, ["data.source=synthetic", "data.categories=[circle, line]", "train.epochs=7", "tune.space.filters=[16]"]
+    )
     params = load_params(path)
     assert params.data.source == "synthetic" and params.data.categories == ("circle", "line")
     assert params.train.epochs == 7 and params.tune.space.filters == (16,)

@@ -8,35 +8,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quickdraw_dag.artifacts import SPLITS, Catalog, read_categories
 from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
+from quickdraw_dag.fanout import process_map, serial_map
 from quickdraw_dag.formats import read_binary
 from quickdraw_dag.raster import rasterize
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess, scaling_from_histogram
 from tasks.split import split
-from tests.conftest import tree_digest
+from tests.conftest import catalog_of, tree_digest
 
 
-def test_outputs_memory_map_with_labels_in_category_order(tiny_processed: Path) -> None:
-    labels_json = json.loads((tiny_processed / "labels.json").read_text())
-    assert labels_json["categories"] == ["circle", "square", "line"]
-    for split_name in ("train", "val", "test"):
-        images = np.load(tiny_processed / f"{split_name}_images.npy", mmap_mode="r", allow_pickle=False)
-        labels = np.load(tiny_processed / f"{split_name}_labels.npy", allow_pickle=False)
+def test_outputs_memory_map_with_labels_in_category_order(tiny_processed: Catalog) -> None:
+    assert read_categories(tiny_processed) == ["circle", "square", "line"]
+    for split_name in SPLITS:
+        images = np.load(tiny_processed.images(split_name), mmap_mode="r", allow_pickle=False)
+        labels = np.load(tiny_processed.labels(split_name), allow_pickle=False)
         assert isinstance(images, np.memmap) and images.dtype == np.uint8 and images.shape[1:] == (28, 28)
         assert labels.shape == (images.shape[0],) and set(np.unique(labels)) == {0, 1, 2}
         assert np.all(np.diff(labels) >= 0)  # grouped by class in data.categories order
     # the first training square is exactly the rasterized first square of the train shard
-    interim = tiny_processed.parent / "interim"
-    first_square = read_binary(interim / "train" / "square.bin").take([0])
-    train_images = np.load(tiny_processed / "train_images.npy")
-    train_labels = np.load(tiny_processed / "train_labels.npy")
+    first_square = read_binary(tiny_processed.shard("train", "square", "strokes")).take([0])
+    train_images = np.load(tiny_processed.images("train"))
+    train_labels = np.load(tiny_processed.labels("train"))
     assert np.array_equal(train_images[np.flatnonzero(train_labels == 1)[0]], rasterize(first_square, 28)[0])
 
 
-def test_scaling_uses_the_training_split_only(tiny_processed: Path) -> None:
-    scaling = json.loads((tiny_processed / "scaling.json").read_text())
-    train = np.load(tiny_processed / "train_images.npy").astype(float)
+def test_scaling_uses_the_training_split_only(tiny_processed: Catalog) -> None:
+    scaling = json.loads(tiny_processed.scaling.read_text())
+    train = np.load(tiny_processed.images("train")).astype(float)
     assert scaling["stats"]["mean"] == pytest.approx(train.mean())
     assert scaling["stats"]["std"] == pytest.approx(train.std())
     assert scaling["stats"]["pixels"] == train.size
@@ -66,26 +66,29 @@ def test_bitmaps_pass_through_untouched_and_resize_when_asked(tmp_path: Path) ->
     for category, array in arrays.items():
         np.save(source / f"{category}.npy", array)
     data = DataParams(source=str(source), categories=("cat", "dog"))
-    fetch(data, FetchParams(), tmp_path / "raw")
-    split(data, SplitParams(), tmp_path / "raw", tmp_path / "interim")
-    preprocess(data, PreprocessParams(workers=1), tmp_path / "interim", tmp_path / "p28")
-    every = np.concatenate([np.load(tmp_path / "p28" / f"{s}_images.npy") for s in ("train", "val", "test")])
+    catalog = catalog_of(tmp_path, processed=tmp_path / "p28")
+    fetch(data, FetchParams(), catalog)
+    split(data, SplitParams(), catalog)
+    preprocess(data, PreprocessParams(), catalog, serial_map)
+    every = np.concatenate([np.load(catalog.images(s)) for s in SPLITS])
     assert {r.tobytes() for r in every.reshape(-1, 784)} == {r.tobytes() for a in arrays.values() for r in a}
-    preprocess(data, PreprocessParams(image_size=14, workers=1), tmp_path / "interim", tmp_path / "p14")
-    assert np.load(tmp_path / "p14" / "train_images.npy").shape[1:] == (14, 14)
+    small = catalog_of(tmp_path, processed=tmp_path / "p14")
+    preprocess(data, PreprocessParams(image_size=14), small, serial_map)
+    assert np.load(small.images("train")).shape[1:] == (14, 14)
 
 
-def test_parallel_and_repeated_runs_are_byte_identical(tmp_path: Path, tiny_processed: Path) -> None:
-    interim = tiny_processed.parent / "interim"
+def test_parallel_and_repeated_runs_are_byte_identical(tmp_path: Path, tiny_processed: Catalog) -> None:
     data = DataParams(source="synthetic", categories=("circle", "square", "line"))
-    preprocess(data, PreprocessParams(workers=2), interim, tmp_path / "parallel")
-    assert tree_digest(tmp_path / "parallel") == tree_digest(tiny_processed)
+    parallel = catalog_of(tmp_path, interim=tiny_processed.interim, processed=tmp_path / "parallel")
+    preprocess(data, PreprocessParams(), parallel, process_map(2))
+    assert tree_digest(parallel.processed) == tree_digest(tiny_processed.processed)
 
 
 def test_missing_split_output_is_a_clear_error(tmp_path: Path) -> None:
     from quickdraw_dag.errors import DataError
 
     with pytest.raises(DataError, match="run the split stage first"):
-        preprocess(DataParams(source="synthetic", categories=("circle", "line")), PreprocessParams(),
-                   tmp_path / "interim", tmp_path / "processed")
+        preprocess(
+            DataParams(source="synthetic", categories=("circle", "line")), PreprocessParams(), catalog_of(tmp_path)
+        )
     assert not (tmp_path / "processed").exists()

@@ -1,0 +1,111 @@
+"""The MLflow store: where runs go, who writes them, and closing the runs of killed writers.
+
+Default store: a SQLite file (`mlflow.db`) and an artifact folder
+(`mlartifacts/`) in the project, nothing to start; `MLFLOW_TRACKING_URI` (or
+`mlflow.tracking_uri`) points elsewhere. Shared by the pipeline's tracking
+and the paint flow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from quickdraw_dag.config import MlflowParams
+from quickdraw_dag.redact import redact
+
+log = logging.getLogger(__name__)
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+
+
+def tracking_uri(params: MlflowParams) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri or DEFAULT_TRACKING_URI
+
+
+def configure(params: MlflowParams) -> str:
+    """Point MLflow at the store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(params.experiment)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
+    mlflow.set_experiment(experiment_id=experiment_id)
+    close_abandoned_runs(experiment_id)
+    return experiment_id
+
+
+def process_tags() -> dict[str, str]:
+    """Who writes this run: lets a later run tell a killed writer from a live one."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def close_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED, with a note, the RUNNING runs whose writer on this host is gone.
+
+    A run killed mid-way (SIGKILL, OOM, power) never reaches its end, so
+    MLflow would show it RUNNING forever. Only runs tagged by this project
+    with this host's name are judged; runs from other hosts are left alone.
+    """
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        note = (
+            f"process {pid} on {host} ended without finishing this run (killed or crashed); "
+            f"marked KILLED on {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()}"
+        )
+        client.set_tag(run.info.run_id, "killed_note", note)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        log.warning("MLflow run %s: %s", run.info.run_id, note)
+    return closed
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (`<db folder>/mlartifacts`); servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        return (database.resolve().parent / DEFAULT_ARTIFACT_DIR).as_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        return Path(DEFAULT_ARTIFACT_DIR).resolve().as_uri()
+    return None
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} → {'a.b': '1'}; lists become their JSON text."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return {prefix.rstrip("."): redact(text)}  # no credentials of URLs in MLflow params

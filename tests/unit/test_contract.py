@@ -1,0 +1,244 @@
+"""The contract between stages, checked against the code: artifact names, imports, dvc.yaml.
+
+- every artifact name lives in `quickdraw_dag/artifacts.py` and nowhere else;
+- no stage module imports another stage module;
+- each `dvc.yaml` stage lists every project module its command imports (directly or
+  transitively), every params section its `run` reads, and exactly the outputs the
+  catalog declares for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quickdraw_dag.artifacts import STAGE_OUTPUTS, Catalog, stage_outputs
+from tests.conftest import REPO
+
+STAGES = tuple(STAGE_OUTPUTS)
+CODE_ROOTS = ("quickdraw_dag", "tasks", "flows", "bench", "tests")
+CONTRACT_MODULE = REPO / "quickdraw_dag" / "artifacts.py"
+
+
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages with `${paths.*}` filled in from params.yaml, as DVC resolves them."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    text = (REPO / "dvc.yaml").read_text()
+    text = re.sub(r"\$\{paths\.(\w+)\}", lambda m: params["paths"][m.group(1)], text)
+    return yaml.safe_load(text)["stages"]
+
+
+def entries(items: list) -> dict[str, dict]:
+    """dvc.yaml list entries (a path, or a one-key mapping of path → options) by path."""
+    out = {}
+    for item in items or []:
+        if isinstance(item, str):
+            out[item] = {}
+        else:
+            ((path, options),) = item.items()
+            out[path] = options or {}
+    return out
+
+
+# ----- artifact names -----
+
+
+def artifact_names() -> set[str]:
+    """The file and folder names the catalog gives (model.keras, metrics.json, train_images.npy, …)."""
+    catalog = Catalog.under(Path("/root"))
+    names = set()
+    for name in dir(Catalog):
+        value = getattr(Catalog, name)
+        if isinstance(value, property):
+            names.add(getattr(catalog, name).name)
+    for split in ("train", "val", "test"):
+        names |= {catalog.images(split).name, catalog.labels(split).name}
+    folders = {"raw", "interim", "processed", "models", "reports", "plots", "paint", "tuner", "checkpoints"}
+    return {n for n in names if n not in folders}
+
+
+def test_no_artifact_name_is_spelled_outside_the_contract_module() -> None:
+    names = artifact_names()
+    assert {"model.keras", "metrics.json", "best_hparams.json", "history.json", "train_images.npy"} <= names
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
+    found = []
+    for root in CODE_ROOTS:
+        for path in sorted((REPO / root).rglob("*.py")):
+            if path in (CONTRACT_MODULE, Path(__file__)):  # this test names them as expectations
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                for match in pattern.finditer(line):
+                    found.append(f"{path.relative_to(REPO)}:{number}: {match.group(0)}")
+    assert found == [], "artifact names belong in quickdraw_dag/artifacts.py:\n" + "\n".join(found)
+
+
+# ----- imports -----
+
+
+def module_file(name: str) -> Path | None:
+    """The file of a project module (`quickdraw_dag.model` → quickdraw_dag/model.py), or None."""
+    parts = name.split(".")
+    if parts[0] not in ("quickdraw_dag", "tasks", "flows"):
+        return None
+    base = REPO.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Project modules a file imports anywhere (top level or inside functions), with their packages."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import submodule`
+    with_parents = set()
+    for name in names:
+        parts = name.split(".")
+        with_parents |= {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return {n for n in with_parents if module_file(n) is not None}
+
+
+def import_closure(start: Path) -> set[Path]:
+    """Every non-empty project file that running `start` imports."""
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo.extend(module_file(name) for name in imported_modules(path))
+    return {p for p in seen if p.read_text().strip()}
+
+
+def stage_module_imports() -> list[str]:
+    bad = []
+    for stage in STAGES:
+        for name in imported_modules(REPO / "tasks" / f"{stage}.py"):
+            if name.startswith("tasks.") and name != f"tasks.{stage}":
+                bad.append(f"tasks/{stage}.py imports {name}")
+    return bad
+
+
+def test_no_stage_module_imports_another() -> None:
+    assert stage_module_imports() == []
+
+
+def code_deps_problems(stages: dict[str, dict]) -> list[str]:
+    problems = []
+    for stage in STAGES:
+        listed = [d for d in entries(stages[stage].get("deps")) if d.split("/")[0] in ("tasks", "quickdraw_dag")]
+        needed = {p.relative_to(REPO).as_posix() for p in import_closure(REPO / "tasks" / f"{stage}.py")}
+        for path in sorted(needed):
+            if not any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in listed):
+                problems.append(f"stage {stage}: dvc.yaml deps lack {path} (imported by tasks/{stage}.py)")
+        for dep in listed:
+            files = (
+                {p.relative_to(REPO).as_posix() for p in (REPO / dep).rglob("*.py") if p.read_text().strip()}
+                if (REPO / dep).is_dir()
+                else {dep}
+            )
+            unused = sorted(files - needed)
+            if unused:
+                problems.append(f"stage {stage}: dvc.yaml dep {dep} covers {unused}, which it does not import")
+    return problems
+
+
+def test_dvc_yaml_lists_every_module_each_stage_imports() -> None:
+    assert code_deps_problems(dvc_stages()) == []
+
+
+def test_the_deps_check_fails_when_a_dep_is_removed() -> None:
+    stages = dvc_stages()
+    stages["train"]["deps"] = [d for d in stages["train"]["deps"] if d != "quickdraw_dag/training.py"]
+    assert (
+        "stage train: dvc.yaml deps lack quickdraw_dag/training.py (imported by tasks/train.py)"
+        in code_deps_problems(stages)
+    )
+
+
+# ----- params -----
+
+
+def params_read_by_run(stage: str) -> set[str]:
+    """`params.<section>[.<key>]` chains used in the stage's `run(params)`."""
+    tree = ast.parse((REPO / "tasks" / f"{stage}.py").read_text())
+    run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    keys = set()
+    for node in ast.walk(run):
+        chain = []
+        while isinstance(node, ast.Attribute):
+            chain.insert(0, node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id == "params" and chain:
+            keys.add(".".join(chain[:2]) if chain[0] == "paths" else chain[0])
+    # attribute chains nested in longer ones (params.paths inside params.paths.raw) are implied by them
+    return {k for k in keys if not any(o != k and o.startswith(k + ".") for o in keys)}
+
+
+def params_problems(stages: dict[str, dict]) -> list[str]:
+    problems = []
+    for stage in STAGES:
+        listed = list(entries(stages[stage].get("params")))
+        read = params_read_by_run(stage)
+        for key in sorted(read):
+            if not any(key == entry or key.startswith(entry + ".") for entry in listed):
+                problems.append(f"stage {stage}: reads params '{key}' but dvc.yaml lists only {listed}")
+        for entry in listed:
+            if not any(key == entry or key.startswith(entry + ".") or entry.startswith(key + ".") for key in read):
+                problems.append(f"stage {stage}: dvc.yaml lists params '{entry}', which its run() never reads")
+    return problems
+
+
+def test_dvc_yaml_lists_every_params_section_each_stage_reads() -> None:
+    assert all(params_read_by_run(stage) for stage in STAGES)
+    assert {"data", "train", "tune", "mlflow"} <= params_read_by_run("evaluate")  # its MLflow record holds them
+    assert params_problems(dvc_stages()) == []
+
+
+def test_the_params_check_fails_when_a_section_is_removed() -> None:
+    stages = dvc_stages()
+    stages["evaluate"]["params"] = [p for p in stages["evaluate"]["params"] if p != "mlflow"]
+    assert any(p.startswith("stage evaluate: reads params 'mlflow'") for p in params_problems(stages))
+
+
+# ----- outputs -----
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_dvc_yaml_outputs_are_the_catalogs(stage: str) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    catalog = Catalog.from_paths(type("Paths", (), params["paths"]))
+    declared = dvc_stages()[stage]
+    got = {kind: entries(declared.get(kind)) for kind in ("outs", "metrics", "plots")}
+    expected: dict[str, dict[str, dict]] = {"outs": {}, "metrics": {}, "plots": {}}
+    for path, output in stage_outputs(catalog, stage):
+        options = {}
+        if not output.cache:
+            options["cache"] = False
+        if output.persist:
+            options["persist"] = True
+        expected[output.kind][path.as_posix()] = options
+    for kind in expected:
+        assert set(got[kind]) == set(expected[kind]), (stage, kind)
+        for path, options in expected[kind].items():
+            for key, value in options.items():
+                assert got[kind][path].get(key) == value, (stage, path, key)
+    assert any(expected.values())
