@@ -86,7 +86,6 @@ def measure(categories: int = 10, drawings: int = 10_000, tune_seconds: int = 60
         f"fetch.synthetic_drawings={drawings}",
         f"tune.max_seconds={tune_seconds}",
         f"train.max_seconds={train_seconds}",
-        "train.budget_epochs=3",
     ]
     with tempfile.TemporaryDirectory() as scratch:
         root = copy_project(Path(scratch) / "project")

@@ -31,7 +31,6 @@ DEMO_SETTINGS = [
     "tune.space.batch_norm=[false]",
     "train.epochs=12",
     "train.max_seconds=150",
-    "train.budget_epochs=6",
 ]
 
 

@@ -261,16 +261,17 @@ class SearchSpace(StrictModel):
 
 
 class TuneParams(StrictModel):
-    """KerasTuner Hyperband on val_accuracy, with budget controls."""
+    """KerasTuner Hyperband on val_accuracy; its trials are fixed by Hyperband's settings, not the clock."""
 
     max_epochs: int = Field(default=3, ge=1, le=1000)
     factor: int = Field(default=3, ge=2, le=10)
     hyperband_iterations: int = Field(default=1, ge=1, le=100)
     train_fraction: float = Field(default=0.25, gt=0, le=1)
-    max_seconds: float | None = Field(default=180.0, gt=0)
+    max_seconds: float | None = Field(default=1800.0, gt=0)  # a safety limit only: a cut search is marked
     patience: int = Field(default=2, ge=1)
     batch_size: int = Field(default=128, ge=1, le=65536)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    deterministic: bool = True
     space: SearchSpace = SearchSpace()
 
 
@@ -287,13 +288,18 @@ class AugmentParams(StrictModel):
 
 
 class TrainParams(StrictModel):
+    """Training the best candidate: epochs and steps decide what is trained; the clock is a safety limit."""
+
     epochs: int = Field(default=40, ge=1, le=10000)
+    max_steps: int | None = Field(default=5000, ge=1)  # optimizer steps; fewer epochs when the split is large
     batch_size: int = Field(default=128, ge=1, le=65536)
-    patience: int = Field(default=6, ge=1)
-    max_seconds: float | None = Field(default=420.0, gt=0)
-    budget_epochs: int = Field(default=10, ge=1)  # a tuned candidate must manage this many epochs in max_seconds
+    schedule: Literal["cosine", "plateau"] = "cosine"
+    warmup_epochs: int = Field(default=1, ge=0, le=100)  # cosine only
+    patience: int = Field(default=8, ge=1)  # early stopping on val_loss
+    max_seconds: float | None = Field(default=3600.0, gt=0)  # a safety limit only: a cut run is marked
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    deterministic: bool = True
     augment: AugmentParams = AugmentParams()
 
 

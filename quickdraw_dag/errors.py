@@ -62,6 +62,21 @@ class OfflineError(FetchError):
     """The download host cannot even be resolved: retrying will not help."""
 
 
+class SafetyLimitCut(QuickDrawDagError):
+    """A wall-clock safety limit stopped a stage early (exit code 3).
+
+    The stage has written its outputs (a usable result), but they are not a
+    reproduction of its params: DVC must not record them in dvc.lock. The
+    stage's own summary travels in `result`.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class WorkspaceBusyError(QuickDrawDagError):
     """Another run holds this workspace's lock (exit code 75, EX_TEMPFAIL: try again later)."""
 

@@ -31,10 +31,12 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def _activation(name: str) -> layers.Layer:
+def _activation(name: str, layer_name: str) -> layers.Layer:
+    # Every layer is named explicitly: Keras's automatic names count the layers built before in the
+    # process, so a model built after a search would be saved with other names (and other bytes).
     if name == "leaky_relu":
-        return layers.LeakyReLU(negative_slope=LEAKY_RELU_SLOPE)
-    return layers.Activation(name)
+        return layers.LeakyReLU(negative_slope=LEAKY_RELU_SLOPE, name=layer_name)
+    return layers.Activation(name, name=layer_name)
 
 
 def _penalty(l1: float, l2: float) -> regularizers.Regularizer | None:
@@ -98,7 +100,7 @@ def build_cnn(
             if batch_norm:
                 # momentum 0.9: short trials must still leave usable moving averages
                 x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
-            x = _activation(activation)(x)
+            x = _activation(activation, f"block{block}_act{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
         if block_dropout[block]:
             x = layers.Dropout(block_dropout[block], seed=seed + block, name=f"block{block}_dropout")(x)

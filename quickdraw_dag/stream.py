@@ -114,7 +114,11 @@ class MemmapBatches(keras.utils.PyDataset):
         return read_rows(self.images, rows), np.asarray(self.labels[rows], dtype=np.int32)
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve epoch `epoch`'s order (a run resumed at epoch k reads what an uninterrupted run would)."""
+        self.epoch = int(epoch)
         self.order = self._order_for(self.epoch)
 
     @property

@@ -88,6 +88,7 @@ def log_pipeline_run(
         "prefect_deployment": deployment or "none",
         "orchestrator": "prefect" if flow_run_id else "dvc-or-cli",
         "keras_backend": str(history.get("backend")),
+        **budget_tags(history, tuning),
         **process_tags(),
     }
     with mlflow.start_run(run_name=run_name(run.data), tags=tags) as parent:
@@ -127,6 +128,18 @@ def log_pipeline_run(
         run_id = parent.info.run_id
     log.info("mlflow: run %s, model version %s, %s (%s)", run_id, version, decision["decision"], decision["reason"])
     return {"run_id": run_id, "model_version": version, **decision}
+
+
+def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, str]:
+    """What the budgets did to this run: a safety-limit cut, a step budget and its expected cost."""
+    cut = [stage for stage, report in (("tune", tuning), ("train", history)) if report.get("cut_by_safety_limit")]
+    tags = {"safety_cut": ",".join(cut) or "none", "deterministic": str(history.get("deterministic", "")).lower()}
+    budget = history.get("budget")
+    if budget:
+        tags["budget.limited_by"] = str(budget["limited_by"])
+        tags["budget.expected_accuracy_loss"] = f"{budget['expected_accuracy_loss']:.4f}"
+        tags["budget.note"] = str(budget["note"])[:5000]
+    return tags
 
 
 def log_trial(trial: dict[str, Any]) -> None:

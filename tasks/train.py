@@ -1,17 +1,28 @@
-"""train: the CNN with the best hyperparameters, streamed from memory maps.
+"""train: the best tuned CNN, trained on the whole training split, streamed from memory maps.
 
-Callbacks (`quickdraw_dag.training.training_callbacks`): EarlyStopping on
-val_loss, ModelCheckpoint of the best val_accuracy (that is the model kept),
-ReduceLROnPlateau, BackupAndRestore so a killed run resumes at its last
-finished epoch, a wall-clock budget (`train.max_seconds`) and an optional
-target val_accuracy stop. Seeded. Writes the model atomically (it takes raw
-uint8 images), the history (per-epoch metrics including the learning rate,
-why training stopped, speed) and the per-epoch training log for `dvc plots`.
+What is trained repeats exactly: the search's best candidate (never a worse
+one because of the clock), for a number of epochs fixed by `train.epochs` and
+the step budget `train.max_steps` (so the budget follows the data: a larger
+split gets fewer, longer epochs), with a learning-rate schedule over those
+epochs (`cosine`, or `plateau`: ReduceLROnPlateau), early stopping on
+val_loss and the checkpoint of the best val_accuracy as the model kept.
+Seeded and deterministic by default (`train.deterministic`). When the step
+budget trains fewer epochs than `train.epochs`, the run says so with the
+accuracy it expects that to cost. `train.max_seconds` is a safety limit only:
+if it stops training, the outputs are written, marked as cut, and the stage
+exits with code 3 so that DVC does not record them as a reproduction.
+
+Writes the model (raw uint8 images in; its bytes depend only on its weights),
+the history (per-epoch metrics including the learning rate, the plan, why
+training stopped, speed) and the per-epoch training log for `dvc plots`. A
+killed run resumes at its last finished epoch (BackupAndRestore), reading the
+data in the order the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 import time
@@ -35,56 +46,57 @@ from quickdraw_dag.artifacts import (
 from quickdraw_dag.atomic import atomic_path
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TrainParams
+from quickdraw_dag.determinism import save_model, seed_everything
+from quickdraw_dag.errors import SafetyLimitCut
 from quickdraw_dag.model import build_cnn, load_model
 from quickdraw_dag.stream import MemmapBatches, open_split
-from quickdraw_dag.training import TrainingCallbacks, fingerprint, read_epoch_log, training_callbacks
+from quickdraw_dag.training import (
+    EpochHook,
+    TrainingCallbacks,
+    budget_cost,
+    cosine_schedule,
+    fingerprint,
+    planned_epochs,
+    read_epoch_log,
+    resume_epoch,
+    training_callbacks,
+)
 
 log = logging.getLogger(__name__)
 
 
-def choose_candidate(tuned: TuningResult, params: TrainParams, train_images: int) -> tuple[Candidate, str]:
-    """The best tuned candidate that can train `budget_epochs` epochs within `max_seconds`.
-
-    A 128-filter CNN that wins a 3-epoch race on a quarter of the data but
-    cannot finish ten epochs in the time given is not the best choice here.
-    """
+def best_candidate(tuned: TuningResult) -> Candidate:
+    """The search's best trial: the ranking is the tune stage's (val_accuracy, then the smaller network)."""
     candidates = tuned.get("candidates") or [tuned]
-    if params.max_seconds is None:
-        return candidates[0], "best val_accuracy (no time budget)"
-    for rank, candidate in enumerate(candidates):
-        speed = candidate.get("images_per_second") or 0.0
-        needed = params.budget_epochs * train_images / speed if speed else float("inf")
-        if needed <= params.max_seconds:
-            why = (
-                "best val_accuracy"
-                if rank == 0
-                else (
-                    f"best val_accuracy among candidates that fit train.budget_epochs={params.budget_epochs} "
-                    f"in train.max_seconds={params.max_seconds:g} (rank {rank + 1}, needs about {needed:.0f}s)"
-                )
-            )
-            return candidate, why
-    fastest = max(candidates, key=lambda c: c.get("images_per_second") or 0.0)
-    return fastest, "no candidate fits the time budget: the fastest one"
+    return candidates[0]
 
 
-def stop_reason(callbacks: TrainingCallbacks, epochs_run: int, params: TrainParams) -> str:
+def stop_reason(callbacks: TrainingCallbacks, epochs_run: int, epochs: int) -> str:
     if callbacks.target and callbacks.target.reached_at is not None:
         return "target_val_accuracy"
-    if callbacks.budget.stopped_for_time:
+    if callbacks.safety.cut:
         return "max_seconds"
-    return "early_stopping" if epochs_run < params.epochs else "epochs"
+    return "early_stopping" if epochs_run < epochs else "epochs"
 
 
 def train(params: TrainParams, catalog: Catalog) -> History:
     """Run the train stage; returns the history it writes."""
-    keras.utils.set_random_seed(params.seed)
+    seed_everything(params.seed, params.deterministic)
     categories = read_categories(catalog)
     train_x, train_y = open_split(catalog, "train")
     val_x, val_y = open_split(catalog, "val")
-    candidate, selection = choose_candidate(read_tuning_result(catalog), params, int(train_y.shape[0]))
+    candidate = best_candidate(read_tuning_result(catalog))
     hyperparameters = SearchSpace.normalize(candidate["hyperparameters"])
-    log.info("train: trial %s (%s): %s", candidate.get("trial_id"), selection, hyperparameters)
+    steps_per_epoch = math.ceil(int(train_y.shape[0]) / params.batch_size)
+    epochs, limited_by = planned_epochs(params, steps_per_epoch)
+    log.info(
+        "train: trial %s, %s; %d epochs of %d steps (%s)",
+        candidate.get("trial_id"),
+        hyperparameters,
+        epochs,
+        steps_per_epoch,
+        limited_by or "train.epochs",
+    )
 
     model = build_cnn(
         image_size=int(train_x.shape[1]),
@@ -94,18 +106,24 @@ def train(params: TrainParams, catalog: Catalog) -> History:
         seed=params.seed,
         **hyperparameters,
     )
+    if params.schedule == "cosine":
+        model.optimizer.learning_rate = cosine_schedule(
+            hyperparameters["learning_rate"], epochs * steps_per_epoch, params.warmup_epochs * steps_per_epoch
+        )
     # One working folder per (params, hyperparameters, data): a rerun of the same run resumes in it.
     run_id = fingerprint(params.model_dump(mode="json"), hyperparameters, processed_identity(catalog))
     work_dir = catalog.checkpoints / run_id
     work_dir.mkdir(parents=True, exist_ok=True)
     callbacks = training_callbacks(params, work_dir)
+    train_data = MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed)
+    train_data.set_epoch(resume_epoch(work_dir))
 
     started = time.monotonic()
     model.fit(
-        MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed),
+        train_data,
         validation_data=MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False),
-        epochs=params.epochs,
-        callbacks=callbacks.all,
+        epochs=epochs,
+        callbacks=[EpochHook(train_data.set_epoch), *callbacks.all],
         verbose=2,
     )
     seconds = time.monotonic() - started
@@ -114,28 +132,34 @@ def train(params: TrainParams, catalog: Catalog) -> History:
     epochs_run = len(metrics.get("loss", []))
     best = load_model(str(callbacks.best_checkpoint))  # the checkpoint of the best val_accuracy
     with atomic_path(catalog.model) as temporary:
-        best.save(temporary)
+        save_model(best, temporary)
     shutil.rmtree(work_dir, ignore_errors=True)
 
     val_accuracy = metrics.get("val_accuracy", [0.0])
-    epochs = [{"epoch": i + 1, **{k: v[i] for k, v in metrics.items() if i < len(v)}} for i in range(epochs_run)]
     history: History = {
         "hyperparameters": hyperparameters,
         "tuning_trial": candidate.get("trial_id"),
-        "selection": selection,
+        "selection": "best val_accuracy of the search",
+        "schedule": params.schedule,
+        "planned_epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
         "epochs_run": epochs_run,
-        "epochs": epochs,
+        "epochs": [{"epoch": i + 1, **{k: v[i] for k, v in metrics.items() if i < len(v)}} for i in range(epochs_run)],
         "best_val_accuracy": max(val_accuracy),
         "best_epoch": int(val_accuracy.index(max(val_accuracy))) + 1,
-        "stopped_because": stop_reason(callbacks, epochs_run, params),
+        "stopped_because": stop_reason(callbacks, epochs_run, epochs),
+        "budget": budget_cost(params, epochs, limited_by),
+        "cut_by_safety_limit": callbacks.safety.cut,
         "seconds": seconds,
         "train_images": int(train_y.shape[0]),
-        "images_per_second": epochs_run * int(train_y.shape[0]) / seconds if seconds else 0.0,
+        # the epochs this process trained, over its own seconds (a resumed run's earlier epochs are not in them)
+        "images_per_second": callbacks.safety.epochs_run * int(train_y.shape[0]) / seconds if seconds else 0.0,
         "backend": keras.backend.backend(),
+        "deterministic": params.deterministic,
     }
     write_history(catalog, history)
     columns = ["epoch", *sorted(metrics)]
-    write_csv(catalog.training_log, columns, [[row.get(c, "") for c in columns] for row in epochs])
+    write_csv(catalog.training_log, columns, [[row.get(c, "") for c in columns] for row in history["epochs"]])
     log.info(
         "train: %d epochs in %.0fs (%s), best val_accuracy %.4f at epoch %d",
         epochs_run,
@@ -144,6 +168,15 @@ def train(params: TrainParams, catalog: Catalog) -> History:
         history["best_val_accuracy"],
         history["best_epoch"],
     )
+    if history["budget"]:
+        log.warning("train: %s", history["budget"]["note"])
+    if callbacks.safety.cut:
+        raise SafetyLimitCut(
+            f"train: stopped by its safety limit train.max_seconds={params.max_seconds:g} after {epochs_run} of "
+            f"{epochs} epochs; the model and history are written (marked as cut), but they are not the run "
+            "train.* describes, so dvc.lock does not record them. Raise train.max_seconds (or set it to null).",
+            result=dict(history),
+        )
     return history
 
 

@@ -1,20 +1,24 @@
-"""tune: KerasTuner Hyperband over `tune.space`, on val_accuracy, within a budget.
+"""tune: KerasTuner Hyperband over `tune.space`, on val_accuracy.
 
 The hypermodel only samples `tune.space` (the hyperparameters' one
-declaration, `SearchSpace`) and calls `build_cnn`. Budget controls:
-`tune.max_epochs`, `factor`, `hyperband_iterations`, `train_fraction` (a
-stratified share of the training split), early stopping per trial
-(`tune.patience`) and a wall-clock limit (`tune.max_seconds`): no trial starts
-after it, and a running trial stops at its next epoch end. The tuner project
-lives under `Catalog.tuner_dir/<fingerprint>` (config + data), so a killed search
-resumes where it stopped and never repeats a finished trial, while a changed
-config starts afresh.
+declaration, `SearchSpace`) and calls `build_cnn`. What the search does is
+fixed by quantities that repeat: Hyperband's `tune.max_epochs`, `factor` and
+`hyperband_iterations` decide the trials and their epochs, on a stratified
+`tune.train_fraction` of the training split, with early stopping per trial
+(`tune.patience`) and a stop for trials still at chance after their first
+epoch. Every trial is seeded from `tune.seed` and its own id and sees the same
+data order, so a search gives the same result whatever the order its trials
+ran in, a resumed one included. `tune.max_seconds` is only a safety limit: if
+it stops the search, the result is written, marked as cut, and the stage exits
+with code 3 so that DVC does not record it as a reproduction.
 
-Trials train without augmentation (it is a training-time regularizer and
-slows the short trials down). Every completed trial's measured speed is
-kept: the tuning result (`Catalog.best_hparams`) holds the best trial and the
-ranked candidates, so `train` can take the best one that fits its own time
-budget. The tuning report (`Catalog.tuning_report`) records every trial.
+The tuner project lives under `Catalog.tuner_dir/<fingerprint>` (config +
+data), so a killed search resumes where it stopped and never repeats a
+finished trial, while a changed config starts afresh. Trials train without
+augmentation (a regularizer that slows short trials down). The tuning result
+(`Catalog.best_hparams`) holds the best trial and every completed one, best
+first; the tuning report (`Catalog.tuning_report`) records every trial with
+its time and speed.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ from quickdraw_dag.artifacts import (
 from quickdraw_dag.atomic import write_json_atomic
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TuneParams
-from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.determinism import seed_everything
+from quickdraw_dag.errors import QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.model import build_cnn
 from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
-from quickdraw_dag.training import TimeBudget, fingerprint
+from quickdraw_dag.training import ChanceStop, EpochHook, SafetyLimit, fingerprint
 
 log = logging.getLogger(__name__)
 OBJECTIVE = "val_accuracy"
@@ -78,20 +83,22 @@ class CnnHyperModel(kt.HyperModel):
 
 
 class _DeadlineOracle(kt.oracles.HyperbandOracle):
-    """Hyperband that hands out no new trial once the wall-clock budget is spent."""
+    """Hyperband that hands out no new trial once the safety limit has passed (and remembers it did)."""
 
     def __init__(self, *args: Any, deadline: float | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
+        self.refused = False
 
     def create_trial(self, tuner_id: str) -> kt.engine.trial.Trial:
         if self.deadline is not None and time.time() >= self.deadline and tuner_id not in self.ongoing_trials:
+            self.refused = True
             return kt.engine.trial.Trial(self.get_space(), trial_id="budget", status="STOPPED")
         return super().create_trial(tuner_id)
 
 
 class BudgetedHyperband(kt.Hyperband):
-    """kt.Hyperband with a deadline and a record of each trial's speed."""
+    """kt.Hyperband with per-trial seeds, a safety deadline and a record of each trial's speed."""
 
     def __init__(
         self,
@@ -114,6 +121,7 @@ class BudgetedHyperband(kt.Hyperband):
             deadline=deadline,
         )
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+        self.seed = seed
         self.images_per_epoch = images_per_epoch
         self.timings_path = Path(self.project_dir) / TIMINGS_FILE
         self.timings: dict[str, dict[str, float]] = (
@@ -121,6 +129,9 @@ class BudgetedHyperband(kt.Hyperband):
         )
 
     def run_trial(self, trial: kt.engine.trial.Trial, *fit_args: Any, **fit_kwargs: Any) -> Any:
+        # Each trial's initialisation, dropout and data order depend on the seed and its id only,
+        # not on the trials before it: the same search in another order (or resumed) gives the same trials.
+        keras.utils.set_random_seed(trial_seed(self.seed, trial.trial_id))
         started = time.monotonic()
         histories = super().run_trial(trial, *fit_args, **fit_kwargs)
         seconds = time.monotonic() - started
@@ -132,6 +143,12 @@ class BudgetedHyperband(kt.Hyperband):
         }
         write_json_atomic(self.timings_path, self.timings)
         return histories
+
+
+def trial_seed(seed: int, trial_id: str) -> int:
+    """A trial's own seed: the search's seed and the trial's number, kept below 2**32 (NumPy's limit)."""
+    number = int(trial_id) if trial_id.isdigit() else sum(map(ord, trial_id))
+    return (seed * 100_003 + number) % 2**32
 
 
 def trial_records(tuner: BudgetedHyperband) -> list[dict[str, Any]]:
@@ -161,26 +178,23 @@ def trial_records(tuner: BudgetedHyperband) -> list[dict[str, Any]]:
 
 
 def rank_candidates(records: list[dict[str, Any]]) -> list[Candidate]:
-    """Completed trials, best val_accuracy first (the faster one wins a tie)."""
+    """Completed trials, best val_accuracy first; a tie goes to the smaller network, then the earlier trial.
+
+    Nothing measured by the clock decides the order, so the same search ranks the same way on any machine.
+    """
     scored = [r for r in records if r["score"] is not None and r["status"] == "COMPLETED"]
     if not scored:
         raise QuickDrawDagError("no tuning trial completed: raise tune.max_seconds or lower tune.max_epochs")
-    ranked = sorted(scored, key=lambda r: (-r["score"], -(r["images_per_second"] or 0.0), r["trial_id"]))
+    ranked = sorted(scored, key=lambda r: (-r["score"], r["hyperparameters"].get("filters", 0), r["trial_id"]))
     return [
-        {
-            "trial_id": r["trial_id"],
-            "val_accuracy": r["score"],
-            "images_per_second": r["images_per_second"],
-            "hyperparameters": r["hyperparameters"],
-        }
-        for r in ranked
+        {"trial_id": r["trial_id"], "val_accuracy": r["score"], "hyperparameters": r["hyperparameters"]} for r in ranked
     ]
 
 
 def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
     """Run the tune stage; returns the tuning result (best trial and ranked candidates)."""
     started = time.time()
-    keras.utils.set_random_seed(params.seed)
+    seed_everything(params.seed, params.deterministic)
     categories = read_categories(catalog)
     scaling = read_scaling(catalog)
     train_x, train_y = open_split(catalog, "train")
@@ -206,7 +220,8 @@ def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
         project_name=f"hyperband-{project}",
         overwrite=False,
     )
-    budget = TimeBudget(params.max_seconds, started=time.monotonic() - (time.time() - started))
+    safety = SafetyLimit(params.max_seconds, started=time.monotonic() - (time.time() - started))
+    chance = ChanceStop(num_classes=len(categories))
     log.info(
         "tune: Hyperband on %d of %d training images, project %s", subset.size, train_y.shape[0], tuner.project_dir
     )
@@ -214,13 +229,19 @@ def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
         train_data,
         validation_data=val_data,
         epochs=params.max_epochs,
-        callbacks=[keras.callbacks.EarlyStopping(OBJECTIVE, patience=params.patience), budget],
+        callbacks=[
+            EpochHook(train_data.set_epoch),  # every trial reads epoch k in the same order
+            keras.callbacks.EarlyStopping(OBJECTIVE, patience=params.patience),
+            chance,
+            safety,
+        ],
         verbose=2,
     )
     records = trial_records(tuner)
     candidates = rank_candidates(records)
     best = candidates[0]
-    result: TuningResult = {**best, "tuner_project": str(tuner.project_dir), "candidates": candidates}
+    result: TuningResult = {**best, "candidates": candidates}  # no path or time in it: equal searches, equal bytes
+    cut = tuner.oracle.refused or safety.cut
     write_tuning_result(catalog, result)
     write_tuning_report(
         catalog,
@@ -228,13 +249,23 @@ def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
             "objective": OBJECTIVE,
             "trials": records,
             "best_trial_id": best["trial_id"],
+            "tuner_project": str(tuner.project_dir),
             "seconds": time.time() - started,
             "train_images_used": int(subset.size),
+            "stopped_at_chance": chance.stopped_trials,
+            "cut_by_safety_limit": cut,
         },
     )
     log.info(
         "tune: best trial %s, val_accuracy %.4f, %s", best["trial_id"], best["val_accuracy"], best["hyperparameters"]
     )
+    if cut:
+        raise SafetyLimitCut(
+            f"tune: the search was cut by its safety limit tune.max_seconds={params.max_seconds:g} after "
+            f"{len(records)} trial(s); the best of those is written, but it is not the search tune.* describes, "
+            "so dvc.lock does not record it. Raise tune.max_seconds (or set it to null) and rerun.",
+            result=result,
+        )
     return result
 
 

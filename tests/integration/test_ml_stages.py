@@ -17,10 +17,11 @@ import pytest
 
 from quickdraw_dag.artifacts import Catalog, read_tuning_report
 from quickdraw_dag.config import EvaluateParams, SearchSpace, TrainParams, TuneParams
+from quickdraw_dag.errors import SafetyLimitCut
 from quickdraw_dag.model import load_model
 from tasks.evaluate import classification_metrics, evaluate
-from tasks.train import choose_candidate, train
-from tasks.tune import tune
+from tasks.train import best_candidate, train
+from tasks.tune import rank_candidates, tune
 from tests.conftest import REPO, write_best
 
 SMALL_SPACE = SearchSpace(filters=(8, 16), learning_rate=(1e-3, 3e-3), batch_norm=(False,))
@@ -53,26 +54,50 @@ def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: 
     assert {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")} == stamps
 
 
-def test_tune_stops_starting_trials_after_its_budget(workspace: Catalog) -> None:
+def test_a_search_cut_by_its_safety_limit_is_written_marked_and_not_a_reproduction(workspace: Catalog) -> None:
     params = TuneParams(max_epochs=9, factor=3, max_seconds=1, train_fraction=0.5, space=SMALL_SPACE)
-    tune(params, workspace)
-    trials = read_tuning_report(workspace)["trials"]
-    assert len(trials) == 1  # Hyperband would run 10+ trials for max_epochs=9 without the budget
+    with pytest.raises(SafetyLimitCut, match="tune.max_seconds=1") as cut:
+        tune(params, workspace)
+    assert cut.value.exit_code == 3  # DVC must not record it
+    report = read_tuning_report(workspace)
+    assert report["cut_by_safety_limit"] is True
+    assert len(report["trials"]) == 1  # Hyperband would run 10+ trials for max_epochs=9
+    assert json.loads(workspace.best_hparams.read_text())["trial_id"] == cut.value.result["trial_id"]
 
 
-def test_train_picks_the_best_candidate_that_fits_the_budget() -> None:
-    tuned = {
-        "candidates": [
-            {"trial_id": "big", "val_accuracy": 0.95, "images_per_second": 50.0, "hyperparameters": {"filters": 128}},
-            {"trial_id": "small", "val_accuracy": 0.94, "images_per_second": 800.0, "hyperparameters": {"filters": 32}},
-        ]
-    }
-    chosen, why = choose_candidate(tuned, TrainParams(max_seconds=420, budget_epochs=10), train_images=14_400)
-    assert chosen["trial_id"] == "small" and "rank 2" in why
-    chosen, _ = choose_candidate(tuned, TrainParams(max_seconds=None), train_images=14_400)
-    assert chosen["trial_id"] == "big"
-    chosen, why = choose_candidate(tuned, TrainParams(max_seconds=10, budget_epochs=10), train_images=14_400)
-    assert chosen["trial_id"] == "small" and "fastest" in why
+def test_candidates_rank_by_score_then_the_smaller_network_never_by_speed() -> None:
+    def record(trial_id: str, score: float, filters: int, speed: float) -> dict:
+        return {
+            "trial_id": trial_id,
+            "score": score,
+            "status": "COMPLETED",
+            "images_per_second": speed,
+            "hyperparameters": {"filters": filters},
+        }
+
+    records = [
+        record("0000", 0.90, 32, 900.0),
+        record("0001", 0.95, 128, 50.0),
+        record("0002", 0.95, 64, 300.0),
+        record("0003", 0.95, 64, 999.0),
+    ]
+    ranked = [c["trial_id"] for c in rank_candidates(records)]
+    assert ranked == ["0002", "0003", "0001", "0000"]  # a tie goes to fewer filters, then the earlier trial
+    assert all("images_per_second" not in c for c in rank_candidates(records))  # no clock in the result
+    tuned = {"candidates": rank_candidates(records)}
+    assert best_candidate(tuned)["trial_id"] == "0002"  # train takes the best, whatever its speed
+
+
+def test_a_step_budget_shortens_training_and_says_what_it_costs() -> None:
+    from quickdraw_dag.training import budget_cost, planned_epochs
+
+    assert planned_epochs(TrainParams(epochs=40, max_steps=5000), steps_per_epoch=44) == (40, None)
+    assert planned_epochs(TrainParams(epochs=40, max_steps=5000), steps_per_epoch=250) == (20, "train.max_steps")
+    assert planned_epochs(TrainParams(epochs=40, max_steps=None), steps_per_epoch=10_000) == (40, None)
+    cost = budget_cost(TrainParams(epochs=40, max_steps=5000), 20, "train.max_steps")
+    assert cost["epochs"] == 20 and cost["epochs_asked"] == 40 and cost["expected_accuracy_loss"] > 0
+    assert "train.max_steps=5000 allows 20 of train.epochs=40" in cost["note"]
+    assert budget_cost(TrainParams(), 40, None) is None
 
 
 def test_train_then_evaluate_write_model_history_metrics_and_plots(workspace: Catalog) -> None:
