@@ -153,7 +153,7 @@ def main() -> int:
         row(
             f"whole pipeline, {r['categories']} synthetic categories × {r['drawings']:,}",
             f"{r['pipeline_s']:.0f} s, test accuracy {r['accuracy']:.3f}",
-            "tune.max_seconds=60, train.max_seconds=120",
+            "default params",
             "",
             "",
             "python -m bench.pipeline",

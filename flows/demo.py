@@ -25,12 +25,10 @@ WORKSPACE = ROOT / ".demo"
 DEMO_SETTINGS = [
     f"data.source={ROOT / 'samples' / 'quickdraw'}",
     "tune.max_epochs=2",
-    "tune.max_seconds=60",
     "tune.space.filters=[32]",
     "tune.space.learning_rate=[0.003, 0.001]",
     "tune.space.batch_norm=[false]",
     "train.epochs=12",
-    "train.max_seconds=150",
 ]
 
 

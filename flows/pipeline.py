@@ -42,6 +42,7 @@ from quickdraw_dag.download import ensure_resolvable
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
 from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.fanout import Mapper
+from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,17 @@ def _retry_only_network(task: Any, task_run: TaskRun, state: State) -> bool:
     return False
 
 
+# The MLflow run of the flow run in progress (one flow run per process at a time: the workspace lock).
+_FLOW_RUN: list[FlowRun] = []
+
+
 def run_stage_if_changed(name: str, params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
     """DVC's rule: run the stage only if it changed, then commit it to dvc.lock."""
     if stage_is_current(name):
         log.info("%s: unchanged since dvc.lock, skipped", name)
         return {"stage": name, "ran": False}
+    for flow_run in _FLOW_RUN:
+        flow_run.ensure_open()  # the pipeline run's MLflow run opens with its first stage that runs
     run = stage_function(name)
     try:
         result = run(params, mapper) if mapper is not None else run(params)
@@ -148,11 +155,17 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     """
     names = STAGES[: STAGES.index(until) + 1]
     outcomes = []
-    for name in names:
-        if name in FANNED_OUT:
-            outcomes.append(run_stage_if_changed(name, params, prefect_map))
-        else:
-            outcomes.append(STAGE_TASKS[name](params))
+    _FLOW_RUN[:] = [flow_mlflow_run(params)]
+    try:
+        for name in names:
+            if name in FANNED_OUT:
+                outcomes.append(run_stage_if_changed(name, params, prefect_map))
+            else:
+                outcomes.append(STAGE_TASKS[name](params))
+    except BaseException as error:
+        _FLOW_RUN.pop().close(ending_status(error))
+        raise
+    _FLOW_RUN.pop().close("FINISHED")
     ran = [o["stage"] for o in outcomes if o["ran"]]
     summary = {"ran": ran, "skipped": [o["stage"] for o in outcomes if not o["ran"]]}
     evaluated = [o for o in outcomes if o["stage"] == "evaluate" and o["ran"]]
@@ -160,6 +173,33 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
         summary["metrics"] = evaluated[0]["result"]
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     return summary
+
+
+def flow_mlflow_run(params: Params) -> FlowRun:
+    """This flow run's MLflow run (opened lazily, with every params section of the pipeline and its ids)."""
+    from quickdraw_dag.lineage import git_state, orchestrator_ids
+    from quickdraw_dag.tracking import PipelineRun, run_name
+
+    flow_run_id, deployment = orchestrator_ids()
+    sections = PipelineRun(
+        data=params.data,
+        fetch=params.fetch,
+        split=params.split,
+        preprocess=params.preprocess,
+        tune=params.tune,
+        train=params.train,
+        evaluate=params.evaluate,
+        mlflow=params.mlflow,
+        paths=params.paths,
+    )
+    tags = {
+        "orchestrator": "prefect",
+        "prefect_flow_run_id": flow_run_id or "none",
+        "prefect_deployment": deployment or "none",
+        "data_source": params.data.source,
+        **git_state(),
+    }
+    return FlowRun(params.mlflow, run_name(params.data), tags, sections.as_dict())
 
 
 def task_runner(kind: str, workers: int, dask_address: str | None = None) -> TaskRunner:

@@ -21,6 +21,8 @@ from quickdraw_dag.redact import redact
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def tracking_uri(params: MlflowParams) -> str:
@@ -38,6 +40,9 @@ def configure(params: MlflowParams) -> str:
         experiment_id = experiment.experiment_id
     else:
         experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
+    if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        # MLflow 3's UI opens an experiment on its GenAI overview unless told it is for model training.
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     mlflow.set_experiment(experiment_id=experiment_id)
     close_abandoned_runs(experiment_id)
     return experiment_id

@@ -1,18 +1,19 @@
-"""MLflow tracking of a pipeline run: parent run, trial child runs, model, registry.
+"""The pipeline run's MLflow record, completed after evaluate; the model registry and its champion.
 
-The store itself (where runs go, closing runs of killed writers) is
-`quickdraw_dag.mlflow_store`. One parent run per pipeline run
-holds the pipeline's params sections (flattened), the best hyperparameters, per-epoch
-training metrics, the test metrics, the reports as artifacts and the model
-(with signature and input example, registered as `quickdraw-cnn`); one
-nested child run per tuning trial holds its hyperparameters, its per-epoch
-val_accuracy and its status.
+The run itself is opened by the pipeline run's first stage and logged to live
+(`quickdraw_dag.live_run`: trials as nested runs while they train, every
+epoch as it ends); the store is `quickdraw_dag.mlflow_store`. After evaluate
+this adds the pipeline's params sections (flattened), the best
+hyperparameters, lineage tags, the test metrics, the three splits as dataset
+inputs, the reports and plots as artifacts and the model (with signature and
+input example, registered as `quickdraw-cnn`), and applies the promotion gate.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, fields
@@ -33,7 +34,7 @@ from quickdraw_dag.config import (
     TrainParams,
     TuneParams,
 )
-from quickdraw_dag.mlflow_store import configure, flatten, process_tags
+from quickdraw_dag.live_run import LiveRun
 
 log = logging.getLogger(__name__)
 REGISTERED_MODEL = "quickdraw-cnn"
@@ -66,44 +67,50 @@ def run_name(data: DataParams) -> str:
 def log_pipeline_run(
     run: PipelineRun,
     catalog: Catalog,
+    live: LiveRun,
     *,
     flow_run_id: str | None = None,
     deployment: str | None = None,
     root: Path = Path("."),
 ) -> dict[str, Any]:
-    """Log the finished pipeline's reports, trials and model; apply the promotion gate."""
+    """Complete the pipeline run's record after evaluate: params, lineage, test metrics, datasets, reports,
+    the model and the promotion gate. Epochs and trials were logged live by train and tune."""
     import mlflow
 
     from quickdraw_dag.lineage import lineage_tags
 
-    configure(run.mlflow)
     metrics = read_metrics(catalog)
-    history = read_history(catalog)
-    tuning = read_tuning_report(catalog) if catalog.tuning_report.exists() else {"trials": []}
-    tags = {
-        **lineage_tags(str(catalog.processed), str(catalog.model), root),
-        "data_source": run.data.source,
-        "categories": json.dumps(list(run.data.categories)),
-        "prefect_flow_run_id": flow_run_id or "none",
-        "prefect_deployment": deployment or "none",
-        "orchestrator": "prefect" if flow_run_id else "dvc-or-cli",
-        "keras_backend": str(history.get("backend")),
-        **budget_tags(history, tuning),
-        **process_tags(),
-    }
-    with mlflow.start_run(run_name=run_name(run.data), tags=tags) as parent:
-        mlflow.log_params(flatten(run.as_dict()))
-        mlflow.log_params({f"best.{k}": str(v) for k, v in history["hyperparameters"].items()})
-        mlflow.log_param("best.tuning_trial", str(history.get("tuning_trial")))
-        mlflow.log_param("test_images", int(metrics["test_images"]))  # a count, not a metric
-        for row in history["epochs"]:
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items() if k != "test_images"})
-        mlflow.log_metrics(
-            {"train_seconds": float(history["seconds"]), "train_images_per_second": float(history["images_per_second"])}
+    history = read_history(catalog) if catalog.history.exists() else {}
+    tuning = read_tuning_report(catalog) if catalog.tuning_report.exists() else {}
+    lineage = lineage_tags(str(catalog.processed), str(catalog.model), root)
+    live.set_tags(
+        {
+            "mlflow.runName": run_name(run.data),
+            **lineage,
+            "data_source": run.data.source,
+            "categories": json.dumps(list(run.data.categories)),
+            "prefect_flow_run_id": flow_run_id or "none",
+            "prefect_deployment": deployment or "none",
+            "orchestrator": "prefect" if flow_run_id else ("dvc" if os.environ.get("DVC_STAGE") else "cli"),
+            "keras_backend": str(history.get("backend")),
+            **budget_tags(history, tuning),
+        }
+    )
+    live.log_params(run.as_dict())
+    if history:
+        live.log_params(
+            {
+                "best": history["hyperparameters"],
+                "best.tuning_trial": history.get("tuning_trial"),
+                "train.planned_epochs": history.get("planned_epochs"),
+            }
         )
-        for trial in tuning["trials"]:
-            log_trial(trial)
+        live.log_metrics({"train_seconds": history["seconds"], "train_images_per_second": history["images_per_second"]})
+    live.log_params({"test_images": int(metrics["test_images"])})  # a count, not a metric
+    test_metrics = {f"test_{k}": float(v) for k, v in metrics.items() if k != "test_images"}
+    live.log_metrics(test_metrics)
+    log_datasets(live, catalog, run.data, lineage["dvc_processed_md5"])
+    with mlflow.start_run(run_id=live.run_id):
         for path in (
             catalog.metrics,
             catalog.history,
@@ -125,9 +132,72 @@ def log_pipeline_run(
                 "registered_model_version": str(version),
             }
         )
-        run_id = parent.info.run_id
-    log.info("mlflow: run %s, model version %s, %s (%s)", run_id, version, decision["decision"], decision["reason"])
-    return {"run_id": run_id, "model_version": version, **decision}
+    log.info(
+        "mlflow: run %s, model version %s, %s (%s)", live.run_id, version, decision["decision"], decision["reason"]
+    )
+    return {"run_id": live.run_id, "model_version": version, **decision}
+
+
+def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> None:
+    """The train, validation and test splits as the run's dataset inputs (the UI's Dataset column).
+
+    Each is identified by the DVC hash of the processed data (the digest a user checks out with
+    `dvc checkout`) and sourced from `data.source` and the categories.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types import ColSpec, Schema
+
+    from quickdraw_dag.stream import open_split
+
+    source = dataset_source(data.source, list(data.categories))
+    inputs = []
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+        images, _ = open_split(catalog, split)
+        digest = processed_md5.removesuffix(".dir")[:32] if processed_md5 != "not in dvc.lock" else "unversioned"
+        schema = Schema(
+            [ColSpec("binary", f"image {images.shape[1]}x{images.shape[2]} uint8"), ColSpec("long", "label")]
+        )
+        dataset = MetaDataset(source=source, name=f"quickdraw-{split}", digest=f"{digest}-{split}"[:36], schema=schema)
+        inputs.append(
+            DatasetInput(
+                dataset=dataset._to_mlflow_entity(),
+                tags=[InputTag("mlflow.data.context", context), InputTag("images", str(int(images.shape[0])))],
+            )
+        )
+    live.client.log_inputs(live.run_id, datasets=inputs)
+
+
+def dataset_source(source: str, categories: list[str]) -> Any:
+    """MLflow's dataset source for the drawings: `data.source` (credentials redacted) and the categories."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    from quickdraw_dag.redact import redact
+
+    class QuickDrawSource(DatasetSource):
+        @staticmethod
+        def _get_source_type() -> str:
+            return "quickdraw"
+
+        def load(self, **kwargs: Any) -> Any:
+            raise NotImplementedError("fetch it with the pipeline's fetch stage")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> Any:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"data.source": redact(source), "categories": list(categories)}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> Any:
+            return cls()
+
+    return QuickDrawSource()
 
 
 def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, str]:
@@ -140,24 +210,6 @@ def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, st
         tags["budget.expected_accuracy_loss"] = f"{budget['expected_accuracy_loss']:.4f}"
         tags["budget.note"] = str(budget["note"])[:5000]
     return tags
-
-
-def log_trial(trial: dict[str, Any]) -> None:
-    import mlflow
-
-    with mlflow.start_run(
-        run_name=f"trial-{trial['trial_id']}",
-        nested=True,
-        tags={"trial_status": str(trial["status"]), "trial_id": str(trial["trial_id"]), **process_tags()},
-    ):
-        mlflow.log_params({k: str(v) for k, v in trial["hyperparameters"].items()})
-        mlflow.log_param("epochs", trial.get("epochs"))
-        for step, value in enumerate(trial.get("val_accuracy_history") or [], start=1):
-            mlflow.log_metric("val_accuracy", float(value), step=step)
-        if trial.get("score") is not None:
-            mlflow.log_metric("score", float(trial["score"]))
-        if trial.get("images_per_second"):
-            mlflow.log_metric("images_per_second", float(trial["images_per_second"]))
 
 
 def log_and_register_model(catalog: Catalog) -> int:

@@ -40,6 +40,15 @@ BEST_CHECKPOINT = "best.keras"
 BACKUP_METADATA = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
 
 
+class SharedCallback(keras.callbacks.Callback):
+    """A callback whose state must outlive one `fit`: KerasTuner deep-copies a search's callbacks for
+    every trial, so without this the search would never see what a trial's copy recorded (a cut, a
+    stopped trial) and a data-order hook would drive a copy of the dataset."""
+
+    def __deepcopy__(self, memo: dict) -> SharedCallback:
+        return self
+
+
 class EpochLearningRate(keras.callbacks.Callback):
     """Put the optimizer's learning rate into each epoch's logs, first, so every logger records it.
 
@@ -51,7 +60,54 @@ class EpochLearningRate(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-class SafetyLimit(keras.callbacks.Callback):
+class LiveEpochMetrics(SharedCallback):
+    """Log each epoch's metrics (loss, accuracy, validation, learning rate) to a run as the epoch ends."""
+
+    def __init__(self, live: Any, run_id: str | None = None, prefix: str = "") -> None:
+        super().__init__()
+        self.live = live
+        self.run_id = run_id
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = {f"{self.prefix}{k}": float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        self.live.log_metrics(values, step=epoch + 1, run_id=self.run_id)
+
+
+class TrialTracker:
+    """Each tuning trial as a run nested in the pipeline's run, logged while it trains."""
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def begin(self, trial_id: str, hyperparameters: dict[str, Any], epochs: int, initial_epoch: int) -> str:
+        return self.live.start_child(
+            f"trial-{trial_id}",
+            tags={"trial_id": trial_id, "trial_status": "RUNNING"},
+            params={**hyperparameters, "epochs": epochs, "initial_epoch": initial_epoch},
+        )
+
+    def epoch_callback(self, child: str) -> LiveEpochMetrics:
+        return LiveEpochMetrics(self.live, run_id=child)
+
+    def end(self, child: str, status: str, metrics: dict[str, float]) -> None:
+        self.live.log_metrics(metrics, run_id=child)
+        self.live.client.set_tag(child, "trial_status", "COMPLETED" if status == "FINISHED" else status)
+        self.live.end(status, run_id=child)
+
+    def restored(
+        self, trial_id: str, hyperparameters: dict[str, Any], score: float | None, history: list[float]
+    ) -> None:
+        """A trial finished by an earlier, killed attempt of this search: logged again, marked as restored."""
+        child = self.live.start_child(
+            f"trial-{trial_id}", tags={"trial_id": trial_id, "trial_restored": "true"}, params=hyperparameters
+        )
+        for step, value in enumerate(history, start=1):
+            self.live.log_metrics({"val_accuracy": value}, step=step, run_id=child)
+        self.end(child, "FINISHED", {"score": score} if score is not None else {})
+
+
+class SafetyLimit(SharedCallback):
     """A wall-clock safety limit: stop before an epoch that would end past `max_seconds`.
 
     It never chooses what is trained in a normal run (set it well above the
@@ -85,7 +141,7 @@ class SafetyLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class EpochHook(keras.callbacks.Callback):
+class EpochHook(SharedCallback):
     """Call `hook(epoch)` as each epoch begins (lets the data stream follow a resumed run's epoch)."""
 
     def __init__(self, hook: Callable[[int], None]) -> None:
@@ -105,7 +161,7 @@ def resume_epoch(work_dir: Path) -> int:
         return 0
 
 
-class ChanceStop(keras.callbacks.Callback):
+class ChanceStop(SharedCallback):
     """Stop a trial still at chance after its first epoch (a diverged one: too high a learning rate).
 
     A diverged network predicts one class, so its validation accuracy sits at

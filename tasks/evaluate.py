@@ -23,6 +23,7 @@ from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import EvaluateParams, Params
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.lineage import orchestrator_ids
+from quickdraw_dag.live_run import tracked_stage
 from quickdraw_dag.model import load_model
 from quickdraw_dag.stream import MemmapBatches, open_split
 
@@ -174,36 +175,37 @@ def write_images(
 
 
 def run(params: Params) -> dict[str, Any]:
-    """The stage as DVC and Prefect call it; then the whole run goes to MLflow.
+    """The stage as DVC and Prefect call it; it completes and closes the pipeline run's MLflow record.
 
-    Tracking lives here, in the last stage, so `dvc repro` on its own logs to
-    MLflow exactly as a Prefect flow run does (without a flow-run id).
+    Tracking lives here, in the last stage, so `dvc repro` on its own records a run exactly as a
+    Prefect flow run does (without a flow-run id).
     """
     catalog = Catalog.from_paths(params.paths)
-    metrics: dict[str, Any] = dict(evaluate(params.evaluate, catalog))
-    if params.mlflow.enabled:
-        from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
+    with tracked_stage("evaluate", params.mlflow, closes=True) as live:
+        metrics: dict[str, Any] = dict(evaluate(params.evaluate, catalog))
+        if live is not None:
+            from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
 
-        flow_run_id, deployment_name = orchestrator_ids()
-        # Every section this run's MLflow record holds, named here so dvc.yaml can list them.
-        run = PipelineRun(
-            data=params.data,
-            fetch=params.fetch,
-            split=params.split,
-            preprocess=params.preprocess,
-            tune=params.tune,
-            train=params.train,
-            evaluate=params.evaluate,
-            mlflow=params.mlflow,
-            paths=params.paths,
-        )
-        tracked = log_pipeline_run(run, catalog, flow_run_id=flow_run_id, deployment=deployment_name)
-        metrics = {
-            **metrics,
-            "mlflow_run_id": tracked["run_id"],
-            "model_version": tracked["model_version"],
-            "promotion": tracked["decision"],
-        }
+            flow_run_id, deployment_name = orchestrator_ids()
+            # Every section this run's MLflow record holds, named here so dvc.yaml can list them.
+            run = PipelineRun(
+                data=params.data,
+                fetch=params.fetch,
+                split=params.split,
+                preprocess=params.preprocess,
+                tune=params.tune,
+                train=params.train,
+                evaluate=params.evaluate,
+                mlflow=params.mlflow,
+                paths=params.paths,
+            )
+            tracked = log_pipeline_run(run, catalog, live, flow_run_id=flow_run_id, deployment=deployment_name)
+            metrics = {
+                **metrics,
+                "mlflow_run_id": tracked["run_id"],
+                "model_version": tracked["model_version"],
+                "promotion": tracked["decision"],
+            }
     return metrics
 
 

@@ -37,6 +37,7 @@ from quickdraw_dag.formats.binary import write_binary
 from quickdraw_dag.hashing import file_digest
 from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.redact import redact
+from quickdraw_dag.run_state import data_stage
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,8 @@ def _entry(
 
 def run(params: Params, mapper: Mapper = serial_map) -> Manifest:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return fetch(params.data, params.fetch, Catalog.from_paths(params.paths), mapper)
+    with data_stage("fetch"):  # marks the pipeline run's start under dvc repro; no MLflow here
+        return fetch(params.data, params.fetch, Catalog.from_paths(params.paths), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

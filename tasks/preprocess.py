@@ -32,6 +32,7 @@ from quickdraw_dag.formats.binary import iter_binary
 from quickdraw_dag.formats.bitmap import BITMAP_SIDE
 from quickdraw_dag.memory import bound_heap_growth
 from quickdraw_dag.raster import rasterize, resize_bitmaps
+from quickdraw_dag.run_state import data_stage
 
 log = logging.getLogger(__name__)
 COPY_ROWS = 16384
@@ -195,7 +196,8 @@ def preprocess(
 
 def run(params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return preprocess(params.data, params.preprocess, Catalog.from_paths(params.paths), mapper)
+    with data_stage("preprocess"):  # marks the pipeline run's start under dvc repro; no MLflow here
+        return preprocess(params.data, params.preprocess, Catalog.from_paths(params.paths), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

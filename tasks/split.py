@@ -41,6 +41,7 @@ from quickdraw_dag.formats.binary import write_binary
 from quickdraw_dag.formats.bitmap import BITMAP_PIXELS, derived_key_ids
 from quickdraw_dag.hashing import unit_interval
 from quickdraw_dag.memory import bound_heap_growth
+from quickdraw_dag.run_state import data_stage
 
 log = logging.getLogger(__name__)
 BITMAP_ROWS_PER_COPY = 16384
@@ -205,7 +206,8 @@ def split(data: DataParams, params: SplitParams, catalog: Catalog, mapper: Mappe
 
 def run(params: Params, mapper: Mapper = serial_map) -> SplitSummary:
     """The stage as DVC and Prefect call it: this stage's sections only."""
-    return split(params.data, params.split, Catalog.from_paths(params.paths), mapper)
+    with data_stage("split"):  # marks the pipeline run's start under dvc repro; no MLflow here
+        return split(params.data, params.split, Catalog.from_paths(params.paths), mapper)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,10 +48,12 @@ from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TrainParams
 from quickdraw_dag.determinism import save_model, seed_everything
 from quickdraw_dag.errors import SafetyLimitCut
+from quickdraw_dag.live_run import LiveRun, tracked_stage
 from quickdraw_dag.model import build_cnn, load_model
 from quickdraw_dag.stream import MemmapBatches, open_split
 from quickdraw_dag.training import (
     EpochHook,
+    LiveEpochMetrics,
     TrainingCallbacks,
     budget_cost,
     cosine_schedule,
@@ -79,8 +81,8 @@ def stop_reason(callbacks: TrainingCallbacks, epochs_run: int, epochs: int) -> s
     return "early_stopping" if epochs_run < epochs else "epochs"
 
 
-def train(params: TrainParams, catalog: Catalog) -> History:
-    """Run the train stage; returns the history it writes."""
+def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) -> History:
+    """Run the train stage; returns the history it writes. With `live`, every epoch is logged as it ends."""
     seed_everything(params.seed, params.deterministic)
     categories = read_categories(catalog)
     train_x, train_y = open_split(catalog, "train")
@@ -123,7 +125,7 @@ def train(params: TrainParams, catalog: Catalog) -> History:
         train_data,
         validation_data=MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False),
         epochs=epochs,
-        callbacks=[EpochHook(train_data.set_epoch), *callbacks.all],
+        callbacks=[EpochHook(train_data.set_epoch), *callbacks.all, *([LiveEpochMetrics(live)] if live else [])],
         verbose=2,
     )
     seconds = time.monotonic() - started
@@ -181,8 +183,11 @@ def train(params: TrainParams, catalog: Catalog) -> History:
 
 
 def run(params: Params) -> dict[str, Any]:
-    """The stage as DVC and Prefect call it: this stage's sections only."""
-    return dict(train(params.train, Catalog.from_paths(params.paths)))
+    """The stage as DVC and Prefect call it: this stage's sections only (and where its epochs are logged)."""
+    with tracked_stage("train", params.mlflow) as live:
+        if live is not None:
+            live.log_params({"train": params.train.model_dump(mode="json")})
+        return dict(train(params.train, Catalog.from_paths(params.paths), live))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

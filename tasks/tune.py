@@ -50,9 +50,10 @@ from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TuneParams
 from quickdraw_dag.determinism import seed_everything
 from quickdraw_dag.errors import QuickDrawDagError, SafetyLimitCut
+from quickdraw_dag.live_run import ending_status, tracked_stage
 from quickdraw_dag.model import build_cnn
 from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
-from quickdraw_dag.training import ChanceStop, EpochHook, SafetyLimit, fingerprint
+from quickdraw_dag.training import ChanceStop, EpochHook, SafetyLimit, TrialTracker, fingerprint
 
 log = logging.getLogger(__name__)
 OBJECTIVE = "val_accuracy"
@@ -110,6 +111,7 @@ class BudgetedHyperband(kt.Hyperband):
         hyperband_iterations: int,
         seed: int,
         images_per_epoch: int,
+        tracker: TrialTracker | None = None,
         **kwargs: Any,
     ) -> None:
         oracle = _DeadlineOracle(
@@ -122,6 +124,7 @@ class BudgetedHyperband(kt.Hyperband):
         )
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.seed = seed
+        self.tracker = tracker
         self.images_per_epoch = images_per_epoch
         self.timings_path = Path(self.project_dir) / TIMINGS_FILE
         self.timings: dict[str, dict[str, float]] = (
@@ -132,16 +135,46 @@ class BudgetedHyperband(kt.Hyperband):
         # Each trial's initialisation, dropout and data order depend on the seed and its id only,
         # not on the trials before it: the same search in another order (or resumed) gives the same trials.
         keras.utils.set_random_seed(trial_seed(self.seed, trial.trial_id))
+        values = trial.hyperparameters.values
+        child = None
+        if self.tracker is not None:
+            child = self.tracker.begin(
+                trial.trial_id,
+                SearchSpace.normalize(values),
+                int(values.get("tuner/epochs", 0)),
+                int(values.get("tuner/initial_epoch", 0)),
+            )
+            fit_kwargs = {
+                **fit_kwargs,
+                "callbacks": [*fit_kwargs.get("callbacks", []), self.tracker.epoch_callback(child)],
+            }
         started = time.monotonic()
-        histories = super().run_trial(trial, *fit_args, **fit_kwargs)
+        try:
+            histories = super().run_trial(trial, *fit_args, **fit_kwargs)
+        except BaseException as error:
+            if child is not None:
+                self.tracker.end(child, ending_status(error), {})
+            raise
         seconds = time.monotonic() - started
         epochs = sum(len(h.history.get("loss", [])) for h in histories) if isinstance(histories, list) else 0
-        self.timings[trial.trial_id] = {
+        timing = {
             "seconds": seconds,
             "epochs_run": epochs,
             "images_per_second": epochs * self.images_per_epoch / seconds if seconds > 0 and epochs else 0.0,
         }
+        self.timings[trial.trial_id] = timing
         write_json_atomic(self.timings_path, self.timings)
+        if child is not None:
+            scores = [v for h in histories for v in h.history.get(OBJECTIVE, [])] if isinstance(histories, list) else []
+            self.tracker.end(
+                child,
+                "FINISHED",
+                {
+                    "score": max(scores) if scores else None,
+                    "images_per_second": timing["images_per_second"],
+                    "seconds": seconds,
+                },
+            )
         return histories
 
 
@@ -191,8 +224,11 @@ def rank_candidates(records: list[dict[str, Any]]) -> list[Candidate]:
     ]
 
 
-def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
-    """Run the tune stage; returns the tuning result (best trial and ranked candidates)."""
+def tune(params: TuneParams, catalog: Catalog, tracker: TrialTracker | None = None) -> TuningResult:
+    """Run the tune stage; returns the tuning result (best trial and ranked candidates).
+
+    With a `tracker`, every trial is a nested MLflow run logged while it trains.
+    """
     started = time.time()
     seed_everything(params.seed, params.deterministic)
     categories = read_categories(catalog)
@@ -216,10 +252,17 @@ def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
         hyperband_iterations=params.hyperband_iterations,
         seed=params.seed,
         images_per_epoch=int(subset.size),
+        tracker=tracker,
         directory=str(catalog.tuner_dir),
         project_name=f"hyperband-{project}",
         overwrite=False,
     )
+    if tracker is not None:  # trials a killed attempt finished: in this pipeline run's record too
+        for record in trial_records(tuner):
+            if record["status"] == "COMPLETED":
+                tracker.restored(
+                    record["trial_id"], record["hyperparameters"], record["score"], record["val_accuracy_history"]
+                )
     safety = SafetyLimit(params.max_seconds, started=time.monotonic() - (time.time() - started))
     chance = ChanceStop(num_classes=len(categories))
     log.info(
@@ -270,8 +313,11 @@ def tune(params: TuneParams, catalog: Catalog) -> TuningResult:
 
 
 def run(params: Params) -> TuningResult:
-    """The stage as DVC and Prefect call it: this stage's sections only."""
-    return tune(params.tune, Catalog.from_paths(params.paths))
+    """The stage as DVC and Prefect call it: this stage's sections only (and where its trials are logged)."""
+    with tracked_stage("tune", params.mlflow) as live:
+        if live is not None:
+            live.log_params({"tune": params.tune.model_dump(mode="json")})
+        return tune(params.tune, Catalog.from_paths(params.paths), TrialTracker(live) if live else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -27,12 +29,13 @@ def test_repro_runs_all_stages_then_is_a_no_op(project: Path) -> None:
         fetch={"local_format": "simplified"},
         tune={
             "max_epochs": 2,
-            "max_seconds": 20,
+            "max_seconds": None,  # safety limit off: the test must never depend on the clock
             "space": {"filters": [8], "learning_rate": [0.003], "batch_norm": [False]},
         },
-        train={"epochs": 3, "max_seconds": 60},
+        train={"epochs": 3, "max_seconds": None},
         paint={"longest_side": 12, "epochs": 2, "hidden_layers": 2, "units": 8},
     )
+    started = time.time()
     first = dvc(project, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     assert ran(first.stdout) == set(STAGES)
@@ -50,17 +53,40 @@ def test_repro_runs_all_stages_then_is_a_no_op(project: Path) -> None:
         and Catalog.under(Path(".")).metrics.as_posix() in shown.stdout
         and "map_at_3" in shown.stdout
     )
-    # dvc repro on its own logs to MLflow like the flow does, without a Prefect id.
+    # dvc repro's stages, each its own process, log into one MLflow run, as the flow's do.
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
     runs = mlflow.search_runs(experiment_names=["quickdraw"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1 and parents[0].data.tags["orchestrator"] == "dvc-or-cli"
-    assert parents[0].data.tags["prefect_flow_run_id"] == "none" and parents[0].info.status == "FINISHED"
-    assert parents[0].data.metrics["test_accuracy"] == pytest.approx(
+    assert len(parents) == 1, [r.data.tags.get("mlflow.runName") for r in parents]
+    parent = parents[0]
+    assert parent.data.tags["orchestrator"] == "dvc" and parent.data.tags["prefect_flow_run_id"] == "none"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["test_accuracy"] == pytest.approx(
         yaml.safe_load(Catalog.under(project).metrics.read_text())["accuracy"]
     )
+    # It opened as the first stage started (within its process start) and closed after evaluate's outputs.
+    assert 0 <= parent.info.start_time / 1000 - started < 20
+    assert parent.info.end_time / 1000 >= Catalog.under(project).metrics.stat().st_mtime
+    trials = json.loads(Catalog.under(project).tuning_report.read_text())["trials"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(t["trial_id"] for t in trials)
+    assert all(c.info.status == "FINISHED" and c.data.tags["trial_status"] == "COMPLETED" for c in children)
+    history = json.loads(Catalog.under(project).history.read_text())
+    for name in ("val_accuracy", "learning_rate", "loss"):
+        logged = client.get_metric_history(parent.info.run_id, name)
+        assert [m.value for m in logged] == pytest.approx([e[name] for e in history["epochs"]]), name
+    contexts = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in parent.inputs.dataset_inputs
+    }
+    assert sorted(contexts) == ["testing", "training", "validation"]
+    processed_md5 = next(o["md5"] for o in lock["stages"]["preprocess"]["outs"]).removesuffix(".dir")
+    assert all(d.digest.startswith(processed_md5[:16]) and "bear" in d.source for d in contexts.values())
+    experiment = mlflow.get_experiment_by_name("quickdraw")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert not (project / ".quickdraw_run.json").exists()  # evaluate closed the pipeline run
 
     second = dvc(project, "repro")  # its speed is measured in bench.pipeline, not asserted here
     assert second.returncode == 0
