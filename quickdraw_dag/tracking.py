@@ -124,9 +124,9 @@ def log_pipeline_run(
                 "registered_model_version": str(version),
             }
         )
-        run_id = parent.info.run_id
+        run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
     log.info("mlflow: run %s, model version %s, %s (%s)", run_id, version, decision["decision"], decision["reason"])
-    return {"run_id": run_id, "model_version": version, **decision}
+    return {"run_id": run_id, "experiment_id": experiment_id, "model_version": version, **decision}
 
 
 def log_trial(trial: dict[str, Any]) -> None:
