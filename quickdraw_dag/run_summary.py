@@ -48,6 +48,8 @@ def mlflow_ui_url(tracking_uri: str) -> str | None:
     configured = os.environ.get(MLFLOW_UI_ENV, "").strip()
     if configured:
         return configured.rstrip("/")
+    if tracking_uri.split(":")[0] in ("databricks", "databricks-uc", "uc"):
+        return None  # a workspace's UI address is not in the URI
     parts = urlsplit(tracking_uri)
     if parts.scheme in ("http", "https") and parts.hostname:
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")  # never credentials in a link
@@ -89,15 +91,16 @@ def results_markdown(results: dict[str, Any], params: Params, ui: str | None, ev
     if results.get("mlflow_run_id"):
         version, run_id = results.get("model_version"), results["mlflow_run_id"]
         decision, reason = results.get("promotion"), results.get("promotion_reason")
-        model = f"`{REGISTERED_MODEL}` version {version}"
-        run = f"`{run_id}`"
+        # plain link text: Prefect's markdown shows code spans inside links as raw backticks
+        model = f"{REGISTERED_MODEL} version {version}"
+        run = str(run_id)
         if ui:
             model = f"[{model}]({model_version_link(ui, REGISTERED_MODEL, version)})"
             run = f"[{run}]({run_link(ui, results['mlflow_experiment_id'], run_id)})"
         if decision == "promoted":
-            verdict = f"**promoted**: it is now `{CHAMPION}`"
+            verdict = f"**promoted** to `{CHAMPION}`"
         elif decision:
-            verdict = f"**kept** out: `{CHAMPION}` stays where it was"
+            verdict = f"**kept** out: `{CHAMPION}` stayed on its version"
         else:
             verdict = "promotion decision not recorded"
         lines += [
@@ -185,7 +188,7 @@ def publish(params: Params, evaluate_result: dict[str, Any] | None) -> dict[str,
     create_table_artifact(
         table=per_class_table(results["per_class"]),
         key=PER_CLASS_KEY,
-        description="Per-class results on the test split; accuracy is the share of the class's drawings named right",
+        description="Per-class results on the test split; accuracy: the share of the class's drawings classified right",
     )
     log.info("results published as Prefect artifacts %r and %r", RESULTS_KEY, PER_CLASS_KEY)
     return {"markdown": markdown, "evaluated": evaluated}
