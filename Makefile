@@ -90,13 +90,11 @@ ui: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m flows.deploy serve
 
-## A local Prefect server with its UI on http://$(PREFECT_HOST):$(PREFECT_PORT); its UI calls the API on the same
-## host and port (PREFECT_SERVER_UI_API_URL). Point flows at it: export PREFECT_API_URL=http://$(PREFECT_HOST):$(PREFECT_PORT)/api
-PREFECT_HOST ?= 127.0.0.1
+## A local Prefect server with its UI on http://127.0.0.1:$(PREFECT_PORT), on 127.0.0.1 only; its UI calls the API on
+## that same port (PREFECT_SERVER_UI_API_URL). Point flows at it: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT_PORT ?= 4200
 prefect-server: $(STAMP)
-	PREFECT_SERVER_UI_API_URL=http://$(PREFECT_HOST):$(PREFECT_PORT)/api \
-		$(VENV)/bin/prefect server start --host $(PREFECT_HOST) --port $(PREFECT_PORT)
+	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
