@@ -138,7 +138,12 @@ def current_results(params: Params) -> dict[str, Any]:
     results: dict[str, Any] = {**read_metrics(catalog), "per_class": read_per_class(catalog)}
     model_md5 = dvc_output_hashes().get(catalog.model.as_posix())
     if params.mlflow.enabled and model_md5:
-        results.update(tracked_run_of_model(params, model_md5))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            results.update(tracked_run_of_model(params, model_md5))
+        except MlflowException as error:  # a store that is down must not fail a run whose stages all succeeded
+            log.warning("results: could not look up the MLflow run of the current model: %s", error)
     return results
 
 

@@ -1,18 +1,23 @@
-"""The pure parts of a run's Prefect artifacts and of closing killed runs: links, markdown, process records."""
+"""A run's Prefect artifacts and closing killed runs, below the flow: links, markdown, the results of a skipped
+evaluate (against a real SQLite MLflow store, and one that is down), process records."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+from quickdraw_dag.artifacts import PER_CLASS_COLUMNS
 from quickdraw_dag.config import Params
 from quickdraw_dag.orchestration import RunProcess, is_abandoned
 from quickdraw_dag.run_summary import (
     LOCAL_MLFLOW_UI,
     MLFLOW_UI_ENV,
+    current_results,
     mlflow_ui_url,
     per_class_table,
     results_markdown,
@@ -102,3 +107,55 @@ def test_a_run_is_abandoned_only_when_its_process_here_is_gone() -> None:
     assert not is_abandoned(f"elsewhere:{dead.pid}", here)  # another host: not ours to judge
     for other in (None, "", "namespace:job-name", "no-pid-here"):
         assert not is_abandoned(other, here)
+
+
+def skipped_workspace(root: Path) -> None:
+    """What a workspace holds after an evaluate run: metrics, per-class table, dvc.lock with the model's hash."""
+    from quickdraw_dag.artifacts import Catalog, write_csv, write_metrics
+
+    catalog = Catalog.from_paths(PARAMS.paths)
+    (root / catalog.reports).mkdir(parents=True)
+    write_metrics(catalog, METRICS)
+    write_csv(
+        catalog.per_class,
+        PER_CLASS_COLUMNS,
+        [["circle", "0.9", "0.8", "0.85", 20], ["square", "0.7", "0.8", "0.75", 20]],
+    )
+    lock = {"stages": {"train": {"outs": [{"path": catalog.model.as_posix(), "md5": "feedbeef"}]}}}
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+
+
+def test_skipped_evaluate_finds_the_mlflow_run_of_the_current_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    skipped_workspace(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'store.db'}")
+    experiment = client.create_experiment(PARAMS.mlflow.experiment)
+    for md5, version in (("0ld", "1"), ("feedbeef", "2")):  # only the second logged the model in place
+        tags = {"dvc_model_md5": md5, "registered_model_version": version, "promotion.decision": "kept"}
+        run = client.create_run(experiment, tags={**tags, "promotion.reason": f"reason {version}"})
+        client.set_terminated(run.info.run_id)
+        if md5 == "feedbeef":
+            expected = run.info.run_id
+    results = current_results(PARAMS)
+    assert results["mlflow_run_id"] == expected and results["model_version"] == "2"
+    assert results["promotion_reason"] == "reason 2" and results["mlflow_experiment_id"] == experiment
+    assert results["accuracy"] == METRICS["accuracy"] and [r["support"] for r in results["per_class"]] == [20, 20]
+
+
+def test_skipped_evaluate_with_the_store_down_still_publishes_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    skipped_workspace(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    results = current_results(PARAMS)
+    assert "mlflow_run_id" not in results and results["map_at_3"] == METRICS["map_at_3"]
+    text = results_markdown(results, PARAMS, "http://127.0.0.1:9", evaluated=False)
+    assert "| MAP@3 | 0.9000 |" in text and "No MLflow run found" in text
