@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test lint format demo bench bench-parse bench-raster bench-paint reliability repro ui serve prefect-server clean
+.PHONY: install run paint test lint format demo bench bench-parse bench-raster bench-paint reliability repro repro-paint ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m flows.pipeline $(ARGS)
 
-## The paint flow: an MLP paints paint.image from pixel coordinates (--force paints even if unchanged).
+## The paint flow, a pipeline of its own in paint/: an MLP paints paint.image (paint/params.yaml) from pixel
+## coordinates; skipped when unchanged since paint/dvc.lock (--force paints anyway).
 paint: $(STAMP)
 	$(PY) -m flows.paint $(ARGS)
 
@@ -72,9 +73,13 @@ bench-paint: $(STAMP)
 reliability: $(STAMP)
 	$(PY) -m bench.reliability $(ARGS)
 
-## Reproduce with DVC (the venv's python runs each stage).
+## Reproduce the doodle pipeline with DVC (the venv's python runs each stage).
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
+
+## Reproduce the paint pipeline with DVC (its own project in paint/).
+repro-paint: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc --cd paint repro $(ARGS)
 
 ## The MLflow UI on the default local store, on 127.0.0.1 only.
 UI_PORT ?= 5000
@@ -85,10 +90,11 @@ ui: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m flows.deploy serve
 
-## A local Prefect server with its UI on 127.0.0.1 (then: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api).
+## A local Prefect server with its UI on http://127.0.0.1:$(PREFECT_PORT), on 127.0.0.1 only; its UI calls the API on
+## that same port (PREFECT_SERVER_UI_API_URL). Point flows at it: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT_PORT ?= 4200
 prefect-server: $(STAMP)
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -2,7 +2,7 @@
 
     python -m bench.paint [--epochs 100] [--longest-side 100]
 
-Runs the paint stage's own function with params.yaml's defaults (10×100
+Runs the paint stage's own function with paint/params.yaml's defaults (10×100
 ReLU MLP, Adam 1e-3, batch 32, seed 0), once per row, in this process, and
 prints a markdown table: PSNR, MSE, training seconds, and the gain of the
 encoding over the plain MLP on the same image.
@@ -15,7 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.artifacts import PaintCatalog
 from quickdraw_dag.config import PaintParams
 from tasks.paint import paint
 
@@ -41,7 +41,7 @@ def main() -> None:
             params = PaintParams(
                 image=image, epochs=args.epochs, longest_side=args.longest_side, fourier={"enabled": fourier}
             )
-            metrics = paint(params, Catalog.under(Path(scratch)))["metrics"]
+            metrics = paint(params, PaintCatalog.under(Path(scratch)))["metrics"]
             name = image.removeprefix("matplotlib:")
             if not fourier:
                 plain[name] = metrics["psnr_db"]

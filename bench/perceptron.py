@@ -17,7 +17,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.artifacts import PaintCatalog
 from quickdraw_dag.config import PaintParams
 from tasks.paint import paint
 
@@ -51,7 +51,7 @@ def main() -> None:
         image = args.image or str(hills(Path(scratch) / "hills.png"))
         for name, hidden in (("perceptron (0 hidden layers, 1 neuron)", 0), ("deep MLP (10 × 100)", 10)):
             params = PaintParams(image=image, mode="classification", hidden_layers=hidden, epochs=args.epochs)
-            result = paint(params, Catalog.under(Path(scratch) / str(hidden)))
+            result = paint(params, PaintCatalog.under(Path(scratch) / str(hidden)))
             rows.append((name, result))
     print("| model | pixel accuracy | train s |")
     print("|---|---:|---:|")

@@ -10,16 +10,26 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from quickdraw_dag.artifacts import PAINT_PIPELINE
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def copy_project(root: Path) -> Path:
-    """Copy params, dvc.yaml, the packages, the shipped samples and `.dvc/` (no cache) into `root`; `git init` it."""
+    """Copy both pipelines' files (params, dvc.yaml, `.dvc/` without cache), the packages and the samples; `git init`.
+
+    The paint pipeline (`paint/`, a DVC project of its own) comes without its outputs, lock or cache.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)
     for package in ("tasks", "flows", "quickdraw_dag", "samples"):
         shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copytree(
+        REPO / PAINT_PIPELINE,
+        root / PAINT_PIPELINE,
+        ignore=shutil.ignore_patterns("tmp", "cache", "reports", "dvc.lock", ".quickdraw.lock", "config.local"),
+    )
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return root

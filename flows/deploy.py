@@ -25,6 +25,7 @@ from quickdraw_dag.cli import configure_logging
 from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
 from quickdraw_dag.errors import QuickDrawDagError
 from quickdraw_dag.lock import workspace_lock
+from quickdraw_dag.orchestration import take_over_from_abandoned_runs
 
 DEPLOYMENT_NAME = "quickdraw-scheduled"
 
@@ -32,6 +33,7 @@ DEPLOYMENT_NAME = "quickdraw-scheduled"
 @flow(name="run-pipeline", log_prints=True)
 def run_pipeline(params_path: str = str(DEFAULT_PARAMS_PATH)) -> dict[str, Any]:
     """Load params.yaml (validated) and run the pipeline as a subflow, holding the workspace lock."""
+    take_over_from_abandoned_runs()  # runs of a `make serve` that was killed
     params = load_params(params_path)
     with workspace_lock():  # a scheduled run never overlaps a manual one
         return pipeline(params)

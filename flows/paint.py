@@ -1,15 +1,20 @@
-"""The paint flow: an MLP paints an image from pixel coordinates (`tasks.paint`).
+"""The paint flow: an MLP paints an image from pixel coordinates (`tasks.paint`), a pipeline of its own.
 
-    python -m flows.paint [--params params.yaml] [--set paint.key=value ...] [--force]
+    python -m flows.paint [--params paint/params.yaml] [--set paint.key=value ...] [--force]
 
-The task calls the same `tasks.paint.run` as `dvc repro paint` and follows the
-pipeline's rule: it paints only when `dvc status` says the `paint` stage's
-params or code changed (or with `--force`), then records it in dvc.lock.
-`--set` overrides are validated and written into params.yaml, as for the pipeline.
+The paint pipeline lives in `paint/` (its own `dvc.yaml`, `params.yaml` and
+DVC project), apart from the doodle pipeline: `make run` and `dvc repro` at
+the project root never run or wait on it. This flow runs there, as
+`dvc --cd paint repro` does, and follows the pipeline's rule: the task calls
+the same `tasks.paint.run`, paints only when `dvc status` says the `paint`
+stage's params or code changed (or with `--force`), then records it in
+`paint/dvc.lock`. `--set` overrides are validated and written into
+`paint/params.yaml`, as for the doodle pipeline.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,17 +23,22 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from quickdraw_dag.artifacts import PAINT_PIPELINE
 from quickdraw_dag.cli import build_parser, configure_logging
-from quickdraw_dag.config import Params, load_params
+from quickdraw_dag.config import PaintPipelineParams, load_params
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
 from quickdraw_dag.errors import QuickDrawDagError
 from quickdraw_dag.lock import workspace_lock
+from quickdraw_dag.orchestration import take_over_from_abandoned_runs
+
+# The paint pipeline's folder in this checkout (flows/ sits at the project root).
+PAINT_ROOT = Path(__file__).resolve().parents[1] / PAINT_PIPELINE
 
 
 @task(name="paint", cache_policy=NO_CACHE)
-def paint_task(params: Params, force: bool = False) -> dict[str, Any]:
+def paint_task(params: PaintPipelineParams, force: bool = False) -> dict[str, Any]:
     if not force and stage_is_current("paint"):
-        print("paint: unchanged since dvc.lock, skipped (use --force to paint again)")
+        print("paint: unchanged since paint/dvc.lock, skipped (use --force to paint again)")
         return {"ran": False}
     import tasks.paint
 
@@ -38,8 +48,9 @@ def paint_task(params: Params, force: bool = False) -> dict[str, Any]:
 
 
 @flow(name="paint", log_prints=True)
-def paint_flow(params: Params, force: bool = False) -> dict[str, Any]:
-    """Paint `paint.image` with the MLP; returns whether it ran and its metrics."""
+def paint_flow(params: PaintPipelineParams, force: bool = False) -> dict[str, Any]:
+    """Paint `paint.image` with the MLP; returns whether it ran and its metrics. Runs in the paint folder."""
+    take_over_from_abandoned_runs()
     outcome = paint_task(params, force)
     if outcome["ran"]:
         metrics = outcome["metrics"]
@@ -49,14 +60,19 @@ def paint_flow(params: Params, force: bool = False) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("python -m flows.paint", __doc__.splitlines()[0])
+    parser = build_parser("python -m flows.paint", __doc__.splitlines()[0], str(PAINT_PIPELINE / "params.yaml"))
     parser.add_argument("--force", action="store_true", help="paint even if nothing changed")
     args = parser.parse_args(argv)
     configure_logging()
+    # Given relative to where the user is; the default, relative to the project.
+    params_path = (
+        Path(args.params).resolve() if args.params != parser.get_default("params") else PAINT_ROOT / "params.yaml"
+    )
+    os.chdir(PAINT_ROOT)  # where DVC runs the stage: relative params paths and paint/dvc.lock mean the same
     try:
-        params = load_params(args.params, args.overrides)
+        params = load_params(params_path, args.overrides, PaintPipelineParams)
         with workspace_lock(wait_s=args.lock_wait):
-            persist_overrides(Path(args.params), args.overrides)
+            persist_overrides(params_path, args.overrides, PaintPipelineParams)
             paint_flow(params, force=args.force)
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)

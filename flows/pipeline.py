@@ -1,11 +1,13 @@
-"""The QuickDraw pipeline as a Prefect flow: fetch → split → preprocess → tune → train → evaluate (→ paint).
+"""The QuickDraw pipeline as a Prefect flow: fetch → split → preprocess → tune → train → evaluate.
 
 Tasks are thin: each calls the same `tasks.<stage>.run` that `dvc.yaml`
 runs, and follows DVC's semantics: a stage runs only when `dvc status` says
 its params or deps changed, and is then recorded with `dvc commit`. So a
 second run with nothing changed skips every stage, and after any flow run
 `dvc status` is clean and `dvc repro` is a no-op. The evaluate stage logs the
-run to MLflow (with this flow run's id).
+run to MLflow (with this flow run's id); the flow then publishes the results
+as Prefect artifacts (`quickdraw_dag.run_summary`). On start it marks CRASHED
+its earlier runs whose process was killed (`quickdraw_dag.orchestration`).
 
     python -m flows.pipeline [--params params.yaml] [--set key.path=value ...]
                              [--until STAGE] [--task-runner threads|processes|dask]
@@ -36,6 +38,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 import tasks.fetch
 import tasks.preprocess
 import tasks.split
+from quickdraw_dag import run_summary
 from quickdraw_dag.cli import build_parser, configure_logging
 from quickdraw_dag.config import Params, load_params
 from quickdraw_dag.download import ensure_resolvable
@@ -44,13 +47,13 @@ from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError, Sa
 from quickdraw_dag.fanout import Mapper
 from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
+from quickdraw_dag.orchestration import take_over_from_abandoned_runs
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
-# this module's tasks and should not pay for importing TensorFlow.
-# `paint` (the second flow's stage) is in dvc.yaml too, so the pipeline keeps
-# it current as `dvc repro` does: the flow and DVC agree on what is current.
-STAGES: tuple[str, ...] = ("fetch", "split", "preprocess", "tune", "train", "evaluate", "paint")
+# this module's tasks and should not pay for importing TensorFlow. (The paint
+# flow is a pipeline of its own: paint/dvc.yaml, flows/paint.py.)
+STAGES: tuple[str, ...] = ("fetch", "split", "preprocess", "tune", "train", "evaluate")
 
 
 def stage_function(name: str) -> Callable[..., Any]:
@@ -151,8 +154,10 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     """The stages in order, up to `until`; stages exchange files only, tasks pass small summaries.
 
     fetch, split and preprocess fan out one mapped task per category; their
-    final step (manifest, split summary, scaling) runs here, in order.
+    final step (manifest, split summary, scaling) runs here, in order. A run
+    that reaches evaluate publishes the results as the run's artifacts.
     """
+    take_over_from_abandoned_runs()
     names = STAGES[: STAGES.index(until) + 1]
     outcomes = []
     _FLOW_RUN[:] = [flow_mlflow_run(params)]
@@ -168,9 +173,11 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     _FLOW_RUN.pop().close("FINISHED")
     ran = [o["stage"] for o in outcomes if o["ran"]]
     summary = {"ran": ran, "skipped": [o["stage"] for o in outcomes if not o["ran"]]}
-    evaluated = [o for o in outcomes if o["stage"] == "evaluate" and o["ran"]]
+    evaluated = [o for o in outcomes if o["stage"] == "evaluate"]
     if evaluated:
-        summary["metrics"] = evaluated[0]["result"]
+        if evaluated[0]["ran"]:
+            summary["metrics"] = evaluated[0]["result"]
+        run_summary.publish(params, summary.get("metrics"))
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     return summary
 

@@ -7,9 +7,14 @@ structured ones (manifest, split summary, scaling, labels, tuning result,
 history, metrics) have typed read and write functions, so a reader fails
 with a `DataError` naming the file and the stage that should have made it.
 
-`STAGE_OUTPUTS` says which artifacts each stage writes and how DVC keeps
-them (`outs`, `metrics` or `plots`; in the DVC cache or in git);
-`tests/unit/test_contract.py` holds `dvc.yaml` to it.
+The paint flow is a pipeline of its own (`PAINT_PIPELINE`: its own
+`dvc.yaml`, `params.yaml` and DVC project in that folder, so the doodle
+pipeline's `dvc repro` and `dvc status` never see it); `PaintCatalog` names
+its artifacts, relative to that folder.
+
+`PIPELINES` says, per pipeline, which artifacts each stage writes and how DVC
+keeps them (`outs`, `metrics` or `plots`; in the DVC cache or in git);
+`tests/unit/test_contract.py` holds each pipeline's `dvc.yaml` to it.
 """
 
 from __future__ import annotations
@@ -141,9 +146,30 @@ class Catalog:
     def plot(self, name: str) -> Path:
         return self.plots / f"{name}.png"
 
-    # paint (the second flow)
+
+# The paint pipeline's folder, relative to the project root: its dvc.yaml, params.yaml and .dvc/ live there,
+# and its commands run there (DVC runs a stage in its dvc.yaml's folder).
+PAINT_PIPELINE = Path("paint")
+
+
+@dataclass(frozen=True)
+class PaintCatalog:
+    """Paths of the paint stage's artifacts, from `paths.reports` of `paint/params.yaml`."""
+
+    reports: Path
+
+    @classmethod
+    def from_paths(cls, paths: Any) -> PaintCatalog:
+        return cls(Path(paths.reports))
+
+    @classmethod
+    def under(cls, root: Path) -> PaintCatalog:
+        """The default layout (`reports`) below `root`."""
+        return cls(Path(root) / "reports")
+
     @property
     def paint_dir(self) -> Path:
+        """painting.png, comparison.png, loss.png, loss.csv."""
         return self.reports / "paint"
 
     @property
@@ -174,13 +200,31 @@ STAGE_OUTPUTS: dict[str, tuple[Output, ...]] = {
         Output("plots", cache=False),
         Output("predictions", "plots", cache=False),
     ),
+}
+PAINT_STAGE_OUTPUTS: dict[str, tuple[Output, ...]] = {
     "paint": (Output("paint_dir"), Output("paint_metrics", "metrics", cache=False)),
 }
 
 
-def stage_outputs(catalog: Catalog, stage: str) -> list[tuple[Path, Output]]:
+@dataclass(frozen=True)
+class Pipeline:
+    """One DVC pipeline of the project: its folder (dvc.yaml, params.yaml), catalog and stages' outputs."""
+
+    folder: Path
+    catalog: type[Catalog] | type[PaintCatalog]
+    outputs: dict[str, tuple[Output, ...]]
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "doodle": Pipeline(Path("."), Catalog, STAGE_OUTPUTS),
+    "paint": Pipeline(PAINT_PIPELINE, PaintCatalog, PAINT_STAGE_OUTPUTS),
+}
+
+
+def stage_outputs(catalog: Catalog | PaintCatalog, stage: str) -> list[tuple[Path, Output]]:
     """The paths a stage writes, with how DVC keeps each."""
-    return [(getattr(catalog, output.artifact), output) for output in STAGE_OUTPUTS[stage]]
+    outputs = STAGE_OUTPUTS.get(stage) or PAINT_STAGE_OUTPUTS[stage]
+    return [(getattr(catalog, output.artifact), output) for output in outputs]
 
 
 # ----- structured artifacts: typed shapes and their readers and writers -----
@@ -364,6 +408,46 @@ def read_metrics(catalog: Catalog) -> Metrics:
 
 def write_metrics(catalog: Catalog, metrics: Metrics) -> None:
     write_json_atomic(catalog.metrics, metrics)
+
+
+PER_CLASS_COLUMNS: tuple[str, ...] = ("category", "precision", "recall", "f1", "support")
+
+
+class ClassScores(TypedDict):
+    """One row of `per_class.csv`: a class's scores on the test split (recall is its accuracy)."""
+
+    category: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def read_per_class(catalog: Catalog) -> list[ClassScores]:
+    """`per_class.csv` in label order, as numbers."""
+    path = catalog.per_class
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("missing: run the evaluate stage first", path=path) from None
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != PER_CLASS_COLUMNS:
+        raise DataError(f"columns {reader.fieldnames} are not {list(PER_CLASS_COLUMNS)}; rerun evaluate", path=path)
+    rows: list[ClassScores] = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            rows.append(
+                {
+                    "category": row["category"],
+                    "precision": float(row["precision"]),
+                    "recall": float(row["recall"]),
+                    "f1": float(row["f1"]),
+                    "support": int(row["support"]),
+                }
+            )
+        except (TypeError, ValueError):
+            raise DataError(f"not a row of numbers: {row}; rerun evaluate", path=path, line=line) from None
+    return rows
 
 
 def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:

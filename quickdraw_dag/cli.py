@@ -11,6 +11,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
 
 from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
 from quickdraw_dag.errors import QuickDrawDagError
@@ -19,12 +22,14 @@ from quickdraw_dag.lock import workspace_lock
 log = logging.getLogger("quickdraw_dag")
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(
+    prog: str, description: str, default_params: str = str(DEFAULT_PARAMS_PATH)
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--params",
-        default=str(DEFAULT_PARAMS_PATH),
-        help="params file (default: params.yaml)",
+        default=default_params,
+        help=f"params file (default: {default_params})",
     )
     parser.add_argument(
         "--set",
@@ -55,14 +60,15 @@ def configure_logging(verbose: bool = False) -> None:
 def run_entry_point(
     prog: str,
     description: str,
-    body: Callable[[Params], object],
+    body: Callable[[Any], object],
     argv: Sequence[str] | None = None,
+    model: type[BaseModel] = Params,
 ) -> int:
-    """Parse args, load params once, run `body`; return the process exit code."""
+    """Parse args, load params once (a `model` params file), run `body`; return the process exit code."""
     args = build_parser(prog, description).parse_args(argv)
     configure_logging()
     try:
-        params = load_params(args.params, args.overrides)
+        params = load_params(args.params, args.overrides, model)
         with workspace_lock(wait_s=args.lock_wait):
             body(params)
     except QuickDrawDagError as error:

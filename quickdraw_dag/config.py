@@ -30,6 +30,7 @@ from quickdraw.names import QUICK_DRAWING_NAMES
 from quickdraw_dag.errors import ConfigError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
+ParamsModel = typing.TypeVar("ParamsModel", bound=BaseModel)
 OFFICIAL_CATEGORIES: frozenset[str] = frozenset(QUICK_DRAWING_NAMES)
 # Shapes the synthetic source can draw; each is also an official category.
 SYNTHETIC_CATEGORIES: tuple[str, ...] = (
@@ -51,6 +52,7 @@ SOURCE_SAMPLES = "samples/quickdraw"  # real drawings that ship with the project
 RETIRED_KEYS: dict[tuple[str, ...], str] = {
     ("preprocess", "workers"): "no longer a param: set the QUICKDRAW_WORKERS environment variable instead",
     ("train", "workers"): "no longer a param: set the QUICKDRAW_WORKERS environment variable instead",
+    ("paint",): "the paint flow is a pipeline of its own now: its params are in paint/params.yaml",
 }
 
 
@@ -369,7 +371,6 @@ class PaintParams(StrictModel):
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     seed: int = Field(default=0, ge=0)
     fourier: FourierParams = FourierParams()
-    experiment: str = Field(default="paint", min_length=1)
 
     @field_validator("image")
     @classmethod
@@ -381,8 +382,28 @@ class PaintParams(StrictModel):
         return image
 
 
+class PaintPathsParams(StrictModel):
+    """Where the paint stage writes, relative to the paint pipeline's folder."""
+
+    reports: str = "reports"
+
+    @field_validator("*")
+    @classmethod
+    def _inside_project(cls, value: str) -> str:
+        _project_relative(value)
+        return value
+
+
+class PaintPipelineParams(StrictModel):
+    """The whole of the paint pipeline's `paint/params.yaml` (a pipeline of its own, beside the doodle one)."""
+
+    paths: PaintPathsParams = PaintPathsParams()
+    paint: PaintParams = PaintParams()
+    mlflow: MlflowParams = MlflowParams(experiment="paint")
+
+
 class Params(StrictModel):
-    """The whole of `params.yaml`."""
+    """The whole of `params.yaml`: the doodle pipeline."""
 
     paths: PathsParams = PathsParams()
     data: DataParams
@@ -394,7 +415,6 @@ class Params(StrictModel):
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
     schedule: ScheduleParams = ScheduleParams()
-    paint: PaintParams = PaintParams()
 
     @model_validator(mode="after")
     def _synthetic_shapes(self) -> Params:
@@ -413,12 +433,14 @@ def unknown_category_message(name: str) -> str:
     return f"unknown category {name!r}{hint} (allowed: the 345 names in quickdraw.names.QUICK_DRAWING_NAMES)"
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS_PATH, overrides: Sequence[str] = ()) -> Params:
-    """Read `path`, apply `key.path=value` overrides, and validate once."""
+def load_params(
+    path: str | Path = DEFAULT_PARAMS_PATH, overrides: Sequence[str] = (), model: type[ParamsModel] = Params
+) -> ParamsModel:
+    """Read `path`, apply `key.path=value` overrides, and validate once (as `model`: a whole params file)."""
     raw = read_params_file(path)
     for override in overrides:
-        apply_override(raw, override)
-    return validate_params(raw, source=str(path))
+        apply_override(raw, override, model)
+    return validate_params(raw, source=str(path), model=model)
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
@@ -440,21 +462,21 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
+def validate_params(raw: dict[str, Any], source: str = "params", model: type[ParamsModel] = Params) -> ParamsModel:
     try:
-        return Params.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
+        raise ConfigError(format_validation_error(error, source, model)) from None
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, model: type[BaseModel] = Params) -> str:
     lines = [f"{source}: {error.error_count()} invalid value(s):"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             retired = RETIRED_KEYS.get(tuple(str(part) for part in item["loc"]))
-            message = retired or f"unknown key{_did_you_mean_key(item['loc'])}"
+            message = retired or f"unknown key{_did_you_mean_key(item['loc'], model)}"
         elif item["type"] == "missing":
             message = "required key is missing"
         got = item.get("input")
@@ -465,8 +487,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _did_you_mean_key(loc: tuple[Any, ...]) -> str:
-    known = _keys_at(loc[:-1])
+def _did_you_mean_key(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    known = _keys_at(loc[:-1], model)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     notes = [f"did you mean {close[0]!r}?"] if close else []
     if known:
@@ -474,8 +496,8 @@ def _did_you_mean_key(loc: tuple[Any, ...]) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
-def _keys_at(loc: Sequence[Any]) -> list[str]:
-    model: type[BaseModel] | None = Params
+def _keys_at(loc: Sequence[Any], root: type[BaseModel] = Params) -> list[str]:
+    model: type[BaseModel] | None = root
     for part in loc:
         if model is None:
             return []
@@ -490,16 +512,17 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply one `key.path=value` (value parsed as YAML) to the raw mapping."""
+def apply_override(raw: dict[str, Any], override: str, model: type[BaseModel] = Params) -> None:
+    """Apply one `key.path=value` (value parsed as YAML) to the raw mapping of a `model` params file."""
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set expects key.path=value (got {override!r})")
     parts = key.split(".")
-    if tuple(parts) in RETIRED_KEYS:
-        raise ConfigError(f"--set {key}: {RETIRED_KEYS[tuple(parts)]}")
-    known = _keys_at(parts[:-1])
+    retired = next((tuple(parts[:n]) for n in range(1, len(parts) + 1) if tuple(parts[:n]) in RETIRED_KEYS), None)
+    if model is Params and retired:
+        raise ConfigError(f"--set {key}: {RETIRED_KEYS[retired]}")
+    known = _keys_at(parts[:-1], model)
     if parts[-1] not in known:
         close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.6)
         hint = f"; did you mean {'.'.join([*parts[:-1], close[0]])!r}?" if close else ""

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from quickdraw_dag.atomic import write_bytes_atomic
-from quickdraw_dag.config import apply_override, read_params_file, validate_params
+from quickdraw_dag.config import Params, apply_override, read_params_file, validate_params
 
 
 def stage_is_current(name: str, root: Path = Path(".")) -> bool:
@@ -32,7 +34,7 @@ def commit_stage(name: str, root: Path = Path(".")) -> None:
         repo.commit(name, force=True)
 
 
-def persist_overrides(path: Path, overrides: Sequence[str]) -> None:
+def persist_overrides(path: Path, overrides: Sequence[str], model: type[BaseModel] = Params) -> None:
     """Write validated `--set` overrides into params.yaml, keeping its comments.
 
     Like `dvc exp run -S`: the file DVC reads must hold the values a run used,
@@ -42,8 +44,8 @@ def persist_overrides(path: Path, overrides: Sequence[str]) -> None:
         return
     raw = read_params_file(path)
     for override in overrides:
-        apply_override(raw, override)
-    validate_params(raw, str(path))  # refuse before touching the file
+        apply_override(raw, override, model)
+    validate_params(raw, str(path), model)  # refuse before touching the file
     from io import StringIO
 
     from ruamel.yaml import YAML

@@ -135,7 +135,7 @@ def log_pipeline_run(
     log.info(
         "mlflow: run %s, model version %s, %s (%s)", live.run_id, version, decision["decision"], decision["reason"]
     )
-    return {"run_id": live.run_id, "model_version": version, **decision}
+    return {"run_id": live.run_id, "experiment_id": live.experiment_id, "model_version": version, **decision}
 
 
 def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> None:

@@ -18,7 +18,16 @@ import keras
 import numpy as np
 
 from quickdraw_dag import plots
-from quickdraw_dag.artifacts import Catalog, Metrics, read_categories, read_history, write_csv, write_metrics
+from quickdraw_dag.artifacts import (
+    PER_CLASS_COLUMNS,
+    Catalog,
+    Metrics,
+    read_categories,
+    read_history,
+    read_per_class,
+    write_csv,
+    write_metrics,
+)
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import EvaluateParams, Params
 from quickdraw_dag.errors import DataError
@@ -94,7 +103,7 @@ def evaluate(params: EvaluateParams, catalog: Catalog) -> Metrics:
     per_class = result["per_class"]
     write_csv(
         catalog.per_class,
-        ["category", "precision", "recall", "f1", "support"],
+        PER_CLASS_COLUMNS,
         [
             [
                 c,
@@ -178,11 +187,13 @@ def run(params: Params) -> dict[str, Any]:
     """The stage as DVC and Prefect call it; it completes and closes the pipeline run's MLflow record.
 
     Tracking lives here, in the last stage, so `dvc repro` on its own records a run exactly as a
-    Prefect flow run does (without a flow-run id).
+    Prefect flow run does (without a flow-run id). Returns the headline metrics, the per-class
+    scores and, when tracked, the MLflow run, registered model version and promotion decision
+    (what the flow publishes as the run's Prefect artifacts).
     """
     catalog = Catalog.from_paths(params.paths)
     with tracked_stage("evaluate", params.mlflow, closes=True) as live:
-        metrics: dict[str, Any] = dict(evaluate(params.evaluate, catalog))
+        metrics: dict[str, Any] = {**evaluate(params.evaluate, catalog), "per_class": read_per_class(catalog)}
         if live is not None:
             from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
 
@@ -203,8 +214,10 @@ def run(params: Params) -> dict[str, Any]:
             metrics = {
                 **metrics,
                 "mlflow_run_id": tracked["run_id"],
+                "mlflow_experiment_id": tracked["experiment_id"],
                 "model_version": tracked["model_version"],
                 "promotion": tracked["decision"],
+                "promotion_reason": tracked["reason"],
             }
     return metrics
 

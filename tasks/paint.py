@@ -6,10 +6,12 @@ them to the tutorial's two colour classes ("blue" when r + g + b ≤
 Optional random Fourier features of the coordinates (`paint.fourier`) let
 the same MLP fit much finer detail.
 
-Writes the paint folder (`Catalog.paint_dir`: painting.png, comparison.png
-with source, painting and absolute error, loss.png, loss.csv) and the paint
-metrics (PSNR and MSE; pixel accuracy for classification; training seconds),
-and logs them to MLflow in the `paint.experiment` experiment.
+The stage of the paint pipeline (`paint/dvc.yaml`, params in
+`paint/params.yaml`; DVC runs it in that folder). Writes the paint folder
+(`PaintCatalog.paint_dir`: painting.png, comparison.png with source, painting
+and absolute error, loss.png, loss.csv) and the paint metrics (PSNR and MSE;
+pixel accuracy for classification; training seconds), and logs them to MLflow
+in the paint pipeline's own experiment (`mlflow.experiment`, default `paint`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from quickdraw_dag.artifacts import Catalog, csv_bytes
+from quickdraw_dag.artifacts import PaintCatalog, csv_bytes
 from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import MlflowParams, PaintParams, Params
+from quickdraw_dag.config import MlflowParams, PaintParams, PaintPipelineParams
 from quickdraw_dag.painting import (
     CLASS_NAMES,
     build_mlp,
@@ -80,7 +82,7 @@ def _epoch_callback(epochs: int, inputs: np.ndarray, to_image: Any, snapshots: d
     return EpochProgress()
 
 
-def paint(params: PaintParams, catalog: Catalog) -> dict[str, Any]:
+def paint(params: PaintParams, catalog: PaintCatalog) -> dict[str, Any]:
     """Train the MLP on one image and paint it back; returns the metrics (and the arrays)."""
     source = load_image(params.image, params.longest_side)
     height, width, _ = source.shape
@@ -153,7 +155,7 @@ def paint(params: PaintParams, catalog: Catalog) -> dict[str, Any]:
 
 
 def write_outputs(
-    catalog: Catalog, source: np.ndarray, painting: np.ndarray, losses: list[float], metrics: dict[str, Any]
+    catalog: PaintCatalog, source: np.ndarray, painting: np.ndarray, losses: list[float], metrics: dict[str, Any]
 ) -> None:
     """The paint folder, built aside and swapped in whole, then the metrics."""
     from PIL import Image
@@ -169,14 +171,14 @@ def write_outputs(
     write_json_atomic(catalog.paint_metrics, metrics)
 
 
-def track(params: PaintParams, mlflow_params: MlflowParams, catalog: Catalog, result: dict[str, Any]) -> str:
+def track(params: PaintParams, mlflow_params: MlflowParams, catalog: PaintCatalog, result: dict[str, Any]) -> str:
     """One MLflow run in the paint experiment: params, loss per epoch, metrics, the painting."""
     import mlflow
 
     from quickdraw_dag.lineage import git_state, orchestrator_ids
     from quickdraw_dag.mlflow_store import configure, flatten, process_tags
 
-    configure(mlflow_params.model_copy(update={"experiment": params.experiment}))
+    configure(mlflow_params)
     flow_run_id, deployment = orchestrator_ids()
     encoding = f"fourier{params.fourier.size}x{params.fourier.scale:g}" if params.fourier.enabled else "xy"
     image = Path(params.image.removeprefix("matplotlib:")).stem
@@ -202,9 +204,9 @@ def track(params: PaintParams, mlflow_params: MlflowParams, catalog: Catalog, re
         return run.info.run_id
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: PaintPipelineParams) -> dict[str, Any]:
     """The stage as DVC and Prefect call it."""
-    catalog = Catalog.from_paths(params.paths)
+    catalog = PaintCatalog.from_paths(params.paths)
     result = paint(params.paint, catalog)
     if params.mlflow.enabled:
         result["metrics"]["mlflow_run_id"] = track(params.paint, params.mlflow, catalog, result)
@@ -212,7 +214,7 @@ def run(params: Params) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_entry_point("python -m tasks.paint", __doc__.splitlines()[0], run, argv)
+    return run_entry_point("python -m tasks.paint", __doc__.splitlines()[0], run, argv, PaintPipelineParams)
 
 
 if __name__ == "__main__":

@@ -74,9 +74,11 @@ def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
 
 
-def run_module(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m module args` the way DVC does, in `cwd`."""
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = 300, code: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m module args` the way DVC does, in `cwd`, importing the project at `code` (default `cwd`)."""
+    env = {**os.environ, "PYTHONPATH": str(code or cwd)}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -155,12 +157,14 @@ TINY_PIPELINE: dict[str, dict] = {
         "space": {"filters": [8, 16], "learning_rate": [0.003], "batch_norm": [False]},
     },
     "train": {"epochs": 3, "max_seconds": None},
-    "paint": {"longest_side": 12, "epochs": 3, "hidden_layers": 2, "units": 16},
 }
 
 
 def set_params(project: Path, **sections: dict) -> None:
-    """Merge values into the project's params.yaml (nested mappings merge key by key)."""
+    """Merge values into the project's params.yaml (nested mappings merge key by key).
+
+    `project` may also be a pipeline's folder, e.g. `project / "paint"` for the paint pipeline's params.
+    """
 
     def merge(into: dict, values: dict) -> None:
         for key, value in values.items():

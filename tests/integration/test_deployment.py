@@ -67,4 +67,4 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
             output = server.communicate(timeout=60)[0]
     assert Catalog.under(project).model.exists(), output[-3000:]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"}
+    assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate"}

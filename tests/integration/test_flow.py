@@ -1,7 +1,8 @@
 """The whole flow on tiny synthetic data under a real Prefect test server and a temporary MLflow store.
 
 One module-scoped run of three flow invocations (all stages; nothing changed; only `train.*` changed)
-feeds one test per invariant, so a failure names what broke.
+feeds one test per invariant, so a failure names what broke: stages, DVC, MLflow, and the results each
+run publishes as Prefect artifacts.
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.artifacts import Catalog, read_per_class
 from quickdraw_dag.config import load_params
+from quickdraw_dag.run_summary import LOCAL_MLFLOW_UI, PER_CLASS_KEY, RESULTS_KEY
 from tests.conftest import TINY_PIPELINE, dvc_status, git_commit_all, run_module, set_params, tree_digest
 
-ALL_STAGES = ["fetch", "split", "preprocess", "tune", "train", "evaluate", "paint"]
+ALL_STAGES = ["fetch", "split", "preprocess", "tune", "train", "evaluate"]  # the paint flow is another pipeline
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow")]  # one worker runs the shared flow runs
 
 
@@ -29,6 +32,21 @@ class FlowRuns:
     status_after: list[str]
     parents: list  # MLflow parent runs, oldest first
     runs: list  # every MLflow run of the experiment
+    artifacts: list[dict[str, Any]]  # per flow run: its Prefect artifacts by key
+    history: dict[str, list]  # per artifact key: every version, newest first (the Artifacts page's history)
+
+
+def read_artifacts(artifact_filter: dict) -> list:
+    """Artifacts from the API, newest first. (Prefect's client sends an empty flow-run and task-run filter
+    that either fails validation or, as an empty task-run filter, drops the artifacts a flow made itself.)"""
+    import httpx
+    from prefect.client.schemas.objects import Artifact
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": artifact_filter, "sort": "CREATED_DESC", "limit": 50, "offset": 0}
+    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return Artifact.model_validate_list(response.json())
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +67,18 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
     os.environ["PYTHONPATH"] = str(project)
     cwd = Path.cwd()
     os.chdir(project)
-    outcomes, status_after = [], []
+    outcomes, status_after, artifacts, history = [], [], [], {}
     try:
         with prefect_test_harness(server_startup_timeout=120):
             for change in ({}, {}, {"train": {"epochs": 2}}):
                 set_params(project, **change)
-                outcomes.append(pipeline(load_params(project / "params.yaml")))
+                state = pipeline(load_params(project / "params.yaml"), return_state=True)
+                outcomes.append(state.result())
                 status_after.append(dvc_status(project))
+                made = read_artifacts({"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}})
+                artifacts.append({artifact.key: artifact for artifact in made})
+            for key in (RESULTS_KEY, PER_CLASS_KEY):
+                history[key] = read_artifacts({"key": {"any_": [key]}})
     finally:
         os.chdir(cwd)
         for name, value in saved.items():
@@ -64,7 +87,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
     experiment = mlflow.get_experiment_by_name("quickdraw")
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    return FlowRuns(project, commit, outcomes, status_after, parents, runs)
+    return FlowRuns(project, commit, outcomes, status_after, parents, runs, artifacts, history)
 
 
 def test_first_run_runs_every_stage_and_leaves_dvc_up_to_date(flow_runs: FlowRuns) -> None:
@@ -168,3 +191,57 @@ def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path)
     )
     different = [name for name in threads if threads[name] != dask[name]]
     assert different == []
+
+
+# ----- results as Prefect artifacts -----
+
+
+def test_every_run_publishes_the_results_and_per_class_artifacts_under_stable_keys(flow_runs: FlowRuns) -> None:
+    for made in flow_runs.artifacts:
+        assert set(made) == {RESULTS_KEY, PER_CLASS_KEY}
+        assert made[RESULTS_KEY].type == "markdown" and made[PER_CLASS_KEY].type == "table"
+    # one version per run under each key: the Artifacts page shows the latest and its history
+    assert [len(flow_runs.history[key]) for key in (RESULTS_KEY, PER_CLASS_KEY)] == [3, 3]
+
+
+def test_the_results_artifact_holds_the_metrics_decision_and_working_mlflow_links(flow_runs: FlowRuns) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    first, last = flow_runs.parents
+    for made, parent, outcome in ((flow_runs.artifacts[0], first, 0), (flow_runs.artifacts[2], last, 2)):
+        markdown = made[RESULTS_KEY].data
+        result = flow_runs.outcomes[outcome]["metrics"]  # the evaluate task's result carries the same figures
+        assert result["mlflow_run_id"] == parent.info.run_id
+        assert f"| accuracy | {parent.data.metrics['test_accuracy']:.4f} |" in markdown
+        assert f"| MAP@3 | {parent.data.metrics['test_map_at_3']:.4f} |" in markdown
+        version = parent.data.tags["registered_model_version"]
+        assert str(result["model_version"]) == version
+        assert f"{LOCAL_MLFLOW_UI}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id})" in markdown
+        assert f"{LOCAL_MLFLOW_UI}/#/models/quickdraw-cnn/versions/{version})" in markdown
+        assert client.get_model_version("quickdraw-cnn", version).run_id == parent.info.run_id
+        assert result["promotion_reason"] == parent.data.tags["promotion.reason"]
+        assert parent.data.tags["promotion.reason"] in markdown
+        decision = parent.data.tags["promotion.decision"]
+        assert result["promotion"] == decision and f"**{decision}**" in markdown
+    assert "no champion yet" in flow_runs.artifacts[0][RESULTS_KEY].data
+    assert "evaluate did not run" not in flow_runs.artifacts[0][RESULTS_KEY].data
+
+
+def test_a_run_that_skipped_evaluate_republishes_the_current_results_and_says_so(flow_runs: FlowRuns) -> None:
+    skipped, first = flow_runs.artifacts[1][RESULTS_KEY].data, flow_runs.artifacts[0][RESULTS_KEY].data
+    assert "evaluate did not run" in skipped
+    # the same figures and the MLflow run that logged the model still in place (found by its DVC hash)
+    first_rows = [line for line in first.splitlines() if line.startswith("|") or line.startswith("- **")]
+    assert first_rows == [line for line in skipped.splitlines() if line.startswith("|") or line.startswith("- **")]
+    assert flow_runs.parents[0].info.run_id in skipped
+
+
+def test_the_per_class_table_is_the_evaluate_stages_table(flow_runs: FlowRuns) -> None:
+    table = json.loads(flow_runs.artifacts[2][PER_CLASS_KEY].data)
+    on_disk = read_per_class(Catalog.under(flow_runs.project))
+    assert [row["category"] for row in table] == ["circle", "square", "line"]  # label order
+    assert [row["accuracy"] for row in table] == pytest.approx([row["recall"] for row in on_disk])
+    assert [row["test drawings"] for row in table] == [row["support"] for row in on_disk]
+    assert sum(row["test drawings"] for row in table) == flow_runs.outcomes[2]["metrics"]["test_images"]
+    assert flow_runs.outcomes[2]["metrics"]["per_class"] == on_disk

@@ -1,4 +1,4 @@
-"""The paint flow end to end: quality on a tiny image, bad images, DVC stage vs Prefect flow."""
+"""The paint flow end to end: quality on a tiny image, bad images, DVC stage vs Prefect flow, its own pipeline."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.artifacts import PAINT_PIPELINE, PaintCatalog
 from quickdraw_dag.config import PaintParams
-from tests.conftest import catalog_of, dvc, run_module, set_params
+from tests.conftest import dvc, run_module, set_params
 
 TINY = {"longest_side": 16, "epochs": 6, "hidden_layers": 2, "units": 16, "fourier": {"enabled": True, "size": 16}}
 
@@ -40,7 +40,7 @@ def test_tiny_image_is_painted_well_in_both_modes(tmp_path: Path) -> None:
         learning_rate=0.003,
         fourier={"enabled": True, "size": 32, "scale": 3.0},
     )
-    catalog = catalog_of(tmp_path)
+    catalog = PaintCatalog.under(tmp_path)
     result = paint(params, catalog)
     source = result["source"]
     flat = np.broadcast_to(source.reshape(-1, 3).mean(axis=0).round().astype(np.uint8), source.shape)
@@ -69,10 +69,11 @@ def test_a_missing_or_unreadable_image_exits_2_naming_the_path(project: Path, tm
     path = tmp_path / "photo.jpg"
     if kind == "unreadable":
         path.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    result = run_module("tasks.paint", "--set", f"paint.image={path}", cwd=project)
+    # as DVC runs it: in the paint pipeline's folder
+    result = run_module("tasks.paint", "--set", f"paint.image={path}", cwd=project / PAINT_PIPELINE, code=project)
     assert result.returncode == 2, result.stderr
     assert str(path) in result.stderr and "Traceback" not in result.stderr
-    assert not (project / "reports").exists()
+    assert not (project / PAINT_PIPELINE / "reports").exists() and not (project / "reports").exists()
 
 
 @pytest.mark.slow
@@ -81,31 +82,38 @@ def test_dvc_stage_and_prefect_flow_paint_the_same_picture(
 ) -> None:
     import mlflow
 
-    set_params(project, paint={**TINY, "image": "matplotlib:logo2.png"})
+    set_params(project / PAINT_PIPELINE, paint={**TINY, "image": "matplotlib:logo2.png"})
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'paint.db'}")
 
-    by_dvc = dvc(project, "repro", "paint")
+    by_dvc = dvc(project, "--cd", "paint", "repro")  # `make repro-paint`
     assert by_dvc.returncode == 0, by_dvc.stdout + by_dvc.stderr
-    by_flow = run_module("flows.paint", cwd=twin)
+    assert "Running stage 'paint'" in by_dvc.stdout
+    by_flow = run_module("flows.paint", cwd=twin)  # `make paint`, from the project root
     assert by_flow.returncode == 0, by_flow.stderr[-3000:]
     assert "painted: PSNR" in by_flow.stdout + by_flow.stderr
 
-    painting = (project / "reports/paint/painting.png").read_bytes()
-    assert painting == (twin / "reports/paint/painting.png").read_bytes()
-    dvc_metrics = json.loads(Catalog.under(project).paint_metrics.read_text())
-    flow_metrics = json.loads(Catalog.under(twin).paint_metrics.read_text())
+    ours, theirs = PaintCatalog.under(project / PAINT_PIPELINE), PaintCatalog.under(twin / PAINT_PIPELINE)
+    assert (ours.paint_dir / "painting.png").read_bytes() == (theirs.paint_dir / "painting.png").read_bytes()
+    dvc_metrics = json.loads(ours.paint_metrics.read_text())
+    flow_metrics = json.loads(theirs.paint_metrics.read_text())
     assert dvc_metrics["psnr_db"] == flow_metrics["psnr_db"] and dvc_metrics["mse"] == flow_metrics["mse"]
 
-    # The flow recorded its run in dvc.lock like `dvc repro` would: nothing left to do. (That a rerun
-    # then skips is the pipeline flow's test, which runs the paint stage too.)
-    assert "up to date" in dvc(twin, "status", "paint").stdout
+    # DVC semantics both ways: the flow recorded its run in paint/dvc.lock, so DVC has nothing to do
+    # and a second flow run skips; a second `dvc repro` skips too.
+    assert "up to date" in dvc(twin, "--cd", "paint", "status").stdout
+    again = run_module("flows.paint", cwd=twin)
+    assert again.returncode == 0 and "paint: unchanged since" in again.stdout + again.stderr, again.stderr[-3000:]
+    assert "Running stage" not in dvc(project, "--cd", "paint", "repro").stdout
+    # and the doodle pipeline's DVC project does not see the paint pipeline at all
+    assert "paint" not in dvc(twin, "status").stdout
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     experiment = mlflow.get_experiment_by_name("paint")
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
-    assert len(runs) == 2  # one from dvc repro, one from the flow
+    assert len(runs) == 2  # one from dvc repro, one from the flow; the skipped runs logged nothing
+    assert mlflow.get_experiment_by_name("quickdraw") is None  # its own experiment, not the doodle one
     orchestrators = sorted(r.data.tags["orchestrator"] for r in runs)
     assert orchestrators == ["dvc-or-cli", "prefect"]
     client = mlflow.MlflowClient()

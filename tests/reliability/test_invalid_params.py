@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.artifacts import PAINT_PIPELINE, Catalog
 from tests.conftest import REPO
 from tests.conftest import tree_digest as full_digest
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
+PAINT_DEFAULT = yaml.safe_load((REPO / PAINT_PIPELINE / "params.yaml").read_text())
 DROP = object()
 
 # (id, dotted key, value, what the message must name)
@@ -55,9 +56,7 @@ VARIANTS: list[tuple[str, str, Any, str]] = [
     ("path-traversal", "paths.processed", "../outside", "paths.processed"),
     ("timeout-zero", "fetch.download.timeout_s", 0, "fetch.download.timeout_s"),
     ("local-format-unknown", "fetch.local_format", "jpeg", "fetch.local_format"),
-    ("paint-side-zero", "paint.longest_side", 0, "paint.longest_side"),
-    ("paint-mode-unknown", "paint.mode", "segmentation", "paint.mode"),
-    ("paint-sample-traversal", "paint.image", "matplotlib:../../etc/passwd", "paint.image"),
+    ("paint-moved-out", "paint.epochs", 3, "paint/params.yaml"),  # the paint pipeline has its own params file
     ("experiment-empty", "mlflow.experiment", "", "mlflow.experiment"),
     ("section-missing", "data", DROP, "data"),
     ("source-not-a-directory", "data.source", "/etc/hostname", "data.source"),
@@ -117,6 +116,33 @@ def test_invalid_params_exit_2_naming_the_key(
         key_named=int(named in error),
         outputs_touched=int(tree_digest(workspace) != before),
     )
+
+
+# The paint pipeline's own params file (paint/params.yaml), through its stage command.
+PAINT_VARIANTS: list[tuple[str, str, Any, str]] = [
+    ("paint-side-zero", "paint.longest_side", 0, "paint.longest_side"),
+    ("paint-mode-unknown", "paint.mode", "segmentation", "paint.mode"),
+    ("paint-sample-traversal", "paint.image", "matplotlib:../../etc/passwd", "paint.image"),
+    ("paint-reports-outside", "paths.reports", "../reports", "paths.reports"),
+    ("paint-experiment-empty", "mlflow.experiment", "", "mlflow.experiment"),
+    ("paint-doodle-section", "data", {"categories": ["apple", "cat"]}, "data"),
+]
+
+
+@pytest.mark.parametrize("name,key,value,named", PAINT_VARIANTS, ids=[v[0] for v in PAINT_VARIANTS])
+def test_invalid_paint_params_exit_2_naming_the_key(
+    workspace: Path, capsys: pytest.CaptureFixture, name: str, key: str, value: Any, named: str, record
+) -> None:
+    import tasks.paint
+
+    (workspace / "params.yaml").write_text(yaml.safe_dump(set_key(PAINT_DEFAULT, key, value), sort_keys=False))
+    before = tree_digest(workspace)
+    code = tasks.paint.main(["--params", "params.yaml"])
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert named in error and "Traceback" not in error
+    assert tree_digest(workspace) == before
+    record("invalid params", variants=1, exit_2=int(code == 2), key_named=int(named in error), outputs_touched=0)
 
 
 @pytest.mark.parametrize(

@@ -4,32 +4,55 @@
 - no stage module imports another stage module;
 - each `dvc.yaml` stage lists every project module its command imports (directly or
   transitively), every params section its `run` reads, and exactly the outputs the
-  catalog declares for it.
+  catalog declares for it;
+- in both pipelines: the doodle one (`dvc.yaml`, `params.yaml` at the root) and the
+  paint one (its own DVC project in `paint/`).
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from quickdraw_dag.artifacts import STAGE_OUTPUTS, Catalog, stage_outputs
+from quickdraw_dag.artifacts import PIPELINES, Catalog, PaintCatalog, Pipeline, stage_outputs
 from tests.conftest import REPO
 
-STAGES = tuple(STAGE_OUTPUTS)
+STAGES = tuple(stage for pipeline in PIPELINES.values() for stage in pipeline.outputs)
+PIPELINE_OF: dict[str, Pipeline] = {stage: pipeline for pipeline in PIPELINES.values() for stage in pipeline.outputs}
 CODE_ROOTS = ("quickdraw_dag", "tasks", "flows", "bench", "tests")
 CONTRACT_MODULE = REPO / "quickdraw_dag" / "artifacts.py"
 
 
-def dvc_stages() -> dict[str, dict]:
-    """dvc.yaml's stages with `${paths.*}` filled in from params.yaml, as DVC resolves them."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    text = (REPO / "dvc.yaml").read_text()
+def pipeline_stages(folder: Path) -> dict[str, dict]:
+    """One pipeline's dvc.yaml stages, `${paths.*}` filled in from its params.yaml as DVC resolves them.
+
+    Outputs stay relative to the pipeline's folder (as its catalog gives them); code deps are made
+    relative to the project root (`../tasks/paint.py` in paint/ is `tasks/paint.py`).
+    """
+    params = yaml.safe_load((REPO / folder / "params.yaml").read_text())
+    text = (REPO / folder / "dvc.yaml").read_text()
     text = re.sub(r"\$\{paths\.(\w+)\}", lambda m: params["paths"][m.group(1)], text)
-    return yaml.safe_load(text)["stages"]
+    stages = yaml.safe_load(text)["stages"]
+    for stage in stages.values():
+        stage["deps"] = [os.path.normpath(folder / dep) if isinstance(dep, str) else dep for dep in stage["deps"]]
+    return stages
+
+
+def dvc_stages() -> dict[str, dict]:
+    """The stages of every pipeline, by name."""
+    return {name: stage for pipeline in PIPELINES.values() for name, stage in pipeline_stages(pipeline.folder).items()}
+
+
+def test_each_pipeline_declares_exactly_its_stages_in_a_dvc_project_of_its_own() -> None:
+    for pipeline in PIPELINES.values():
+        assert set(pipeline_stages(pipeline.folder)) == set(pipeline.outputs), pipeline.folder
+        assert (REPO / pipeline.folder / ".dvc" / "config").is_file(), pipeline.folder  # `dvc init [--subdir]`
+    assert len(STAGES) == len(set(STAGES)) and "paint" in STAGES and "paint" not in pipeline_stages(Path("."))
 
 
 def entries(items: list) -> dict[str, dict]:
@@ -49,12 +72,13 @@ def entries(items: list) -> dict[str, dict]:
 
 def artifact_names() -> set[str]:
     """The file and folder names the catalog gives (model.keras, metrics.json, train_images.npy, …)."""
-    catalog = Catalog.under(Path("/root"))
     names = set()
-    for name in dir(Catalog):
-        value = getattr(Catalog, name)
-        if isinstance(value, property):
-            names.add(getattr(catalog, name).name)
+    for kind in (Catalog, PaintCatalog):
+        catalog = kind.under(Path("/root"))
+        for name in dir(kind):
+            if isinstance(getattr(kind, name), property):
+                names.add(getattr(catalog, name).name)
+    catalog = Catalog.under(Path("/root"))
     for split in ("train", "val", "test"):
         names |= {catalog.images(split).name, catalog.labels(split).name}
     folders = {"raw", "interim", "processed", "models", "reports", "plots", "paint", "tuner", "checkpoints"}
@@ -64,6 +88,7 @@ def artifact_names() -> set[str]:
 def test_no_artifact_name_is_spelled_outside_the_contract_module() -> None:
     names = artifact_names()
     assert {"model.keras", "metrics.json", "best_hparams.json", "history.json", "train_images.npy"} <= names
+    assert "paint_metrics.json" in names
     pattern = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
     found = []
     for root in CODE_ROOTS:
@@ -224,9 +249,10 @@ def test_the_params_check_fails_when_a_section_is_removed() -> None:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_dvc_yaml_outputs_are_the_catalogs(stage: str) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    catalog = Catalog.from_paths(type("Paths", (), params["paths"]))
-    declared = dvc_stages()[stage]
+    pipeline = PIPELINE_OF[stage]
+    params = yaml.safe_load((REPO / pipeline.folder / "params.yaml").read_text())
+    catalog = pipeline.catalog.from_paths(type("Paths", (), params["paths"]))
+    declared = pipeline_stages(pipeline.folder)[stage]
     got = {kind: entries(declared.get(kind)) for kind in ("outs", "metrics", "plots")}
     expected: dict[str, dict[str, dict]] = {"outs": {}, "metrics": {}, "plots": {}}
     for path, output in stage_outputs(catalog, stage):
