@@ -172,6 +172,7 @@ def tracked_stage(
     monitor = None
     if session.mode == "flow":
         live = LiveRun.attach(params, session.key or "")
+        monitor = _start_system_metrics(live.run_id)
     elif session.mode == "dvc":
         state = note_stage_start(stage, root) or {}
         if state.get("run_id"):
@@ -238,7 +239,10 @@ def _close_previous(run_id: str | None) -> None:
 class FlowRun:
     """The flow's pipeline run: opened before its first stage that runs, closed when the flow ends.
 
-    The stages the flow runs in its own process find it through `QUICKDRAW_MLFLOW_RUN`.
+    The stages the flow runs in its own process find it through `QUICKDRAW_MLFLOW_RUN`. System
+    metrics are sampled while the tracked stages run (their `tracked_stage`), not during the data
+    stages: a sampling thread alive while Prefect hands per-category tasks to Dask gets pulled into
+    what Dask must pickle, and cannot be.
     """
 
     def __init__(self, params: MlflowParams, run_name: str, tags: dict[str, str], logged_params: dict[str, Any]):
@@ -247,7 +251,6 @@ class FlowRun:
         self.tags = tags
         self.logged_params = logged_params
         self.live: LiveRun | None = None
-        self.monitor: Any = None
 
     def ensure_open(self) -> None:
         if self.live is not None or not self.params.enabled:
@@ -255,12 +258,10 @@ class FlowRun:
         self.live = LiveRun.create(self.params, run_name=self.run_name, tags=self.tags)
         self.live.log_params(self.logged_params)
         os.environ[FLOW_RUN_ENV] = self.live.run_id
-        self.monitor = _start_system_metrics(self.live.run_id)
 
     def close(self, status: str) -> None:
         if self.live is None:
             return
-        _stop_system_metrics(self.monitor)
         self.live.end(status)  # after evaluate the run is FINISHED already; this changes nothing then
         os.environ.pop(FLOW_RUN_ENV, None)
         self.live = None
