@@ -75,8 +75,9 @@ class Classifier:
         return classifier
 
     def warm_up(self) -> None:
-        """Trace the model's predict function once, so the first guess is as fast as the rest."""
-        self.probabilities(np.zeros((1, self.card.image_size, self.card.image_size), np.uint8))
+        """Load the compiled rasterizer and trace the model once, so the first guess is as fast as the rest."""
+        dot = [(np.zeros(2, np.uint8), np.zeros(2, np.uint8))]
+        self.probabilities(self.images_from_strokes([dot]))
 
     # --- the one input path ---
 

@@ -117,7 +117,7 @@ class TablePrinter:
         self.out = out
         self.name_width = max(len(str(p)) for p in files)
         ranks = "".join(f"  {self._ordinal(i):<22}" for i in range(1, k + 1))
-        out.write(f"{'file':<{self.name_width}}  {'drawing':<16}{ranks}\n")
+        out.write(f"{'file':<{self.name_width}}  {'drawing':<16}{ranks}".rstrip() + "\n")
 
     @staticmethod
     def _ordinal(n: int) -> str:
