@@ -7,7 +7,9 @@ sample's categories and registered in a temporary SQLite store), so they run on 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -294,9 +296,6 @@ def mlflow_serving(champion: Champion, cwd: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        import os
-        import signal
-
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
