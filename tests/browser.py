@@ -57,7 +57,11 @@ def find_binaries() -> tuple[str, str]:
         (found for name in CHROMIUM_NAMES if (found := shutil.which(name, path=search))), None
     )
     driver = os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver", path=search)
-    missing = [name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path]
+    missing = [
+        name
+        for name, path in (("chromium", chromium), ("chromedriver", driver))
+        if not path or not Path(path).is_file()
+    ]
     if missing:
         raise BrowserMissing(
             f"{' and '.join(missing)} not found (apt-get install {APT_PACKAGES}, "
