@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test lint format demo bench bench-parse bench-raster bench-paint reliability repro repro-paint ui serve prefect-server clean
+.PHONY: install run paint test lint format demo predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,23 @@ paint: $(STAMP)
 ## The whole pipeline offline on synthetic doodles in .demo/ (logs to ./mlflow.db).
 demo: $(STAMP)
 	$(PY) -m flows.demo $(ARGS)
+
+## Classify drawings with the registered champion: make predict ARGS='FILE... [--json] [--model URI]'.
+predict: $(STAMP)
+	$(PY) -m quickdraw_dag.serving.predict $(ARGS)
+
+## Serve the champion with MLflow on 127.0.0.1:$(MODEL_PORT) (POST /invocations); MODEL_URI picks another model.
+MODEL_PORT ?= 5001
+MODEL_URI ?= models:/quickdraw-cnn@champion
+serve-model: $(STAMP)
+	$(PY) -m quickdraw_dag.serving.registry $(MODEL_URI)
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		$(VENV)/bin/mlflow models serve -m $(MODEL_URI) --env-manager local --host 127.0.0.1 --port $(MODEL_PORT)
+
+## The drawing page on http://127.0.0.1:$(PLAY_PORT)/ (ARGS='--save' keeps labelled drawings in data/user/).
+PLAY_PORT ?= 5002
+play: $(STAMP)
+	$(PY) -m quickdraw_dag.serving.server --port $(PLAY_PORT) $(ARGS)
 
 ## Lint and format checks, then the whole test suite.
 test: $(STAMP) lint

@@ -63,7 +63,7 @@ def processed_dir(root: Path, count: int, tile: np.ndarray) -> Path:
     images.flush()
     del images
     np.save(catalog.labels("train"), (np.arange(count) % 6).astype(np.int16), allow_pickle=False)
-    write_label_names(catalog.label_names, [f"c{i}" for i in range(6)], 28)
+    write_label_names(catalog.label_names, [f"c{i}" for i in range(6)], 28, 16.0)
     return root
 
 

@@ -311,19 +311,28 @@ def read_scaling(catalog: Catalog) -> Scaling:
     return Scaling.from_json(_read_json(catalog.scaling, "preprocess"))
 
 
-class LabelNames(TypedDict):
+class LabelNames(TypedDict, total=False):
+    """`labels.json`: the label set and how its images were drawn (what serving must repeat)."""
+
     categories: list[str]
     image_size: int
+    line_width: float  # absent in files written before serving needed it
 
 
-def write_label_names(path: Path, categories: Sequence[str], image_size: int) -> None:
+def write_label_names(path: Path, categories: Sequence[str], image_size: int, line_width: float) -> None:
     """`path`: the label names' place in the processed folder being built (or `Catalog.label_names`)."""
-    write_json_atomic(path, {"categories": list(categories), "image_size": int(image_size)})
+    write_json_atomic(
+        path, {"categories": list(categories), "image_size": int(image_size), "line_width": float(line_width)}
+    )
+
+
+def read_label_names(catalog: Catalog) -> LabelNames:
+    return _read_json(catalog.label_names, "preprocess")
 
 
 def read_categories(catalog: Catalog) -> list[str]:
     """Class names in label order (label i is `categories[i]`)."""
-    return list(_read_json(catalog.label_names, "preprocess")["categories"])
+    return list(read_label_names(catalog)["categories"])
 
 
 def processed_identity(catalog: Catalog) -> dict[str, Any]:

@@ -6,7 +6,8 @@ epoch as it ends); the store is `quickdraw_dag.mlflow_store`. After evaluate
 this adds the pipeline's params sections (flattened), the best
 hyperparameters, lineage tags, the test metrics, the three splits as dataset
 inputs, the reports and plots as artifacts and the model (with signature and
-input example, registered as `quickdraw-cnn`), and applies the promotion gate.
+input examples; an MLflow pyfunc that takes strokes or images, registered
+as `quickdraw-cnn`), and applies the promotion gate.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from quickdraw_dag.artifacts import Catalog, read_history, read_metrics, read_tuning_report
 from quickdraw_dag.config import (
@@ -213,27 +211,12 @@ def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, st
 
 
 def log_and_register_model(catalog: Catalog) -> int:
-    """Log the model with signature and input example; returns its registry version."""
+    """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`); returns its registry version."""
     import mlflow
-    from mlflow.models import infer_signature
 
-    from quickdraw_dag.model import load_model
-    from quickdraw_dag.stream import open_split
+    from quickdraw_dag.serving.pyfunc import log_pyfunc_model
 
-    model = load_model(str(catalog.model))
-    test_images, _ = open_split(catalog, "test")
-    size = int(test_images.shape[1])
-    example = np.asarray(test_images[:2]) if test_images.shape[0] else np.zeros((2, size, size), np.uint8)
-    signature = infer_signature(example, model.predict(example, verbose=0))
-    # mlflow.keras.log_model (3.17) writes the input example before creating
-    # its own folder and fails; saving into a folder we create, then logging
-    # it as the run's "model" artifact and registering that, gives the same
-    # MLmodel (flavor, signature, input example) in the registry.
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(scratch) / "model"
-        local.mkdir()
-        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example)
-        mlflow.log_artifacts(str(local), artifact_path="model")
+    log_pyfunc_model(catalog, artifact_path="model")
     run_id = mlflow.active_run().info.run_id
     version = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
     return int(version.version)

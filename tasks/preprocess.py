@@ -187,7 +187,7 @@ def preprocess(
         scaling = scaling_from_histogram(params.scaling, histogram)
         # Written into the folder being built; each name comes from the catalog.
         write_json_atomic(out_dir / catalog.scaling.name, scaling)
-        write_label_names(out_dir / catalog.label_names.name, data.categories, params.image_size)
+        write_label_names(out_dir / catalog.label_names.name, data.categories, params.image_size, params.line_width)
         summary = {"counts": totals, "per_class": dict(zip(data.categories, results)), "image_size": params.image_size}
         write_json_atomic(out_dir / catalog.preprocess_summary.name, summary)
     log.info("preprocess: %s images at %dx%d, scaling %s", totals, params.image_size, params.image_size, params.scaling)

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog
+from tests.browser import Browser, BrowserMissing, chromium
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QUICKDRAW_SHARED", REPO.parent / "shared" / "data" / "quickdraw"))
@@ -223,3 +225,54 @@ def git_commit_all(project: Path, message: str = "test state") -> str:
     run("add", "-A")
     run("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message)
     return run("rev-parse", "HEAD").stdout.strip()
+
+
+# ----- a browser, and a registered model to serve -----
+
+
+@pytest.fixture()
+def browser() -> Iterator[Browser]:
+    """Headless Chromium through chromedriver (tests/browser.py); skipped when not installed, except in CI."""
+    try:
+        with chromium() as session:
+            yield session
+    except BrowserMissing as missing:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{missing}; .ci/run installs them")
+        pytest.skip(str(missing))
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A store holding `quickdraw-cnn@champion`, and the workspace it was trained in."""
+
+    root: Path
+    tracking_uri: str
+    catalog: Catalog
+
+    def env(self) -> dict[str, str]:
+        """The environment of a subprocess that should use this store (and this checkout's code)."""
+        bin_dir = str(Path(sys.executable).parent)
+        return {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "PYTHONPATH": str(REPO),
+            "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+        }
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """A small CNN trained on three of the sample's categories and registered as champion (about 30 s, once)."""
+    from bench.tiny_model import train_registered_model
+
+    root = tmp_path_factory.mktemp("champion")
+    uri = train_registered_model(root, ("bear", "duck", "frog"), filters=8, epochs=4)
+    return Champion(root, uri, Catalog.under(root))
+
+
+@pytest.fixture()
+def champion_store(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Champion:
+    """`champion`, with MLFLOW_TRACKING_URI pointing at its store for this test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", champion.tracking_uri)
+    return champion

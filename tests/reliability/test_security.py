@@ -68,14 +68,20 @@ def test_a_model_file_with_code_is_refused(tmp_path: Path, record) -> None:
 
 def test_servers_bind_to_localhost(record) -> None:
     makefile = (REPO / "Makefile").read_text()
-    for command in ("mlflow ui", "prefect server start"):
+    for command in ("mlflow ui", "prefect server start", "mlflow models serve"):
         line = next(line for line in makefile.splitlines() if command in line)
         assert "--host 127.0.0.1" in line, line
+    from quickdraw_dag.serving.server import build_parser
+
+    assert build_parser().parse_args([]).host == "127.0.0.1"  # the drawing page (make play)
     pipeline = (REPO / "flows/pipeline.py").read_text()
     assert '"host": "127.0.0.1"' in pipeline and '"dashboard_address": "127.0.0.1:0"' in pipeline
     assert "0.0.0.0" not in makefile + pipeline
     record(
-        "security", check="MLflow UI, Prefect server, Dask scheduler and dashboard on 127.0.0.1", sites=4, violations=0
+        "security",
+        check="MLflow UI, Prefect server, Dask scheduler and dashboard, model serving, drawing page on 127.0.0.1",
+        sites=6,
+        violations=0,
     )
 
 

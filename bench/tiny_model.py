@@ -1,0 +1,89 @@
+"""A small registered champion, trained in seconds through the real stage functions.
+
+Shared by the serving tests and `bench.predict`: real drawings from the
+shipped sample (its numpy_bitmap files, as `make demo` trains on them)
+through fetch → split → preprocess → train → evaluate, then the pipeline's
+own MLflow record into a SQLite store below `root`, so the registry holds
+`quickdraw-cnn` with the alias `champion`, exactly as after `make demo`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from quickdraw_dag.artifacts import Catalog, write_tuning_result
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples" / "quickdraw"
+
+
+def train_registered_model(
+    root: Path,
+    categories: Sequence[str] = ("bear", "duck", "frog"),
+    *,
+    filters: int = 8,
+    epochs: int = 3,
+    per_class: int | None = None,
+) -> str:
+    """Train on the sample's bitmaps, register as champion in `root/mlflow.db`; returns the tracking URI."""
+    from quickdraw_dag.config import (
+        DataParams,
+        EvaluateParams,
+        FetchParams,
+        MlflowParams,
+        PathsParams,
+        PreprocessParams,
+        SplitParams,
+        TrainParams,
+        TuneParams,
+    )
+    from quickdraw_dag.fanout import serial_map
+    from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
+    from tasks.evaluate import evaluate
+    from tasks.fetch import fetch
+    from tasks.preprocess import preprocess
+    from tasks.split import split
+    from tasks.train import train
+
+    root = Path(root)
+    catalog = Catalog.under(root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    data = DataParams(source=str(SAMPLES), categories=tuple(categories))
+    run = PipelineRun(
+        data=data,
+        fetch=FetchParams(),
+        split=SplitParams(max_per_class=per_class),
+        preprocess=PreprocessParams(),
+        tune=TuneParams(),
+        train=TrainParams(epochs=epochs, batch_size=64, max_seconds=None, patience=epochs),
+        evaluate=EvaluateParams(misclassified=6, samples_per_class=2),
+        mlflow=MlflowParams(tracking_uri=uri),
+        paths=PathsParams(),
+    )
+    fetch(data, run.fetch, catalog)
+    split(data, run.split, catalog)
+    preprocess(data, run.preprocess, catalog, serial_map)
+    hyperparameters = {
+        "filters": filters,
+        "learning_rate": 0.003,
+        "dropout": 0.3,
+        "activation": "relu",
+        "optimizer": "adam",
+        "l2": 1e-5,
+        "l1": 0.0,
+        "batch_norm": False,
+    }
+    candidate = {"trial_id": "tiny", "val_accuracy": 0.0, "images_per_second": 1e6, "hyperparameters": hyperparameters}
+    catalog.models.mkdir(parents=True, exist_ok=True)
+    write_tuning_result(catalog, {**candidate, "candidates": [candidate]})  # type: ignore[typeddict-item]
+    train(run.train, catalog)
+    evaluate(run.evaluate, catalog)
+    previous = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store below root, whatever the caller's
+    try:
+        log_pipeline_run(run, catalog, root=root)
+    finally:
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    return uri

@@ -1,0 +1,128 @@
+"""Finding the model to use: the registry's champion by default, or any MLflow model URI or path.
+
+The store is the pipeline's (`MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db`
+in the working directory). A missing store, model or alias is a usage error
+(exit 2) that says how to get one; nothing is created on the way (MLflow
+would otherwise make an empty `mlflow.db`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quickdraw_dag.config import MlflowParams
+from quickdraw_dag.errors import ConfigError
+from quickdraw_dag.mlflow_store import tracking_uri
+from quickdraw_dag.redact import redact
+from quickdraw_dag.serving.classifier import Classifier
+from quickdraw_dag.tracking import CHAMPION, REGISTERED_MODEL
+
+DEFAULT_MODEL_URI = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
+HOW_TO_GET_ONE = "run `make demo` (or `make run`) to train and register one, or name another with --model URI_OR_PATH"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The classifier and where it came from (what the page shows)."""
+
+    classifier: Classifier
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.classifier.card.test_accuracy
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "test_accuracy": self.test_accuracy,
+            "categories": list(self.classifier.card.categories),
+            "image_size": self.classifier.card.image_size,
+            "line_width": self.classifier.card.line_width,
+        }
+
+
+def resolve(uri: str | None = None) -> tuple[str, str | None, str | None, str | None]:
+    """(uri, name, version, alias) of a model that exists, without loading it; ConfigError otherwise."""
+    import mlflow
+
+    uri = uri or DEFAULT_MODEL_URI
+    store = tracking_uri(MlflowParams())
+    if uri.startswith("models:/"):
+        database = store.removeprefix("sqlite:///") if store.startswith("sqlite:///") else None
+        if database is not None and not Path(database).is_file():
+            raise ConfigError(f"model {uri}: no MLflow store at {database}; {HOW_TO_GET_ONE}")
+        mlflow.set_tracking_uri(store)
+        return (uri, *_registry_entry(uri, store))
+    if "://" not in uri and not Path(uri).exists():
+        raise ConfigError(f"model {uri}: no such file or folder; {HOW_TO_GET_ONE}")
+    mlflow.set_tracking_uri(store)
+    return uri, None, None, None
+
+
+def load_served_model(uri: str | None = None) -> ServedModel:
+    """Load a model logged by this project (`log_pyfunc_model`) as a classifier."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri, name, version, alias = resolve(uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except MlflowException as error:
+        raise ConfigError(f"model {uri}: cannot load it ({error.message})") from None
+    try:
+        classifier = getattr(loaded.unwrap_python_model(), "classifier", None)
+    except MlflowException:  # another flavour's pyfunc (e.g. a bare Keras model)
+        classifier = None
+    if not isinstance(classifier, Classifier):
+        raise ConfigError(
+            f"model {uri}: not a quickdraw-dag pyfunc (a version logged before models took strokes "
+            f"holds the Keras flavour only); {HOW_TO_GET_ONE}"
+        )
+    return ServedModel(classifier, uri, name, version, alias)
+
+
+def _registry_entry(uri: str, store: str) -> tuple[str, str, str | None]:
+    """(name, version, alias) of `models:/name@alias` or `models:/name/version`."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    if match is None:
+        raise ConfigError(f"model {uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, alias, number = match.groups()
+    client = mlflow.MlflowClient()
+    try:
+        entry = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException:
+        what = f"alias '{alias}'" if alias else f"version {number}"
+        message = f"no model '{name}' with {what} in the MLflow registry at {redact(store)}; {HOW_TO_GET_ONE}"
+        raise ConfigError(message) from None
+    return name, str(entry.version), alias
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m quickdraw_dag.serving.registry [URI]`: say which model a URI names, or why there is none (exit 2)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        uri, name, version, alias = resolve(args[0] if args else None)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(f"{uri}: {name} version {version}" if version else f"{uri}: found")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
