@@ -40,6 +40,7 @@ def train_registered_model(
         TuneParams,
     )
     from quickdraw_dag.fanout import serial_map
+    from quickdraw_dag.live_run import LiveRun
     from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
     from tasks.evaluate import evaluate
     from tasks.fetch import fetch
@@ -82,7 +83,9 @@ def train_registered_model(
     evaluate(run.evaluate, catalog)
     previous = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store below root, whatever the caller's
     try:
-        log_pipeline_run(run, catalog, root=root)
+        live = LiveRun.create(run.mlflow, run_name="tiny-champion", tags={"orchestrator": "bench.tiny_model"})
+        log_pipeline_run(run, catalog, live, root=root)
+        live.end("FINISHED")
     finally:
         if previous is not None:
             os.environ["MLFLOW_TRACKING_URI"] = previous

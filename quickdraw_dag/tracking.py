@@ -121,7 +121,7 @@ def log_pipeline_run(
                 mlflow.log_artifact(str(path), artifact_path="reports")
         if catalog.plots.is_dir():
             mlflow.log_artifacts(str(catalog.plots), artifact_path="plots")
-        version = log_and_register_model(catalog)
+        version = log_and_register_model(catalog, test_metrics)
         decision = promote_if_better(version, metrics["accuracy"], list(run.data.categories))
         mlflow.set_tags(
             {
@@ -210,15 +210,16 @@ def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, st
     return tags
 
 
-def log_and_register_model(catalog: Catalog) -> int:
-    """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`); returns its registry version."""
+def log_and_register_model(catalog: Catalog, test_metrics: dict[str, float]) -> int:
+    """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`), with its test
+    metrics against it in MLflow 3's model view; register it; returns its registry version."""
     import mlflow
 
     from quickdraw_dag.serving.pyfunc import log_pyfunc_model
 
-    log_pyfunc_model(catalog, artifact_path="model")
-    run_id = mlflow.active_run().info.run_id
-    version = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
+    model = log_pyfunc_model(catalog, artifact_path="model")
+    mlflow.log_metrics(test_metrics, model_id=model.model_id)
+    version = mlflow.register_model(model.model_uri, REGISTERED_MODEL)
     return int(version.version)
 
 

@@ -179,8 +179,12 @@ def requirements() -> list[str]:
     return pins
 
 
-def log_pyfunc_model(catalog: Catalog, artifact_path: str = "model") -> None:
-    """Log the trained model of `catalog` as this run's pyfunc at `artifact_path`."""
+def log_pyfunc_model(catalog: Catalog, artifact_path: str = "model") -> Any:
+    """Log the trained model of `catalog` as this run's pyfunc named `artifact_path`; returns MLflow's ModelInfo.
+
+    `mlflow.pyfunc.log_model` makes it an MLflow 3 logged model, linked to the run in the UI's
+    model view, where the run's test metrics are shown against it.
+    """
     from quickdraw_dag.stream import open_split
 
     labels = read_label_names(catalog)
@@ -200,9 +204,8 @@ def log_pyfunc_model(catalog: Catalog, artifact_path: str = "model") -> None:
         shutil.copytree(PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__"))
         card_path = root / CARD_FILE
         card.write(card_path)
-        local = root / "model"
-        mlflow.pyfunc.save_model(
-            str(local),
+        return mlflow.pyfunc.log_model(
+            name=artifact_path,
             python_model=str(MODEL_CODE),
             artifacts={"keras_model": str(catalog.model), "card": str(card_path)},
             code_paths=[str(code)],
@@ -211,4 +214,3 @@ def log_pyfunc_model(catalog: Catalog, artifact_path: str = "model") -> None:
             pip_requirements=requirements(),
             metadata={"quickdraw": card.to_json()},
         )
-        mlflow.log_artifacts(str(local), artifact_path=artifact_path)

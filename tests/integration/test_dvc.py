@@ -85,6 +85,12 @@ def test_repro_runs_all_stages_then_is_a_no_op(project: Path) -> None:
     assert all(d.digest.startswith(processed_md5[:16]) and "bear" in d.source for d in contexts.values())
     experiment = mlflow.get_experiment_by_name("quickdraw")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The model is an MLflow 3 logged model of this run, with its test metrics against it.
+    (model,) = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert model.source_run_id == parent.info.run_id
+    assert {m.key: m.value for m in model.metrics}["test_accuracy"] == pytest.approx(
+        parent.data.metrics["test_accuracy"]
+    )
     assert not (project / ".quickdraw_run.json").exists()  # evaluate closed the pipeline run
 
     second = dvc(project, "repro")  # its speed is measured in bench.pipeline, not asserted here
