@@ -174,3 +174,11 @@ def test_search_space_is_the_one_declaration_of_the_builders_hyperparameters() -
     assert SearchSpace.normalize(
         {"filters": 32.0, "batch_norm": 1, "activation": "elu", "l1": "0.001", "tuner/epochs": 3}
     ) == {"filters": 32, "batch_norm": True, "activation": "elu", "l1": 0.001}
+
+
+def test_the_models_defaults_are_params_yamls() -> None:
+    """A section left out of params.yaml means what params.yaml says, not something else."""
+    shipped = load_params(REPO / "params.yaml")
+    bare = Params(data={"categories": list(shipped.data.categories)})
+    for section in ("fetch", "split", "preprocess", "tune", "train", "evaluate", "mlflow", "schedule"):
+        assert getattr(bare, section) == getattr(shipped, section), section
