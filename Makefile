@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test lint format demo predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint ui serve prefect-server clean
+.PHONY: install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -98,9 +98,14 @@ repro: $(STAMP)
 repro-paint: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc --cd paint repro $(ARGS)
 
+## The last pipeline runs side by side from MLflow (ARGS='-n 5 --plot curves.png').
+compare: $(STAMP)
+	$(PY) -m quickdraw_dag.compare $(ARGS)
+
 ## The MLflow UI on the default local store, on 127.0.0.1 only.
 UI_PORT ?= 5000
 ui: $(STAMP)
+	@$(PY) -m quickdraw_dag.mlflow_store ui-url --port $(UI_PORT) 2>/dev/null || true
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 ## Serve the scheduled deployment (cron from params.yaml); set PREFECT_API_URL to use a server.

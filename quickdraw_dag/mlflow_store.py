@@ -114,3 +114,34 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
         return out
     text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
     return {prefix.rstrip("."): redact(text)}  # no credentials of URLs in MLflow params
+
+
+def ui_url(params: MlflowParams, port: int, host: str = "127.0.0.1") -> str:
+    """Where `make ui` shows this project's runs: the experiment in MLflow's model-training view.
+
+    MLflow 3.17's UI opens every experiment in its GenAI view unless the link asks for the
+    model-training one (the experiment's kind tag alone does not switch it).
+    """
+    import mlflow
+
+    base = f"http://{host}:{port}/#"
+    mlflow.set_tracking_uri(tracking_uri(params))
+    try:
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+    except Exception:  # noqa: BLE001 - no store yet: the experiments list is the page to open
+        experiment = None
+    where = f"/experiments/{experiment.experiment_id}" if experiment else "/experiments"
+    return f"{base}{where}?workflowType=machine_learning"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from quickdraw_dag.config import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m quickdraw_dag.mlflow_store")
+    parser.add_argument("command", choices=["ui-url"], help="print the link that opens the runs in `make ui`")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    print(f"MLflow UI: {ui_url(load_params(args.params).mlflow, args.port)}")

@@ -33,6 +33,9 @@ RESULTS_KEY = "quickdraw-results"
 PER_CLASS_KEY = "quickdraw-per-class"
 MLFLOW_UI_ENV = "QUICKDRAW_MLFLOW_UI_URL"
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # `make ui` on the local store
+# MLflow 3.17's UI shows every experiment in its GenAI workflow unless the link (or the user's toggle) picks
+# the model-training one; the experiment's kind tag alone does not switch it.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 METRIC_NAMES = {
     "accuracy": "accuracy",
     "top3_accuracy": "top-3 accuracy",
@@ -60,7 +63,7 @@ def mlflow_ui_url(tracking_uri: str) -> str | None:
 
 
 def run_link(ui: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui}/#/experiments/{quote(str(experiment_id))}/runs/{quote(run_id)}"
+    return f"{ui}/#/experiments/{quote(str(experiment_id))}/runs/{quote(run_id)}?{MODEL_TRAINING_VIEW}"
 
 
 def model_version_link(ui: str, model: str, version: int | str) -> str:

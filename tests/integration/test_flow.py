@@ -8,6 +8,8 @@ run publishes as Prefect artifacts.
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,7 +219,10 @@ def test_the_results_artifact_holds_the_metrics_decision_and_working_mlflow_link
         assert f"| MAP@3 | {parent.data.metrics['test_map_at_3']:.4f} |" in markdown
         version = parent.data.tags["registered_model_version"]
         assert str(result["model_version"]) == version
-        assert f"{LOCAL_MLFLOW_UI}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id})" in markdown
+        assert (
+            f"{LOCAL_MLFLOW_UI}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+            "?workflowType=machine_learning)" in markdown
+        )
         assert f"{LOCAL_MLFLOW_UI}/#/models/quickdraw-cnn/versions/{version})" in markdown
         assert client.get_model_version("quickdraw-cnn", version).run_id == parent.info.run_id
         assert result["promotion_reason"] == parent.data.tags["promotion.reason"]
@@ -245,3 +250,96 @@ def test_the_per_class_table_is_the_evaluate_stages_table(flow_runs: FlowRuns) -
     assert [row["test drawings"] for row in table] == [row["support"] for row in on_disk]
     assert sum(row["test drawings"] for row in table) == flow_runs.outcomes[2]["metrics"]["test_images"]
     assert flow_runs.outcomes[2]["metrics"]["per_class"] == on_disk
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(flow_runs: FlowRuns) -> str:
+    """`make ui`'s command on the flow runs' store, on a free port of 127.0.0.1."""
+    import sys
+
+    from tests.browser import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{flow_runs.project / 'store.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=flow_runs.project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        for _ in range(240):
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion(
+    flow_runs: FlowRuns, mlflow_ui: str, browser, tmp_path: Path
+) -> None:
+    """What a user opens after `make ui`, in headless Chromium; screenshots go to tmp_path."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{flow_runs.project / 'store.db'}")
+    experiment = client.get_experiment_by_name("quickdraw").experiment_id
+    first, last = flow_runs.parents
+    names = [run.data.tags["mlflow.runName"] for run in flow_runs.parents]
+
+    # The experiment opens on its training runs (the link `make ui` prints), with the Dataset column filled.
+    browser.get(f"{mlflow_ui}/#/experiments/{experiment}?workflowType=machine_learning")
+    page = browser.wait_for("const t = document.body.innerText; return t.includes('Run Name') && t", timeout=90)
+    assert "Dataset" in page and "quickdraw-train" in page and "Token Usage" not in page
+    assert all(name in page for name in names) and "trial-" not in page  # parents only, trials folded
+    # The parent with trials unfolds them (the first run tuned; the third only trained and evaluated).
+    expander = "document.querySelector('button[data-component-id*=\"runnamecellrenderer\"]')"
+    browser.wait_for(f"return {expander}", timeout=30)
+    browser.execute(f"{expander}.click()")
+    expanded = browser.wait_for("const t = document.body.innerText; return t.includes('trial-') && t", timeout=30)
+    assert len({line for line in expanded.splitlines() if line.startswith("trial-")}) >= 2
+    browser.screenshot(tmp_path / "experiment.png")
+
+    # A run's metric charts: its per-epoch validation accuracy and learning rate.
+    browser.get(
+        f"{mlflow_ui}/#/experiments/{experiment}/runs/{last.info.run_id}/model-metrics?workflowType=machine_learning"
+    )
+    charts = browser.wait_for("const t = document.body.innerText; return t.includes('learning_rate') && t", timeout=90)
+    assert "Model metrics" in charts and "accuracy" in charts and names[1] in charts
+    browser.screenshot(tmp_path / "run-charts.png")
+
+    # The compare view of the two runs, with the param that differs.
+    runs = ",".join(f'"{run.info.run_id}"' for run in flow_runs.parents)
+    browser.get(f'{mlflow_ui}/#/compare-runs?runs=[{runs}]&experiments=["{experiment}"]&workflowType=machine_learning')
+    compared = browser.wait_for(f"const t = document.body.innerText; return t.includes({names[1]!r}) && t", timeout=90)
+    assert names[0] in compared and "train.epochs" in compared
+    browser.screenshot(tmp_path / "compare.png")
+
+    # The registered model and its champion alias.
+    browser.get(f"{mlflow_ui}/#/models/quickdraw-cnn?workflowType=machine_learning")
+    model = browser.wait_for("const t = document.body.innerText; return t.includes('champion') && t", timeout=90)
+    assert "Version 1" in model and "Version 2" in model
+    browser.screenshot(tmp_path / "model.png")
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "compare.png",
+        "experiment.png",
+        "model.png",
+        "run-charts.png",
+    ]

@@ -74,7 +74,7 @@ def test_markdown_of_a_kept_model_with_links(monkeypatch: pytest.MonkeyPatch) ->
     assert "| accuracy | 0.8123 |" in text and "| MAP@3 | 0.9000 |" in text
     assert "2 categories (circle, square)" in text and "40 test drawings" in text
     assert "[quickdraw-cnn version 4](http://mlflow:5000/#/models/quickdraw-cnn/versions/4)" in text
-    assert "[abc123](http://mlflow:5000/#/experiments/7/runs/abc123)" in text
+    assert "[abc123](http://mlflow:5000/#/experiments/7/runs/abc123?workflowType=machine_learning)" in text
     assert "**kept**" in text and "does not beat champion v2" in text
     assert "evaluate did not run" not in text and "make ui" not in text
 
