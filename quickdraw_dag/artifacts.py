@@ -15,9 +15,10 @@ them (`outs`, `metrics` or `plots`; in the DVC cache or in git);
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -149,6 +150,38 @@ class Catalog:
     @property
     def paint_metrics(self) -> Path:
         return self.reports / "paint_metrics.json"
+
+    # what a folder output holds
+    def owns(self, artifact: Literal["interim", "processed", "paint_dir"]) -> Callable[[str], bool]:
+        """Whether a path inside a folder output (POSIX, relative to it) is one its stage writes there.
+
+        `atomic_directory` replaces a folder only when every entry passes, so a
+        stage never deletes a file it did not write (`*` matches within one name).
+        """
+        here = Path()
+        if artifact == "interim":
+            shard_names = {f"*{suffix}" for suffix in _SHARD_SUFFIX.values()}
+            patterns = [self.split_summary.name, *SPLITS, *(f"{s}/{name}" for s in SPLITS for name in shard_names)]
+        elif artifact == "processed":
+            patterns = [
+                self.images("*", here).name,
+                self.labels("*", here).name,
+                self.label_names.name,
+                self.scaling.name,
+                self.preprocess_summary.name,
+            ]
+        else:
+            patterns = ["*.png", "*.csv"]  # the paint stage's images and loss table
+        split_patterns = [pattern.split("/") for pattern in patterns]
+
+        def owned(relative: str) -> bool:
+            parts = relative.split("/")
+            return any(
+                len(parts) == len(pattern) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern))
+                for pattern in split_patterns
+            )
+
+        return owned
 
 
 @dataclass(frozen=True)
