@@ -33,6 +33,7 @@ from quickdraw_dag.artifacts import (
     write_history,
 )
 from quickdraw_dag.atomic import atomic_path
+from quickdraw_dag.checkpoints import recover_training
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TrainParams
 from quickdraw_dag.model import build_cnn, load_model
@@ -98,10 +99,11 @@ def train(params: TrainParams, catalog: Catalog) -> History:
     run_id = fingerprint(params.model_dump(mode="json"), hyperparameters, processed_identity(catalog))
     work_dir = catalog.checkpoints / run_id
     work_dir.mkdir(parents=True, exist_ok=True)
+    recover_training(work_dir)  # a kill during a checkpoint write leaves a torn file: fall back, say so
     callbacks = training_callbacks(params, work_dir)
 
     started = time.monotonic()
-    model.fit(
+    fitted = model.fit(
         MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed),
         validation_data=MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False),
         epochs=params.epochs,
@@ -130,7 +132,8 @@ def train(params: TrainParams, catalog: Catalog) -> History:
         "stopped_because": stop_reason(callbacks, epochs_run, params),
         "seconds": seconds,
         "train_images": int(train_y.shape[0]),
-        "images_per_second": epochs_run * int(train_y.shape[0]) / seconds if seconds else 0.0,
+        # epochs of this process only: a resumed run's earlier epochs took time it did not measure
+        "images_per_second": len(fitted.epoch) * int(train_y.shape[0]) / seconds if seconds else 0.0,
         "backend": keras.backend.backend(),
     }
     write_history(catalog, history)
