@@ -1,16 +1,18 @@
 """The paint flow: an MLP paints an image from pixel coordinates (`tasks.paint`).
 
-    python -m flows.paint [--params params.yaml] [--set paint.key=value ...] [--force]
+    python -m flows.paint [--set paint.key=value ...] [--force]
 
 The task calls the same `tasks.paint.run` as `dvc repro paint` and follows the
 pipeline's rule: it paints only when `dvc status` says the `paint` stage's
 params or code changed (or with `--force`), then records it in dvc.lock.
-`--set` overrides are validated and written into params.yaml, as for the pipeline.
+`--set` overrides are validated and written into params.yaml, as for the pipeline
+(and, as there, DVC's repository lock is held and SIGINT/SIGTERM stop it cleanly).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,13 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from quickdraw_dag.cli import build_parser, configure_logging
+from quickdraw_dag.cli import build_parser, configure_logging, report_stop, require_dvc_params_file
 from quickdraw_dag.config import Params, load_params
-from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
+from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
 from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.interrupt import Interrupted, stop_on_signals
 from quickdraw_dag.lock import workspace_lock
+from quickdraw_dag.prefect_server import temporary_server
 
 
 @task(name="paint", cache_policy=NO_CACHE)
@@ -53,14 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="paint even if nothing changed")
     args = parser.parse_args(argv)
     configure_logging()
-    try:
-        params = load_params(args.params, args.overrides)
-        with workspace_lock(wait_s=args.lock_wait):
-            persist_overrides(Path(args.params), args.overrides)
-            paint_flow(params, force=args.force)
-    except QuickDrawDagError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    started, params = time.time(), None
+    with stop_on_signals():
+        try:
+            require_dvc_params_file(args.params)
+            params = load_params(args.params, args.overrides)
+            with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
+                persist_overrides(Path(args.params), args.overrides)
+                with temporary_server():
+                    paint_flow(params, force=args.force)
+        except QuickDrawDagError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        except Interrupted as stop:
+            return report_stop(
+                stop,
+                params.mlflow.model_copy(update={"experiment": params.paint.experiment}) if params else None,
+                started,
+            )
     return 0
 
 
