@@ -59,7 +59,12 @@ def load_image(image: str, longest_side: int) -> np.ndarray:
                 )
             opened.load()
             picture = opened.convert("RGBA")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:  # Pillow's own limit (about 179 megapixels), checked in `open`
+        raise DataError(
+            f"too many pixels: more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels paint decodes; downscale it first",
+            path=path,
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(f"not an image Pillow can read ({clip(str(error), 160)})", path=path) from None
     background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
     picture = Image.alpha_composite(background, picture).convert("RGB")

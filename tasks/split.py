@@ -185,7 +185,8 @@ def too_few(per_class: dict[str, ClassSplit], minimum: int) -> list[str]:
     for category, summary in per_class.items():
         counts = summary["counts"]
         if min(counts.values()) < minimum:
-            dropped = ", ".join(f"{n} {why}" for why, n in summary["dropped"].items() if n)
+            reasons = {"over_cap": "over split.max_per_class", "bad_records": "bad records"}
+            dropped = ", ".join(f"{n} {reasons.get(why, why)}" for why, n in summary["dropped"].items() if n)
             shown = ", ".join(f"{name} {counts[name]}" for name in SPLITS)
             lines.append(f"{category}: {shown}{f' (dropped: {dropped})' if dropped else ''}")
     return lines
