@@ -214,14 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             require_dvc_params_file(args.params)
             params = load_params(args.params, args.overrides)  # validate before writing anything
             # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
-            with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
+            with repository_lock(wait_s=args.lock_wait):
                 if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
-                    ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before tasks or server
-                persist_overrides(Path(args.params), args.overrides)
-                runner = task_runner(runner_kind, args.workers, args.dask or None)
-                # One temporary server for the flow and its workers, stopped however the run ends.
-                with temporary_server():
-                    pipeline.with_options(task_runner=runner)(params, until=args.until)
+                    ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before writing anything
+                with workspace_lock(wait_s=args.lock_wait):
+                    persist_overrides(Path(args.params), args.overrides)
+                    runner = task_runner(runner_kind, args.workers, args.dask or None)
+                    # One temporary server for the flow and its workers, stopped however the run ends.
+                    with temporary_server():
+                        pipeline.with_options(task_runner=runner)(params, until=args.until)
         except QuickDrawDagError as error:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_code

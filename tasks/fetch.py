@@ -70,7 +70,7 @@ def fetch(data: DataParams, params: FetchParams, catalog: Catalog, mapper: Mappe
     if kind == "directory":
         # Validate every file before copying any: bad input writes nothing.
         located = mapper(locate_local, [(c, data, params) for c in data.categories], "validate")
-        ensure_free(catalog.raw, sum(item.path.stat().st_size for item in located), "fetch: copying the source files")
+        ensure_free(catalog.raw, copy_space(located, catalog), "fetch: copying the source files")
         entries = mapper(copy_local, [(item, data, catalog) for item in located], "copy")
     elif kind == "synthetic":
         entries = mapper(make_synthetic, [(c, params, catalog) for c in data.categories], "synthesize")
@@ -99,6 +99,14 @@ def locate_local(category: str, data: DataParams, params: FetchParams) -> LocalF
     if bad:
         log.warning("fetch: %s: %d bad record(s) will be skipped (data.on_bad_record=skip)", path, bad)
     return LocalFile(category, path, fmt, drawings, bad)
+
+
+def copy_space(located: Sequence[LocalFile], catalog: Catalog) -> int:
+    """Bytes the copies need: what they add over the files they replace, plus the largest (written before the swap)."""
+    sizes = [item.path.stat().st_size for item in located]
+    targets = [catalog.raw_file(raw_file_name(item.category, item.format)) for item in located]
+    replaced = sum(target.stat().st_size for target in targets if target.is_file())
+    return max(0, sum(sizes) - replaced) + max(sizes, default=0)
 
 
 def copy_local(item: LocalFile, data: DataParams, catalog: Catalog) -> ManifestEntry:
