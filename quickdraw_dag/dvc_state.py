@@ -23,7 +23,7 @@ from typing import Any
 
 from quickdraw_dag.atomic import write_bytes_atomic
 from quickdraw_dag.config import apply_override, read_params_file, validate_params
-from quickdraw_dag.errors import ConfigError, WorkspaceBusyError
+from quickdraw_dag.errors import ConfigError, WorkspaceBusyError, clip
 
 # Repository roots (resolved) whose DVC lock this process holds, with the lock.
 _HELD: dict[Path, Any] = {}
@@ -65,9 +65,9 @@ def repository_lock(root: Path = Path("."), wait_s: float = 0.0) -> Iterator[Non
             except LockError:
                 if time.monotonic() >= deadline:
                     raise WorkspaceBusyError(
-                        f"DVC is running in {Path(repo.root_dir).resolve()} (its lock {lock.lockfile} is held by "
-                        "`dvc repro`, `dvc exp run`, `dvc checkout` or another flow); wait for it to finish, "
-                        "or pass --lock-wait SECONDS"
+                        f"workspace {Path(repo.root_dir).resolve()} is in use by {_lock_holder(lock.lockfile)}, "
+                        f"which holds DVC's lock {lock.lockfile} (`dvc repro`, `dvc exp run`, `dvc checkout` or "
+                        "another flow); wait for it to finish, or pass --lock-wait SECONDS"
                     ) from None
                 time.sleep(1.0)
         key = Path(repo.root_dir).resolve()
@@ -79,6 +79,19 @@ def repository_lock(root: Path = Path("."), wait_s: float = 0.0) -> Iterator[Non
             lock.unlock()
     finally:
         repo.close()
+
+
+def _lock_holder(lockfile: str) -> str:
+    """Who holds DVC's lock: its file holds the holder's pid (zc.lockfile); on this host, its command too."""
+    try:
+        pid = int(Path(lockfile).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another DVC process"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"{clip(command, 120)} (pid {pid})"
 
 
 def stage_is_current(name: str, root: Path = Path(".")) -> bool:

@@ -73,7 +73,7 @@ def test_a_flow_started_while_dvc_holds_its_lock_exits_75(project: Path, record)
     with repository_lock(project):  # as `dvc repro` holds it
         done = run_module("flows.pipeline", "--until", "fetch", cwd=project)
     assert done.returncode == 75, done.stderr[-2000:]
-    assert "DVC is running" in done.stderr and "--lock-wait" in done.stderr
+    assert "is in use by" in done.stderr and f"(pid {os.getpid()})" in done.stderr and "--lock-wait" in done.stderr
     assert "Traceback" not in done.stderr
     after = tree_digest(project)
     assert {k: v for k, v in after.items() if not k.startswith(".dvc/tmp")} == {
