@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.simplify import quadratic_reference, zigzag  # the plain algorithm, kept as the reference
 from quickdraw_dag import synthetic
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.formats import validate_file
@@ -190,42 +191,6 @@ def test_declared_counts_are_not_trusted(tmp_path: Path, record) -> None:
 
 
 # ----- cost bounded by size: raw simplification and line length -----
-
-
-def quadratic_reference(points: np.ndarray, epsilon: float = 2.0) -> tuple[np.ndarray, int]:
-    """The algorithm of 40890e3 (resample every pixel, then RDP scanning each whole range), with its cost."""
-    steps = np.diff(points, axis=0)
-    along = np.concatenate([[0.0], np.cumsum(np.hypot(steps[:, 0], steps[:, 1]))])
-    at = np.arange(0.0, along[-1], 1.0)
-    if at[-1] < along[-1]:
-        at = np.append(at, along[-1])
-    samples = np.stack([np.interp(at, along, points[:, 0]), np.interp(at, along, points[:, 1])], axis=1)
-    keep = np.zeros(len(samples), bool)
-    keep[0] = keep[-1] = True
-    pending, evaluations = [(0, len(samples) - 1)], 0
-    while pending:
-        first, last = pending.pop()
-        if last <= first + 1:
-            continue
-        start, chord = samples[first], samples[last] - samples[first]
-        inner = samples[first + 1 : last]
-        length = np.hypot(chord[0], chord[1])
-        if length == 0:
-            distance = np.hypot(inner[:, 0] - start[0], inner[:, 1] - start[1])
-        else:
-            distance = np.abs(chord[0] * (inner[:, 1] - start[1]) - chord[1] * (inner[:, 0] - start[0])) / length
-        evaluations += len(inner)
-        farthest = int(np.argmax(distance))
-        if distance[farthest] > epsilon:
-            keep[first + 1 + farthest] = True
-            pending += [(first, first + 1 + farthest), (first + 1 + farthest, last)]
-    return samples[keep], evaluations
-
-
-def zigzag(points: int) -> np.ndarray:
-    """The probe's case: a stroke across the whole 255-pixel box and back, `points` times (RDP peels it)."""
-    xs = np.linspace(0.0, 255.0, points)
-    return np.stack([xs, np.where(np.arange(points) % 2 == 0, 0.0, 255.0)], axis=1)
 
 
 def n_log2_n_bound(raw_points: int) -> float:
