@@ -30,6 +30,7 @@ RESERVED_NAMES: frozenset[str] = frozenset(
         "samples",
         "docs",
         "mlflow.db",
+        "mlflow.db.lock",
         "mlartifacts",
         "mlruns",
         "dvc_plots",
