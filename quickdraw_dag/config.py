@@ -443,15 +443,16 @@ def check_params_workspace(params: Params, root: Path = Path("."), source: str =
     """Outputs inside the workspace (symlinks followed), apart from each other, the data source and the MLflow store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
     store = local_store_path(uri) if uri else None
+    image = params.paint.image
+    inputs = {
+        "data.source": params.data.source if params.data.source_kind == "directory" else None,
+        "paint.image": None if image.startswith("matplotlib:") else image,
+        "the MLflow store": store,
+        # the artifact folder beside a SQLite store (`mlflow_store.artifact_location`)
+        "the MLflow artifact folder": store.parent / "mlartifacts" if store is not None else None,
+    }
     try:
-        check_workspace(
-            params.paths.model_dump(),
-            root,
-            source=params.data.source if params.data.source_kind == "directory" else None,
-            store=store,
-        )
-        if store is not None:  # the artifact folder beside a SQLite store (`mlflow_store.artifact_location`)
-            check_workspace(params.paths.model_dump(), root, store=store.parent / "mlartifacts")
+        check_workspace(params.paths.model_dump(), root, inputs=inputs)
     except ValueError as problem:
         raise ConfigError(f"{source}: {problem}") from None
 

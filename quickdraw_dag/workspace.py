@@ -111,14 +111,14 @@ def check_workspace(
     roots: Mapping[str, str],
     root: Path = Path("."),
     *,
-    source: str | None = None,
-    store: Path | None = None,
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> None:
     """The file-system half of the rules, in the workspace `root`; ValueError names the key.
 
     Each output, with its symlinks followed, stays inside the workspace and
-    keeps clear of the reserved names and of the other outputs; the data
-    source folder and the MLflow store (when local) lie in no output.
+    keeps clear of the reserved names and of the other outputs; `inputs`
+    (what the pipeline reads or records into: the data source, the paint
+    image, a local MLflow store, by name) lie in no output, nor contain one.
     """
     workspace = _resolved(Path(root))
     resolved: dict[str, tuple[str, ...]] = {}
@@ -145,7 +145,7 @@ def check_workspace(
                     f"paths.{first} and paths.{second} resolve to overlapping folders "
                     f"({'/'.join(resolved[first])}, {'/'.join(resolved[second])})"
                 )
-    for label, other in (("data.source", source), ("the MLflow store", store)):
+    for label, other in (inputs or {}).items():
         if other is None:
             continue
         where = _resolved(workspace / other)
@@ -156,7 +156,7 @@ def check_workspace(
             if overlaps(parts, output):
                 raise ValueError(
                     f"{label} ({excerpt(str(other), 120)}) and paths.{key} ({'/'.join(output)}) overlap: "
-                    "a stage would overwrite or delete what it reads or what records the runs"
+                    "a stage would overwrite or delete what it reads, or what records the runs"
                 )
 
 

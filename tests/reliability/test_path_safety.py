@@ -81,6 +81,27 @@ def test_a_hostile_output_path_exits_2_and_changes_nothing(
     record("path safety", check=f"{stage} with paths.{key}={value}", exit_2=1, files_changed=0)
 
 
+INPUTS_IN_OUTPUTS = [
+    ("data.source", "data/interim"),  # split would replace what fetch copies from
+    ("paint.image", "reports/paint/me.png"),  # paint replaces its folder after reading the image
+    ("mlflow.tracking_uri", "sqlite:///data/raw/mlflow.db"),  # fetch cleans its folder
+]
+
+
+@pytest.mark.parametrize("key,value", INPUTS_IN_OUTPUTS, ids=[k for k, _ in INPUTS_IN_OUTPUTS])
+def test_what_the_pipeline_reads_or_records_into_never_lies_in_an_output(
+    workspace: Path, capsys: pytest.CaptureFixture, key: str, value: str, record
+) -> None:
+    import tasks.fetch
+
+    before = project_digest(workspace)
+    code = tasks.fetch.main([*SYNTHETIC[2:], "--set", f"{key}={value}"])
+    error = capsys.readouterr().err
+    assert code == 2 and key.split(".")[0] in error and "overlap" in error, error
+    assert project_digest(workspace) == before
+    record("path safety", check=f"{key}={value}", exit_2=1, files_changed=0)
+
+
 def test_the_flow_refuses_before_saving_the_value_into_params_yaml(
     workspace: Path, capsys: pytest.CaptureFixture, record
 ) -> None:
