@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import tree_digest
+from tests.conftest import run_module, tree_digest
 
 SYNTHETIC = ["--set", "data.source=synthetic", "--set", "data.categories=[circle, square, star]"]
 SYNTHETIC += ["--set", "fetch.synthetic_drawings=200"]
@@ -102,14 +102,10 @@ def test_what_the_pipeline_reads_or_records_into_never_lies_in_an_output(
     record("path safety", check=f"{key}={value}", exit_2=1, files_changed=0)
 
 
-def test_the_flow_refuses_before_saving_the_value_into_params_yaml(
-    workspace: Path, capsys: pytest.CaptureFixture, record
-) -> None:
-    import flows.pipeline
-
+def test_the_flow_refuses_before_saving_the_value_into_params_yaml(workspace: Path, record) -> None:
     before = project_digest(workspace)
-    code = flows.pipeline.main([*SYNTHETIC, "--set", "paths.raw=.", "--until", "fetch"])
-    assert code == 2 and "paths.raw" in capsys.readouterr().err
+    done = run_module("flows.pipeline", *SYNTHETIC, "--set", "paths.raw=.", "--until", "fetch", cwd=workspace)
+    assert done.returncode == 2 and "paths.raw" in done.stderr, done.stderr[-2000:]
     assert project_digest(workspace) == before  # params.yaml too: the next plain stage run cannot do the damage
     record("path safety", check="flow with paths.raw=. (never saved into params.yaml)", exit_2=1, files_changed=0)
 
