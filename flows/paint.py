@@ -75,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, params = time.time(), None
     with stop_on_signals():
         try:
-            require_dvc_params_file(params_path, PAINT_ROOT / "params.yaml")
+            require_dvc_params_file(
+                args.params if args.params != parser.get_default("params") else params_path, PAINT_ROOT / "params.yaml"
+            )
             os.chdir(PAINT_ROOT)  # where DVC runs the stage: relative params paths and paint/dvc.lock mean the same
             params = load_params(params_path, args.overrides, PaintPipelineParams)
             with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
