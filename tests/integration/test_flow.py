@@ -157,8 +157,15 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
 
     client = mlflow.MlflowClient()
     last = flow_runs.parents[-1]
-    assert {"model", "plots", "reports"} <= {a.path for a in client.list_artifacts(last.info.run_id)}
-    assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_artifacts(last.info.run_id, "model")}
+    assert {"plots", "reports"} <= {a.path for a in client.list_artifacts(last.info.run_id)}
+    # MLflow 3: the model is a logged model of the run, with its own artifacts, not a run artifact
+    (model,) = mlflow.search_logged_models(
+        experiment_ids=[last.info.experiment_id],
+        filter_string=f"source_run_id = '{last.info.run_id}'",
+        output_format="list",
+    )
+    assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_logged_model_artifacts(model.model_id)}
+    assert model.metrics and {m.key for m in model.metrics} >= {"test_accuracy"}
     decisions = [p.data.tags["promotion.decision"] for p in flow_runs.parents]
     assert decisions[0] == "promoted"  # the first model has no champion to beat
     champion = client.get_model_version_by_alias("quickdraw-cnn", "champion")
