@@ -6,8 +6,10 @@ its params or deps changed, and is then recorded with `dvc commit`. So a
 second run with nothing changed skips every stage, and after any flow run
 `dvc status` is clean and `dvc repro` is a no-op. The evaluate stage logs the
 run to MLflow (with this flow run's id); the flow then publishes the results
-as Prefect artifacts (`quickdraw_dag.run_summary`). On start it marks CRASHED
-its earlier runs whose process was killed (`quickdraw_dag.orchestration`).
+as Prefect artifacts (`quickdraw_dag.run_summary`) and, when the project has a
+default DVC remote and `versioning.push` is on, pushes the outputs there
+(`quickdraw_dag.versioning`). On start it marks CRASHED its earlier runs whose
+process was killed (`quickdraw_dag.orchestration`).
 
     python -m flows.pipeline [--params params.yaml] [--set key.path=value ...]
                              [--until STAGE] [--task-runner threads|processes|dask]
@@ -43,11 +45,12 @@ from quickdraw_dag.cli import build_parser, configure_logging
 from quickdraw_dag.config import Params, load_params
 from quickdraw_dag.download import ensure_resolvable
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
-from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError, SafetyLimitCut
+from quickdraw_dag.errors import FetchError, OfflineError, PushError, QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.fanout import Mapper
 from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
+from quickdraw_dag.versioning import push_outputs
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -149,6 +152,28 @@ def _stage_task(name: str) -> Task:
 STAGE_TASKS = {name: _stage_task(name) for name in STAGES if name not in FANNED_OUT}
 
 
+def _retry_only_transfers(task: Any, task_run: TaskRun, state: State) -> bool:
+    """A push that failed in transfer may get through next time; a bad DVC config will not."""
+    try:
+        state.result()
+    except PushError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is final
+        return False
+    return False
+
+
+# The only step after the stages that talks to the network: retried like downloads.
+PUSH_TASK = task(
+    push_outputs,
+    name="dvc-push",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=_retry_only_transfers,
+    cache_policy=NO_CACHE,
+)
+
+
 @flow(name="quickdraw-pipeline", log_prints=True)
 def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     """The stages in order, up to `until`; stages exchange files only, tasks pass small summaries.
@@ -179,12 +204,15 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
             summary["metrics"] = evaluated[0]["result"]
         run_summary.publish(params, summary.get("metrics"))
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
+    if params.versioning.push:
+        summary["push"] = PUSH_TASK()
     return summary
 
 
 def flow_mlflow_run(params: Params) -> FlowRun:
     """This flow run's MLflow run (opened lazily, with every params section of the pipeline and its ids)."""
-    from quickdraw_dag.lineage import git_state, orchestrator_ids
+    from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
+    from quickdraw_dag.lineage import git_state, not_code, orchestrator_ids
     from quickdraw_dag.tracking import PipelineRun, run_name
 
     flow_run_id, deployment = orchestrator_ids()
@@ -204,7 +232,7 @@ def flow_mlflow_run(params: Params) -> FlowRun:
         "prefect_flow_run_id": flow_run_id or "none",
         "prefect_deployment": deployment or "none",
         "data_source": params.data.source,
-        **git_state(),
+        **git_state(not_code=not_code(git_tracked_outputs(Catalog.from_paths(params.paths)))),
     }
     return FlowRun(params.mlflow, run_name(params.data), tags, sections.as_dict())
 

@@ -48,6 +48,8 @@ SYNTHETIC_CATEGORIES: tuple[str, ...] = (
 SOURCE_QUICKDRAW = "quickdraw"
 SOURCE_SYNTHETIC = "synthetic"
 SOURCE_SAMPLES = "samples/quickdraw"  # real drawings that ship with the project
+# Sections the flows read and no stage does: dvc.yaml lists them nowhere, so changing one reruns nothing.
+FLOW_ONLY_SECTIONS: tuple[str, ...] = ("versioning", "schedule")
 # Keys that used to exist, with where their job went (they changed no output, so DVC should not track them).
 RETIRED_KEYS: dict[tuple[str, ...], str] = {
     ("preprocess", "workers"): "no longer a param: set the QUICKDRAW_WORKERS environment variable instead",
@@ -319,6 +321,12 @@ class MlflowParams(StrictModel):
     experiment: str = Field(default="quickdraw", min_length=1)
 
 
+class VersioningParams(StrictModel):
+    """What a flow run does with DVC's remote once its stages are recorded (no stage reads this)."""
+
+    push: bool = True  # `dvc push` after the run when a default DVC remote is set (`dvc remote default`)
+
+
 class ScheduleParams(StrictModel):
     cron: str = "0 3 * * 1"
     timezone: str = "UTC"
@@ -416,6 +424,7 @@ class Params(StrictModel):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    versioning: VersioningParams = VersioningParams()
     schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="after")

@@ -18,6 +18,13 @@ from quickdraw_dag.atomic import write_bytes_atomic
 from quickdraw_dag.config import Params, apply_override, read_params_file, validate_params
 
 
+def open_repo(root: Path = Path(".")) -> Any:
+    """DVC's `Repo` at `root`, for the flow's own calls (`quickdraw_dag.versioning` too)."""
+    from dvc.repo import Repo
+
+    return Repo(str(root))
+
+
 def stage_is_current(name: str, root: Path = Path(".")) -> bool:
     """True when `dvc status <name>` would report nothing to do."""
     from dvc.repo import Repo

@@ -81,3 +81,15 @@ class WorkspaceBusyError(QuickDrawDagError):
     """Another run holds this workspace's lock (exit code 75, EX_TEMPFAIL: try again later)."""
 
     exit_code = 75
+
+
+class PushError(QuickDrawDagError):
+    """`dvc push` to the remote failed after every retry; the run's outputs are safe in the local cache."""
+
+    exit_code = 1
+
+
+class NotReproduced(QuickDrawDagError):
+    """A past run could not be reproduced: an input is missing, differs, or its metrics came out different."""
+
+    exit_code = 1
