@@ -50,7 +50,7 @@ from quickdraw_dag.fanout import Mapper
 from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
-from quickdraw_dag.versioning import push_outputs
+from quickdraw_dag.versioning import describe_push, push_outputs
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -206,6 +206,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     if params.versioning.push:
         summary["push"] = PUSH_TASK()
+        print(describe_push(summary["push"]))
     return summary
 
 

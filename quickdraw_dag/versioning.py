@@ -9,7 +9,6 @@ when the project has a default remote (`dvc remote add -d NAME URL`) and
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from typing import Any
 from quickdraw_dag.dvc_state import open_repo
 from quickdraw_dag.errors import ConfigError, PushError
 from quickdraw_dag.redact import redact
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,6 @@ def push_outputs(root: Path = Path(".")) -> dict[str, Any]:
         with open_repo(root) as repo:
             remote = remote_of(repo.config)
             if remote is None:
-                log.info("dvc push: no default DVC remote, nothing pushed (`dvc remote add -d NAME URL` sets one)")
                 return {"pushed": False, "reason": "no default DVC remote"}
             try:
                 files = repo.push()
@@ -64,5 +60,11 @@ def push_outputs(root: Path = Path(".")) -> dict[str, Any]:
                 ) from error
     except DvcException as error:  # the project's DVC config itself: no retry will help
         raise ConfigError(f"dvc push: {error}") from None
-    log.info("dvc push: %d file(s) sent to remote %s", files, remote)
     return {"pushed": True, "remote": remote.name, "url": remote.url, "files": files}
+
+
+def describe_push(result: dict[str, Any]) -> str:
+    """One line on what `push_outputs` did, for the flow's log."""
+    if result["pushed"]:
+        return f"dvc push: {result['files']} file(s) sent to remote '{result['remote']}' ({result['url']})"
+    return f"dvc push: nothing pushed, {result['reason']} (`dvc remote add -d NAME URL` sets one)"

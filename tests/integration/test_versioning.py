@@ -107,6 +107,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     model_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == LAYOUT.model.as_posix())
     assert (remote / "files" / "md5" / model_md5[:2] / model_md5[2:]).is_file()  # pushed by the flow
+    assert f"file(s) sent to remote 'store' ({remote})" in first.stdout + first.stderr  # and it says so
     assert "are in sync" in dvc_ok(project, "status", "--cloud")  # nothing left to push
     (run1,) = parent_runs(project)
     assert (run1.data.tags["git_commit"], run1.data.tags["git_dirty"]) == (code, "false")

@@ -15,7 +15,7 @@ from quickdraw_dag.config import MlflowParams
 from quickdraw_dag.errors import PushError
 from quickdraw_dag.lineage import experiment_tags, git_state, not_code, pending_lock
 from quickdraw_dag.mlflow_store import tracking_uri
-from quickdraw_dag.versioning import default_remote, push_outputs
+from quickdraw_dag.versioning import default_remote, describe_push, push_outputs
 from tests.conftest import git_commit_all
 
 STAGE = """stages:
@@ -78,7 +78,11 @@ def test_the_pending_lock_is_byte_for_byte_the_lock_dvc_then_writes(
 def test_push_is_a_no_op_without_a_default_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = dvc_project(tmp_path / "p", monkeypatch)
     assert default_remote(project) is None
-    assert push_outputs(project) == {"pushed": False, "reason": "no default DVC remote"}
+    result = push_outputs(project)
+    assert result == {"pushed": False, "reason": "no default DVC remote"}
+    assert describe_push(result) == (
+        "dvc push: nothing pushed, no default DVC remote (`dvc remote add -d NAME URL` sets one)"
+    )
 
 
 def test_push_sends_the_recorded_outputs_to_the_default_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,6 +98,7 @@ def test_push_sends_the_recorded_outputs_to_the_default_remote(tmp_path: Path, m
     assert str(default_remote(project)) == f"'shared' ({remote})"
     result = push_outputs(project)
     assert result == {"pushed": True, "remote": "shared", "url": str(remote), "files": 2}  # the .dir and its file
+    assert describe_push(result) == f"dvc push: 2 file(s) sent to remote 'shared' ({remote})"
     pushed = sorted(p.read_bytes() for p in (remote / "files" / "md5").rglob("*") if p.is_file())
     assert bytes(range(256)) * 4 in pushed
     assert push_outputs(project)["files"] == 0  # nothing new to send
