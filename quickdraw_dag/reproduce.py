@@ -329,7 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the run's checked-out workspace afterwards")
     args = parser.parse_args(argv)
     configure_logging()
-    for name in ("dvc", "dvc_data"):  # our messages name what is missing; DVC's repeat them
+    import dvc  # noqa: F401 - importing DVC sets its loggers' levels: quiet them after, not before
+
+    for name in ("dvc", "dvc_objects", "dvc_data"):  # our messages name what is missing; DVC's repeat them
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
     try:
