@@ -138,12 +138,68 @@ def table(rows: list[dict], outcomes: dict[str, int], audit_result: str, seconds
         )
     for r in families.get("security", []):
         lines.append(f"| security | {r['check']} | {r['sites']} sites checked | {r['violations']} violations |")
+    lines += issue_12_rows(families)
     lines.append(f"| dependency audit | pip-audit of requirements.lock | {audit_result} | – |")
     summary = (
         f"{outcomes['tests']} tests, {outcomes['failures']} failures, {outcomes['errors']} errors, "
         f"{outcomes['skipped']} skipped, in {seconds:.0f} s"
     )
     return "\n".join(lines) + f"\n\nTests: {summary}.\n"
+
+
+def issue_12_rows(families: dict[str, list[dict]]) -> list[str]:
+    """Paths, DVC beside the flow, torn checkpoints, full disks, hostile YAML, degenerate data, signals, costs."""
+    lines = []
+    paths = families.get("path safety", [])
+    if paths:
+        hostile = [r for r in paths if r["exit_2"]]
+        lines.append(
+            f"| path safety | {len(hostile)} hostile `paths.*` values through stages and the flow (the project root, "
+            "`.git`, `.dvc`, source, samples, the MLflow store, overlapping outputs, symlinks out and to `.git`) and "
+            f"{len(paths) - len(hostile)} clean-ups beside foreign files | {len(hostile)} exit 2 naming the key, "
+            "before anything is written or saved into params.yaml; stages removed only files they wrote | "
+            f"{sum(r['files_changed'] for r in paths)} files of the project or outside it changed |"
+        )
+    for r in families.get("dvc and the flow", []):
+        lines.append(
+            f"| DVC and the flow | {r['scenario']} | {r['refused']} refused before touching anything | "
+            f"{r['outputs_touched']} outputs touched |"
+        )
+    for r in families.get("torn checkpoints", []):
+        lines.append(f"| torn checkpoints | {r['scenario']} | {r['detail']} | 0 stuck reruns |")
+    for r in families.get("full disk", []):
+        lines.append(f"| full disk | {r['stage']} on a small tmpfs | {r['detail']} | {r['torn']} temporaries left |")
+    hostile = families.get("hostile params", [])
+    if hostile:
+        lines.append(
+            f"| hostile params | {len(hostile)} params files and `--set` values (an alias bomb, 20,000 nested `[`, "
+            "non-UTF-8, NUL and control characters, duplicate keys, 5,000-digit numbers, 1 MB files) | "
+            f"{sum(r['exit_2'] for r in hostile)} exit 2 naming the line or key; longest message "
+            f"{max(r['message_chars'] for r in hostile)} characters, peak memory at most "
+            f"{max(r['peak_mb'] for r in hostile)} MB | 0 tracebacks |"
+        )
+    degenerate = families.get("degenerate data", [])
+    if degenerate:
+        cases = "; ".join(f"{r['case']} ({r['stage']})" for r in degenerate)
+        lines.append(
+            f"| degenerate data | {cases} | {sum(r['exit_2'] for r in degenerate)} exit 2 naming the class and "
+            "the counts | 0 models trained on them |"
+        )
+    for r in families.get("signals", []):
+        figures = f"exit {r['exit_code']}" + (f" after {r['seconds']} s" if "seconds" in r else "")
+        if "runs_killed" in r:
+            figures += f", {r['runs_killed']} MLflow run(s) marked KILLED"
+        lines.append(f"| signals | {r['scenario']} | {figures} | {r.get('servers_left', 0)} Prefect servers left |")
+    clear = families.get("clear errors", [])
+    if clear:
+        refused = sum(r["exit_2"] for r in clear)
+        lines.append(
+            f"| clear errors | {'; '.join(r['case'] for r in clear)} | {refused} exit 2 with a message naming the "
+            f"key or file; {len(clear) - refused} (the MLflow store race) now simply succeed | 0 tracebacks |"
+        )
+    for r in families.get("simplification cost", []):
+        lines.append(f"| cost bounded by size | raw simplification, ndjson line length | {r['detail']} | – |")
+    return lines
 
 
 def main() -> int:

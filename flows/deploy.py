@@ -21,8 +21,9 @@ from prefect import flow
 from prefect.schedules import Cron
 
 from flows.pipeline import pipeline
-from quickdraw_dag.cli import configure_logging
+from quickdraw_dag.cli import configure_logging, require_dvc_params_file
 from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
+from quickdraw_dag.dvc_state import repository_lock
 from quickdraw_dag.errors import QuickDrawDagError
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
@@ -32,10 +33,11 @@ DEPLOYMENT_NAME = "quickdraw-scheduled"
 
 @flow(name="run-pipeline", log_prints=True)
 def run_pipeline(params_path: str = str(DEFAULT_PARAMS_PATH)) -> dict[str, Any]:
-    """Load params.yaml (validated) and run the pipeline as a subflow, holding the workspace lock."""
+    """Load params.yaml (validated) and run the pipeline as a subflow, holding DVC's and the workspace's locks."""
+    require_dvc_params_file(params_path)
     take_over_from_abandoned_runs()  # runs of a `make serve` that was killed
     params = load_params(params_path)
-    with workspace_lock():  # a scheduled run never overlaps a manual one
+    with repository_lock(), workspace_lock():  # a scheduled run never overlaps a manual one or `dvc repro`
         return pipeline(params)
 
 
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     try:
+        require_dvc_params_file(args.params)
         params = load_params(args.params)
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)

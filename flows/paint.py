@@ -1,6 +1,6 @@
 """The paint flow: an MLP paints an image from pixel coordinates (`tasks.paint`), a pipeline of its own.
 
-    python -m flows.paint [--params paint/params.yaml] [--set paint.key=value ...] [--force]
+    python -m flows.paint [--set paint.key=value ...] [--force]
 
 The paint pipeline lives in `paint/` (its own `dvc.yaml`, `params.yaml` and
 DVC project), apart from the doodle pipeline: `make run` and `dvc repro` at
@@ -9,13 +9,15 @@ the project root never run or wait on it. This flow runs there, as
 the same `tasks.paint.run`, paints only when `dvc status` says the `paint`
 stage's params or code changed (or with `--force`), then records it in
 `paint/dvc.lock`. `--set` overrides are validated and written into
-`paint/params.yaml`, as for the doodle pipeline.
+`paint/params.yaml`, as for the doodle pipeline (and, as there, DVC's
+repository lock is held and SIGINT/SIGTERM stop it cleanly).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from quickdraw_dag.artifacts import PAINT_PIPELINE
-from quickdraw_dag.cli import build_parser, configure_logging
+from quickdraw_dag.cli import build_parser, configure_logging, report_stop, require_dvc_params_file
 from quickdraw_dag.config import PaintPipelineParams, load_params
-from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
+from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
 from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.interrupt import Interrupted, stop_on_signals
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
+from quickdraw_dag.prefect_server import temporary_server
 
 # The paint pipeline's folder in this checkout (flows/ sits at the project root).
 PAINT_ROOT = Path(__file__).resolve().parents[1] / PAINT_PIPELINE
@@ -68,15 +72,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     params_path = (
         Path(args.params).resolve() if args.params != parser.get_default("params") else PAINT_ROOT / "params.yaml"
     )
-    os.chdir(PAINT_ROOT)  # where DVC runs the stage: relative params paths and paint/dvc.lock mean the same
-    try:
-        params = load_params(params_path, args.overrides, PaintPipelineParams)
-        with workspace_lock(wait_s=args.lock_wait):
-            persist_overrides(params_path, args.overrides, PaintPipelineParams)
-            paint_flow(params, force=args.force)
-    except QuickDrawDagError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    started, params = time.time(), None
+    with stop_on_signals():
+        try:
+            require_dvc_params_file(
+                args.params if args.params != parser.get_default("params") else params_path, PAINT_ROOT / "params.yaml"
+            )
+            os.chdir(PAINT_ROOT)  # where DVC runs the stage: relative params paths and paint/dvc.lock mean the same
+            params = load_params(params_path, args.overrides, PaintPipelineParams)
+            with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
+                persist_overrides(params_path, args.overrides, PaintPipelineParams)
+                with temporary_server():
+                    paint_flow(params, force=args.force)
+        except QuickDrawDagError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        except Interrupted as stop:
+            return report_stop(stop, params.mlflow if params else None, started)
     return 0
 
 

@@ -11,29 +11,32 @@ default DVC remote and `versioning.push` is on, pushes the outputs there
 (`quickdraw_dag.versioning`). On start it marks CRASHED its earlier runs whose
 process was killed (`quickdraw_dag.orchestration`).
 
-    python -m flows.pipeline [--params params.yaml] [--set key.path=value ...]
-                             [--until STAGE] [--task-runner threads|processes|dask]
-                             [--dask [ADDRESS]] [--workers N]
+    python -m flows.pipeline [--set key.path=value ...] [--until STAGE]
+                             [--task-runner threads|processes|dask]
+                             [--dask [ADDRESS]] [--workers N] [--lock-wait SECONDS]
 
 `--set` overrides are validated, then written into params.yaml (as
-`dvc exp run -S` does), because DVC must see the values the run used.
+`dvc exp run -S` does), because DVC must see the values the run used; for
+the same reason the flow reads params.yaml and no other file. For its whole
+run the flow holds DVC's repository lock (`dvc repro`, `dvc exp run` and
+`dvc checkout` refuse meanwhile) and the workspace lock. SIGINT or SIGTERM
+stops it within seconds: the stage unwinds, its MLflow run is marked KILLED,
+the temporary Prefect server is stopped, and the exit code is 130 or 143.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -41,15 +44,18 @@ import tasks.fetch
 import tasks.preprocess
 import tasks.split
 from quickdraw_dag import run_summary
-from quickdraw_dag.cli import build_parser, configure_logging
+from quickdraw_dag.cli import build_parser, configure_logging, report_disk_full, report_stop, require_dvc_params_file
 from quickdraw_dag.config import Params, load_params
+from quickdraw_dag.diskspace import is_disk_full
 from quickdraw_dag.download import ensure_resolvable
-from quickdraw_dag.dvc_state import commit_stage, persist_overrides, stage_is_current
+from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
 from quickdraw_dag.errors import FetchError, OfflineError, PushError, QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.fanout import Mapper
+from quickdraw_dag.interrupt import Interrupted, stop_on_signals
 from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
+from quickdraw_dag.prefect_server import temporary_server
 from quickdraw_dag.versioning import describe_push, push_outputs
 
 log = logging.getLogger(__name__)
@@ -261,33 +267,6 @@ def task_runner(kind: str, workers: int, dask_address: str | None = None) -> Tas
     )
 
 
-@contextmanager
-def api_for_workers() -> Iterator[None]:
-    """Make sure worker processes report to the same Prefect API as this one.
-
-    With no PREFECT_API_URL, Prefect starts a temporary server per process,
-    so each Dask worker would record its task runs in a server of its own.
-    Start one here and hand its address to the workers through the environment.
-    """
-    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start(timeout=120)
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
-    finally:
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=10)  # send the last logs while the server still listens
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("python -m flows.pipeline", __doc__.splitlines()[0])
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
@@ -311,18 +290,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers: must be at least 1")
     runner_kind = "dask" if args.dask is not None else args.task_runner
     configure_logging()
-    try:
-        params = load_params(args.params, args.overrides)  # validate before writing anything
-        if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
-            ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before any task or server
-        with workspace_lock(wait_s=args.lock_wait):
-            persist_overrides(Path(args.params), args.overrides)
-            runner = task_runner(runner_kind, args.workers, args.dask or None)
-            with api_for_workers() if runner_kind != "threads" else nullcontext():
-                pipeline.with_options(task_runner=runner)(params, until=args.until)
-    except QuickDrawDagError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    started, params = time.time(), None
+    with stop_on_signals():
+        try:
+            require_dvc_params_file(args.params)
+            params = load_params(args.params, args.overrides)  # validate before writing anything
+            # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
+            with repository_lock(wait_s=args.lock_wait):
+                if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
+                    ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before writing anything
+                with workspace_lock(wait_s=args.lock_wait):
+                    persist_overrides(Path(args.params), args.overrides)
+                    runner = task_runner(runner_kind, args.workers, args.dask or None)
+                    # One temporary server for the flow and its workers, stopped however the run ends.
+                    with temporary_server():
+                        pipeline.with_options(task_runner=runner)(params, until=args.until)
+        except QuickDrawDagError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        except Interrupted as stop:
+            return report_stop(stop, params.mlflow if params else None, started)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return report_disk_full(error)
     return 0
 
 

@@ -26,9 +26,10 @@ DVC cache and its remote.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -152,6 +153,41 @@ class Catalog:
     def plot(self, name: str) -> Path:
         return self.plots / f"{name}.png"
 
+    # what a folder output holds
+    def owns(self, artifact: Literal["interim", "processed"]) -> Callable[[str], bool]:
+        """Whether a path inside a folder output (POSIX, relative to it) is one its stage writes there.
+
+        `atomic_directory` replaces a folder only when every entry passes, so a
+        stage never deletes a file it did not write (`*` matches within one name).
+        """
+        here = Path()
+        if artifact == "interim":
+            shard_names = {f"*{suffix}" for suffix in _SHARD_SUFFIX.values()}
+            return owned_by([self.split_summary.name, *SPLITS, *(f"{s}/{n}" for s in SPLITS for n in shard_names)])
+        return owned_by(
+            [
+                self.images("*", here).name,
+                self.labels("*", here).name,
+                self.label_names.name,
+                self.scaling.name,
+                self.preprocess_summary.name,
+            ]
+        )
+
+
+def owned_by(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """A test of relative POSIX paths against glob `patterns`, segment by segment (`*` stays within a name)."""
+    split_patterns = [pattern.split("/") for pattern in patterns]
+
+    def owned(relative: str) -> bool:
+        parts = relative.split("/")
+        return any(
+            len(parts) == len(pattern) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern))
+            for pattern in split_patterns
+        )
+
+    return owned
+
 
 # The paint pipeline's folder, relative to the project root: its dvc.yaml, params.yaml and .dvc/ live there,
 # and its commands run there (DVC runs a stage in its dvc.yaml's folder).
@@ -181,6 +217,11 @@ class PaintCatalog:
     @property
     def paint_metrics(self) -> Path:
         return self.reports / "paint_metrics.json"
+
+    # what the paint folder holds
+    def owns(self, artifact: Literal["paint_dir"]) -> Callable[[str], bool]:
+        """Whether a path inside `paint_dir` (POSIX, relative to it) is one the paint stage writes there."""
+        return owned_by(["*.png", "*.csv"])  # the paint stage's images and loss table
 
 
 @dataclass(frozen=True)

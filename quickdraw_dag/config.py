@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import typing
+from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,10 +28,16 @@ from pydantic import (
 )
 from quickdraw.names import QUICK_DRAWING_NAMES
 
-from quickdraw_dag.errors import ConfigError
+from quickdraw_dag.errors import ConfigError, clip, excerpt
+from quickdraw_dag.params_yaml import MAX_PARAMS_BYTES, MAX_VALUE_BYTES, decode, load_yaml
+from quickdraw_dag.workspace import check_output_roots, check_workspace, local_store_path, output_parts
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 ParamsModel = typing.TypeVar("ParamsModel", bound=BaseModel)
+# Seeds reach NumPy, TensorFlow and Keras seed generators, which take 32-bit values (Keras adds small offsets).
+MAX_SEED = 2**31 - 1
+# Longer than any official category name; longer input is not matched against the list ("did you mean").
+MAX_CATEGORY_CHARS = 64
 OFFICIAL_CATEGORIES: frozenset[str] = frozenset(QUICK_DRAWING_NAMES)
 # Shapes the synthetic source can draw; each is also an official category.
 SYNTHETIC_CATEGORIES: tuple[str, ...] = (
@@ -61,19 +68,16 @@ RETIRED_KEYS: dict[tuple[str, ...], str] = {
 class StrictModel(BaseModel):
     """Frozen, strict, no unknown keys: the base of every params section."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-def _project_relative(value: Path | str) -> Path:
-    """Output paths stay inside the project: relative, no '..' parts."""
-    path = PurePosixPath(str(value))
-    if path.is_absolute() or ".." in path.parts or str(value).strip() == "":
-        raise ValueError(f"must be a relative path inside the project without '..' (got {str(value)!r})")
-    return Path(str(value))
+    # NaN and infinity pass `gt`/`le` bounds in surprising ways (nan fails them all, inf passes `gt=0`).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PathsParams(StrictModel):
-    """Where each stage writes; `dvc.yaml` reads the same keys."""
+    """Where each stage writes; `dvc.yaml` reads the same keys.
+
+    Each is a folder of its own inside the project (`quickdraw_dag.workspace`): never the
+    source, `.git`, `.dvc`, the MLflow store or the samples, and no two overlap.
+    """
 
     raw: str = "data/raw"
     interim: str = "data/interim"
@@ -84,15 +88,20 @@ class PathsParams(StrictModel):
     @field_validator("*")
     @classmethod
     def _inside_project(cls, value: str) -> str:
-        _project_relative(value)
+        output_parts(value)
         return value
+
+    @model_validator(mode="after")
+    def _apart(self) -> PathsParams:
+        check_output_roots(self.model_dump())
+        return self
 
 
 class DataParams(StrictModel):
     """What data the pipeline is about: shared by every stage."""
 
     source: str = SOURCE_SAMPLES
-    categories: tuple[str, ...] = Field(min_length=2)
+    categories: tuple[str, ...] = Field(min_length=2, max_length=len(QUICK_DRAWING_NAMES))
     on_bad_record: Literal["fail", "skip"] = "fail"
 
     @field_validator("categories", mode="before")
@@ -106,9 +115,9 @@ class DataParams(StrictModel):
         for name in categories:
             if name not in OFFICIAL_CATEGORIES:
                 raise ValueError(unknown_category_message(name))
-        duplicates = sorted({c for c in categories if categories.count(c) > 1})
+        duplicates = sorted(name for name, count in Counter(categories).items() if count > 1)
         if duplicates:
-            raise ValueError(f"categories listed twice: {duplicates}")
+            raise ValueError(f"categories listed twice: {excerpt(duplicates, 120)}")
         return categories
 
     @field_validator("source")
@@ -140,7 +149,7 @@ class DownloadParams(StrictModel):
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got {url!r})")
+            raise ValueError("must start with http:// or https://")
         return url if url.endswith("/") else url + "/"
 
 
@@ -150,7 +159,7 @@ class FetchParams(StrictModel):
     download: DownloadParams = DownloadParams()
     local_format: Literal["auto", "binary", "simplified", "raw", "numpy_bitmap"] = "auto"
     synthetic_drawings: int = Field(default=3000, gt=0, le=10_000_000)
-    synthetic_seed: int = Field(default=0, ge=0)
+    synthetic_seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class SplitFractions(StrictModel):
@@ -175,7 +184,9 @@ class SplitParams(StrictModel):
     fractions: SplitFractions = SplitFractions(train=0.8, val=0.1, test=0.1)
     recognized_only: bool = True
     max_per_class: int | None = Field(default=None, gt=0)
-    seed: int = Field(default=0, ge=0, lt=2**63)
+    # Below this many drawings in any split, a class cannot be trained, tuned or judged: exit 2 naming it.
+    min_per_split: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class PreprocessParams(StrictModel):
@@ -219,28 +230,28 @@ class SearchSpace(StrictModel):
     @classmethod
     def _positive_filters(cls, values: tuple[int, ...]) -> tuple[int, ...]:
         if any(v < 1 or v > 1024 for v in values):
-            raise ValueError(f"filters must be between 1 and 1024 (got {list(values)})")
+            raise ValueError("filters must be between 1 and 1024")
         return values
 
     @field_validator("learning_rate")
     @classmethod
     def _positive_rates(cls, values: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0 < v < 10 for v in values):
-            raise ValueError(f"learning rates must be in (0, 10) (got {list(values)})")
+            raise ValueError("learning rates must be in (0, 10)")
         return values
 
     @field_validator("dropout")
     @classmethod
     def _dropout_range(cls, values: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0.1 <= v <= 0.8 for v in values):
-            raise ValueError(f"dropout must be in [0.1, 0.8] (blocks use d-0.1, d, d+0.1) (got {list(values)})")
+            raise ValueError("dropout must be in [0.1, 0.8] (blocks use d-0.1, d, d+0.1)")
         return values
 
     @field_validator("l2", "l1")
     @classmethod
     def _penalty_range(cls, values: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0 <= v < 1 for v in values):
-            raise ValueError(f"weight penalties must be in [0, 1) (got {list(values)})")
+            raise ValueError("weight penalties must be in [0, 1)")
         return values
 
     @classmethod
@@ -276,7 +287,7 @@ class TuneParams(StrictModel):
     max_seconds: float | None = Field(default=1800.0, gt=0)  # a safety limit only: a cut search is marked
     patience: int = Field(default=2, ge=1)
     batch_size: int = Field(default=128, ge=1, le=65536)
-    seed: int = Field(default=0, ge=0, lt=2**32)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     deterministic: bool = True
     space: SearchSpace = SearchSpace()
 
@@ -304,7 +315,7 @@ class TrainParams(StrictModel):
     patience: int = Field(default=15, ge=1)  # early stopping on val_loss
     max_seconds: float | None = Field(default=3600.0, gt=0)  # a safety limit only: a cut run is marked
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
-    seed: int = Field(default=0, ge=0, lt=2**32)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     deterministic: bool = True
     augment: AugmentParams = AugmentParams()
 
@@ -337,7 +348,7 @@ class ScheduleParams(StrictModel):
     def _valid_cron(cls, cron: str) -> str:
         fields = cron.split()
         if len(fields) != 5:
-            raise ValueError(f"must have 5 fields 'minute hour day-of-month month day-of-week' (got {cron!r})")
+            raise ValueError("must have 5 fields 'minute hour day-of-month month day-of-week'")
         from datetime import datetime
 
         from cronsim import CronSim, CronSimError  # prefect's own cron dependency
@@ -345,7 +356,7 @@ class ScheduleParams(StrictModel):
         try:
             next(CronSim(cron, datetime(2026, 1, 1)))
         except (CronSimError, StopIteration) as error:
-            raise ValueError(f"invalid or impossible cron expression {cron!r}: {error}") from None
+            raise ValueError(f"invalid or impossible cron expression: {excerpt(str(error), 120)}") from None
         return cron
 
     @field_validator("timezone")
@@ -354,7 +365,7 @@ class ScheduleParams(StrictModel):
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {zone!r} (e.g. 'UTC', 'Europe/Madrid')") from None
+            raise ValueError("unknown IANA time zone (e.g. 'UTC', 'Europe/Madrid')") from None
         return zone
 
 
@@ -379,7 +390,7 @@ class PaintParams(StrictModel):
     epochs: int = Field(default=100, ge=1, le=100000)
     batch_size: int = Field(default=32, ge=1, le=1 << 20)
     learning_rate: float = Field(default=0.001, gt=0, le=10)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     fourier: FourierParams = FourierParams()
 
     @field_validator("image")
@@ -388,7 +399,7 @@ class PaintParams(StrictModel):
         if image.startswith("matplotlib:"):
             name = image.removeprefix("matplotlib:")
             if not name or "/" in name or "\\" in name or name in (".", ".."):
-                raise ValueError(f"'matplotlib:' takes a sample file name such as grace_hopper.jpg (got {image!r})")
+                raise ValueError("'matplotlib:' takes a sample file name such as grace_hopper.jpg")
         return image
 
 
@@ -400,7 +411,7 @@ class PaintPathsParams(StrictModel):
     @field_validator("*")
     @classmethod
     def _inside_project(cls, value: str) -> str:
-        _project_relative(value)
+        output_parts(value)
         return value
 
 
@@ -439,33 +450,69 @@ class Params(StrictModel):
 
 
 def unknown_category_message(name: str) -> str:
-    close = difflib.get_close_matches(name, sorted(OFFICIAL_CATEGORIES), n=3, cutoff=0.6)
+    close = (
+        difflib.get_close_matches(name, sorted(OFFICIAL_CATEGORIES), n=3, cutoff=0.6)
+        if len(name) <= MAX_CATEGORY_CHARS
+        else []
+    )
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown category {name!r}{hint} (allowed: the 345 names in quickdraw.names.QUICK_DRAWING_NAMES)"
+    return f"unknown category {excerpt(name)}{hint} (allowed: the 345 names in quickdraw.names.QUICK_DRAWING_NAMES)"
 
 
 def load_params(
-    path: str | Path = DEFAULT_PARAMS_PATH, overrides: Sequence[str] = (), model: type[ParamsModel] = Params
+    path: str | Path = DEFAULT_PARAMS_PATH,
+    overrides: Sequence[str] = (),
+    model: type[ParamsModel] = Params,
+    root: Path | None = Path("."),
 ) -> ParamsModel:
-    """Read `path`, apply `key.path=value` overrides, and validate once (as `model`: a whole params file)."""
+    """Read `path`, apply `key.path=value` overrides, and validate once (as `model`: a whole params file).
+
+    With `root` (the workspace, default the current directory), the output
+    paths are also checked against the file system (`check_params_workspace`).
+    """
     raw = read_params_file(path)
     for override in overrides:
         apply_override(raw, override, model)
-    return validate_params(raw, source=str(path), model=model)
+    params = validate_params(raw, source=str(path), model=model)
+    if root is not None:
+        check_params_workspace(params, root, source=str(path))
+    return params
+
+
+def check_params_workspace(params: BaseModel, root: Path = Path("."), source: str = "params") -> None:
+    """Outputs inside the workspace (symlinks followed), apart from each other, the data source and the MLflow store.
+
+    `params` is a whole params file: the doodle pipeline's (`Params`) or the paint pipeline's.
+    """
+    mlflow = getattr(params, "mlflow", None)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (mlflow.tracking_uri if mlflow else None)
+    store = local_store_path(uri) if uri else None
+    data = getattr(params, "data", None)
+    paint = getattr(params, "paint", None)
+    inputs = {
+        "data.source": data.source if data is not None and data.source_kind == "directory" else None,
+        "paint.image": paint.image if paint is not None and not paint.image.startswith("matplotlib:") else None,
+        "the MLflow store": store,
+        # the artifact folder beside a SQLite store (`mlflow_store.artifact_location`)
+        "the MLflow artifact folder": store.parent / "mlartifacts" if store is not None else None,
+    }
+    try:
+        check_workspace(params.paths.model_dump(), root, inputs=inputs)  # type: ignore[attr-defined]
+    except ValueError as problem:
+        raise ConfigError(f"{source}: {problem}") from None
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.is_file():
+            problem = "not a regular file" if path.exists() else "no such file"
+            raise ConfigError(f"cannot read params file {path}: {problem}")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PARAMS_BYTES + 1)  # never more: /dev/zero is a file name too
     except OSError as error:
         raise ConfigError(f"cannot read params file {path}: {error.strerror or error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML: {error.problem}") from None
+    raw = load_yaml(decode(data, str(path)), str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -491,10 +538,10 @@ def format_validation_error(error: ValidationError, source: str, model: type[Bas
         elif item["type"] == "missing":
             message = "required key is missing"
         got = item.get("input")
-        shown = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
-        if isinstance(got, dict):
+        shown = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {excerpt(got)})"
+        if isinstance(got, dict) or "(got " in message:
             shown = ""
-        lines.append(f"  {key}: {message}{shown}")
+        lines.append(f"  {clip(key)}: {message}{shown}")
     return "\n".join(lines)
 
 
@@ -528,7 +575,9 @@ def apply_override(raw: dict[str, Any], override: str, model: type[BaseModel] = 
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects key.path=value (got {override!r})")
+        raise ConfigError(f"--set expects key.path=value (got {excerpt(override)})")
+    if len(key) > 200:
+        raise ConfigError(f"--set {excerpt(key)}: not a params key")
     parts = key.split(".")
     retired = next((tuple(parts[:n]) for n in range(1, len(parts) + 1) if tuple(parts[:n]) in RETIRED_KEYS), None)
     if model is Params and retired:
@@ -539,10 +588,7 @@ def apply_override(raw: dict[str, Any], override: str, model: type[BaseModel] = 
         hint = f"; did you mean {'.'.join([*parts[:-1], close[0]])!r}?" if close else ""
         allowed = f" Allowed here: {', '.join(known)}." if known else ""
         raise ConfigError(f"--set {key}: unknown key{hint}{allowed}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {error}") from None
+    value = load_yaml(text, f"--set {key}", max_bytes=MAX_VALUE_BYTES) if text.strip() else ""
     node = raw
     for part in parts[:-1]:
         child = node.get(part)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from quickdraw_dag.diskspace import disk_full_error, ensure_free, is_disk_full
 from quickdraw_dag.errors import DataError, FetchError, OfflineError
 from quickdraw_dag.hashing import file_digest
 from quickdraw_dag.progress import progress_bar
@@ -153,6 +154,8 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
             mode = "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if total is not None:
+            ensure_free(part.parent, total - have, f"download of {label}")  # the server said how much is coming
         with (
             open(part, mode) as handle,
             progress_bar(total=total, initial=have, desc=label, unit="B", unit_scale=True) as bar,
@@ -164,6 +167,8 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
                     handle.write(chunk)
                     bar.update(len(chunk))
             except (urllib3.exceptions.HTTPError, OSError) as error:
+                if is_disk_full(error):  # a full disk is not a network problem: no retry
+                    raise disk_full_error(part, total) from None
                 handle.flush()
                 got = handle.tell()
                 raise _Transient(

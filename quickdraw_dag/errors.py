@@ -10,6 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters: messages quote hostile input, never all of it."""
+    return clip(repr(value), limit)
+
+
 class QuickDrawDagError(Exception):
     """Base class of the errors this project raises on purpose."""
 
@@ -93,3 +103,9 @@ class NotReproduced(QuickDrawDagError):
     """A past run could not be reproduced: an input is missing, differs, or its metrics came out different."""
 
     exit_code = 1
+
+
+class DiskFullError(QuickDrawDagError):
+    """Not enough free space for a stage's outputs (exit code 2): the message names the path and the bytes."""
+
+    exit_code = 2

@@ -172,7 +172,6 @@ def tracked_stage(
     monitor = None
     if session.mode == "flow":
         live = LiveRun.attach(params, session.key or "")
-        monitor = _start_system_metrics(live.run_id)
     elif session.mode == "dvc":
         state = note_stage_start(stage, root) or {}
         if state.get("run_id"):
@@ -187,16 +186,15 @@ def tracked_stage(
             _close_previous(state.get("previous_run_id"))
             state.update({"run_id": live.run_id})
             write_json_atomic(root / RUN_STATE, state)
-        monitor = _start_system_metrics(live.run_id)
     else:
         live = LiveRun.create(
             params,
             run_name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"orchestrator": "cli", "stage_alone": stage},
         )
+    try:  # from here on, however the stage ends (a signal may come at any line), the run is closed
         monitor = _start_system_metrics(live.run_id)
-    live.set_tags({"stage": stage})
-    try:
+        live.set_tags({"stage": stage})
         yield live
     except SafetyLimitCut:
         # Outputs were written: not a failure. The flow goes on with them; a `dvc repro` or a lone

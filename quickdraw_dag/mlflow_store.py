@@ -4,14 +4,22 @@ Default store: a SQLite file (`mlflow.db`) and an artifact folder
 (`mlartifacts/`) in the project, nothing to start; `MLFLOW_TRACKING_URI` (or
 `mlflow.tracking_uri`) points elsewhere. Shared by the pipeline's tracking
 and the paint flow.
+
+A fresh SQLite store is created (MLflow runs its schema migrations) under an
+`flock` on `<database>.lock`: two first runs at once would otherwise both
+migrate the same new file, and one fails ("duplicate column name").
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +54,82 @@ def configure(params: MlflowParams) -> str:
 
     uri = tracking_uri(params)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(params.experiment)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:
-        experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
+    with store_creation_lock(uri):  # the first call creates (migrates) a new store; so may another process
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
     if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
         # MLflow 3's UI opens an experiment on its GenAI overview unless told it is for model training.
         mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     mlflow.set_experiment(experiment_id=experiment_id)
     close_abandoned_runs(experiment_id)
     return experiment_id
+
+
+@contextmanager
+def store_creation_lock(uri: str, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold an flock on `<database>.lock` beside a local SQLite store (other stores: nothing to do)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(database.with_name(database.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"{database}: another process has been creating this MLflow store for {timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
+
+
+def mark_interrupted_runs(params: MlflowParams, since: float, why: str) -> list[str]:
+    """Mark KILLED, with a `killed_note`, this process's runs since `since` (epoch seconds) that did not finish.
+
+    Called when a stop signal ends a run: MLflow's own handling would leave the
+    active run FAILED (or, at exit, FINISHED). Nothing to do when this process
+    never imported MLflow.
+    """
+    if "mlflow" not in sys.modules:
+        return []
+    import socket
+
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run("KILLED")
+    client = mlflow.MlflowClient(tracking_uri(params))
+    experiment = client.get_experiment_by_name(params.experiment)
+    if experiment is None:
+        return []
+    pid, host = str(os.getpid()), socket.gethostname()
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.pid = '{pid}' and attributes.start_time >= {int(since * 1000)}",
+        max_results=1000,
+    )
+    marked = []
+    for run in found:
+        if run.data.tags.get("host") != host or run.info.status == "FINISHED":
+            continue
+        client.set_tag(run.info.run_id, "killed_note", f"{why}; marked KILLED by its own process {pid} on {host}")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        marked.append(run.info.run_id)
+    return marked
 
 
 def process_tags() -> dict[str, str]:

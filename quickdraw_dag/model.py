@@ -10,11 +10,15 @@ same code builds on the TensorFlow, JAX and torch backends.
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import keras
 from keras import layers, regularizers
 
 from quickdraw_dag.artifacts import Scaling
 from quickdraw_dag.config import AugmentParams
+from quickdraw_dag.errors import DataError, clip
 
 LEAKY_RELU_SLOPE = 0.1  # the tutorials' leaky ReLU: max(0.1·x, x)
 
@@ -117,5 +121,24 @@ def build_cnn(
 
 
 def load_model(path: str) -> keras.Model:
-    """Load a saved model, never executing code from the file (safe_mode)."""
-    return keras.saving.load_model(path, safe_mode=True)
+    """Load a saved model, never executing code from the file (safe_mode); a refusal is a `DataError`.
+
+    Keras's own message advises passing `safe_mode=False`, which this
+    project never does: the file either carries code or is not a model.
+    """
+    if not Path(path).is_file():
+        raise DataError("missing: rerun the stage that writes it", path=path)
+    if not zipfile.is_zipfile(path):
+        raise DataError("not a Keras model file (a .keras zip archive); rerun the stage that writes it", path=path)
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "unsafe" in str(error):
+            raise DataError(
+                "refusing to load: the model carries code (a Lambda layer or a custom object), which could run "
+                "anything; only models this pipeline saved can be loaded",
+                path=path,
+            ) from None
+        raise DataError(
+            f"not a model this pipeline can load ({clip(str(error).splitlines()[0], 160)})", path=path
+        ) from None

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from quickdraw_dag.config import PaintParams
-from quickdraw_dag.errors import ConfigError, DataError
+from quickdraw_dag.errors import ConfigError, DataError, clip
 
 SAMPLE_PREFIX = "matplotlib:"
 CLASS_NAMES = ("grey", "blue")  # label 0, label 1 (the tutorial's names)
 LEAKY_RELU_SLOPE = 0.1  # the tutorials' leaky ReLU: max(0.1·x, x) (Keras's default slope is 0.2)
+# Decoded as RGBA, 50 megapixels take 200 MB; checked from the header, before decoding.
+MAX_IMAGE_PIXELS = 50_000_000
 PERCEPTRON_THRESHOLD = 0.5  # the perceptron's one output above this means "blue" (label 1)
 
 
@@ -46,11 +48,24 @@ def load_image(image: str, longest_side: int) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(f"paint.image: {path}: no such file")
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header only
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more than the "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels paint decodes; downscale it first "
+                    f"(paint trains on at most paint.longest_side={longest_side} pixels a side anyway)",
+                    path=path,
+                )
             opened.load()
             picture = opened.convert("RGBA")
+    except Image.DecompressionBombError:  # Pillow's own limit (about 179 megapixels), checked in `open`
+        raise DataError(
+            f"too many pixels: more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels paint decodes; downscale it first",
+            path=path,
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"not an image Pillow can read ({error})", path=path) from None
+        raise DataError(f"not an image Pillow can read ({clip(str(error), 160)})", path=path) from None
     background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
     picture = Image.alpha_composite(background, picture).convert("RGB")
     width, height = picture.size

@@ -271,7 +271,10 @@ def training_callbacks(params: TrainParams, work_dir: Path) -> TrainingCallbacks
         )
     if target:
         callbacks.append(target)
-    callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR), delete_checkpoint=True))
+    # double_checkpoint: the previous epoch's state is kept too, the fallback when a kill tears the last one
+    callbacks.append(
+        keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR), delete_checkpoint=True, double_checkpoint=True)
+    )
     return TrainingCallbacks(callbacks, safety, target, best_checkpoint, epoch_log)
 
 

@@ -10,7 +10,9 @@ Three sources (`data.source`):
 The manifest (`Catalog.manifest`) records, per category, the file, its
 format, its drawings, skipped bad records, bytes, sha256 and origin. It is
 written last, so a manifest always describes complete files. Every file is
-validated and hashed once.
+validated and hashed once; a file without a single valid drawing is refused.
+The raw folder may hold other files: only those the previous manifest lists
+(as this stage names them) are removed when their category is dropped.
 """
 
 from __future__ import annotations
@@ -29,10 +31,18 @@ from quickdraw_dag.artifacts import Catalog, Manifest, ManifestEntry, read_manif
 from quickdraw_dag.atomic import atomic_path
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import DataParams, FetchParams, Params
+from quickdraw_dag.diskspace import ensure_free
 from quickdraw_dag.download import RetryPolicy, download, ensure_resolvable
 from quickdraw_dag.errors import ConfigError, DataError
 from quickdraw_dag.fanout import Mapper, serial_map
-from quickdraw_dag.formats import FORMAT_FOLDERS, Format, find_local_file, raw_file_name, validate_file
+from quickdraw_dag.formats import (
+    FORMAT_FOLDERS,
+    FORMAT_PREFERENCE,
+    Format,
+    find_local_file,
+    raw_file_name,
+    validate_file,
+)
 from quickdraw_dag.formats.binary import write_binary
 from quickdraw_dag.hashing import file_digest
 from quickdraw_dag.memory import bound_heap_growth
@@ -57,16 +67,18 @@ def fetch(data: DataParams, params: FetchParams, catalog: Catalog, mapper: Mappe
     """Run the fetch stage, one job per category through `mapper`; returns the manifest."""
     kind = data.source_kind
     log.info("fetch: %d categories from %s into %s", len(data.categories), data.source, catalog.raw)
+    previous = _previous_manifest(catalog)
     if kind == "directory":
         # Validate every file before copying any: bad input writes nothing.
         located = mapper(locate_local, [(c, data, params) for c in data.categories], "validate")
+        ensure_free(catalog.raw, copy_space(located, catalog), "fetch: copying the source files")
         entries = mapper(copy_local, [(item, data, catalog) for item in located], "copy")
     elif kind == "synthetic":
         entries = mapper(make_synthetic, [(c, params, catalog) for c in data.categories], "synthesize")
     else:
         ensure_resolvable(params.download.base_url)  # offline: one clear message, before any task starts
         entries = mapper(download_category, [(c, data, params, catalog) for c in data.categories], "download")
-    return finish_manifest(data, entries, catalog)
+    return finish_manifest(data, entries, catalog, previous)
 
 
 def locate_local(category: str, data: DataParams, params: FetchParams) -> LocalFile:
@@ -84,9 +96,18 @@ def locate_local(category: str, data: DataParams, params: FetchParams) -> LocalF
         )
     path, fmt = found
     drawings, bad = validate_file(path, fmt, category=category, on_bad_record=data.on_bad_record)
+    require_drawings(path, drawings, bad)
     if bad:
         log.warning("fetch: %s: %d bad record(s) will be skipped (data.on_bad_record=skip)", path, bad)
     return LocalFile(category, path, fmt, drawings, bad)
+
+
+def copy_space(located: Sequence[LocalFile], catalog: Catalog) -> int:
+    """Bytes the copies need: what they add over the files they replace, plus the largest (written before the swap)."""
+    sizes = [item.path.stat().st_size for item in located]
+    targets = [catalog.raw_file(raw_file_name(item.category, item.format)) for item in located]
+    replaced = sum(target.stat().st_size for target in targets if target.is_file())
+    return max(0, sum(sizes) - replaced) + max(sizes, default=0)
 
 
 def copy_local(item: LocalFile, data: DataParams, catalog: Catalog) -> ManifestEntry:
@@ -119,7 +140,9 @@ def download_category(category: str, data: DataParams, params: FetchParams, cata
     )
 
     def check(path: Path) -> tuple[int, int]:
-        return validate_file(path, "binary", on_bad_record=data.on_bad_record)
+        drawings, bad = validate_file(path, "binary", on_bad_record=data.on_bad_record)
+        require_drawings(path, drawings, bad)
+        return drawings, bad
 
     origin = redact(url)  # no credentials in the manifest
     previous = _previous_entry(catalog, category)
@@ -133,12 +156,25 @@ def download_category(category: str, data: DataParams, params: FetchParams, cata
     return _entry(category, target, "binary", drawings, bad, origin, sha256=result.sha256)
 
 
-def finish_manifest(data: DataParams, entries: Sequence[ManifestEntry], catalog: Catalog) -> Manifest:
-    """Write the manifest last and drop files of categories no longer asked for."""
-    keep = {entry["file"] for entry in entries} | {catalog.manifest.name}
-    for path in catalog.raw.iterdir():
-        if path.is_file() and path.name not in keep and not path.name.endswith(".part"):
-            path.unlink()
+def require_drawings(path: Path, drawings: int, bad: int) -> None:
+    """A category file without one valid drawing would train a class that is never seen."""
+    if drawings == 0:
+        why = f"all {bad} records are bad (data.on_bad_record=skip)" if bad else "the file is empty"
+        raise DataError(f"no drawings to use: {why}", path=path)
+
+
+def finish_manifest(
+    data: DataParams, entries: Sequence[ManifestEntry], catalog: Catalog, previous: Manifest | None = None
+) -> Manifest:
+    """Write the manifest last and drop the files of categories no longer asked for.
+
+    Only files the previous manifest lists under the name this stage gives
+    them are removed; anything else in the raw folder is never touched.
+    """
+    keep = {entry["file"] for entry in entries}
+    for old in _own_files(previous):
+        if old not in keep:
+            (catalog.raw / old).unlink(missing_ok=True)
     manifest: Manifest = {
         "source": data.source,
         "source_kind": data.source_kind,
@@ -148,6 +184,25 @@ def finish_manifest(data: DataParams, entries: Sequence[ManifestEntry], catalog:
     write_manifest(catalog, manifest)
     log.info("fetch: %d drawings in %d files", manifest["drawings"], len(entries))
     return manifest
+
+
+def _previous_manifest(catalog: Catalog) -> Manifest | None:
+    try:
+        manifest = read_manifest(catalog)
+    except DataError:
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("categories"), dict) else None
+
+
+def _own_files(manifest: Manifest | None) -> list[str]:
+    """The files a manifest lists that are named as fetch names them (a hand-edited manifest deletes nothing else)."""
+    names = []
+    for category, entry in ((manifest or {}).get("categories") or {}).items():
+        name = entry.get("file") if isinstance(entry, dict) else None
+        ours = {raw_file_name(category, fmt) for fmt in FORMAT_PREFERENCE} | {QUICK_DRAWING_FILES.get(category)}
+        if isinstance(name, str) and name in ours and Path(name).name == name:
+            names.append(name)
+    return names
 
 
 def _previous_entry(catalog: Catalog, category: str) -> ManifestEntry | None:

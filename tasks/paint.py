@@ -162,7 +162,7 @@ def write_outputs(
 
     from quickdraw_dag.plots import paint_comparison, paint_loss_curve
 
-    with atomic_directory(catalog.paint_dir) as out:
+    with atomic_directory(catalog.paint_dir, owns=catalog.owns("paint_dir")) as out:
         Image.fromarray(painting).save(out / "painting.png", format="PNG")
         paint_comparison(source, painting, metrics, out / "comparison.png")
         paint_loss_curve(losses, out / "loss.png")

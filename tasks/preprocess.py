@@ -26,6 +26,7 @@ from quickdraw_dag.artifacts import SPLITS, Catalog, read_split_summary, write_l
 from quickdraw_dag.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import DataParams, Params, PreprocessParams
+from quickdraw_dag.diskspace import ensure_free, reserve
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.fanout import Mapper, default_workers, process_map
 from quickdraw_dag.formats.binary import iter_binary
@@ -90,11 +91,21 @@ def preprocess_category(
 
 
 def allocate_split(target: Path, total: int, image_size: int) -> None:
-    """The split's image array at its final size (filled by the category jobs)."""
+    """The split's image array at its final size, its blocks reserved on disk (filled by the category jobs).
+
+    Reserved, not sparse: the jobs write through memory maps, and a write
+    through a map that finds the disk full is a SIGBUS, not an error.
+    """
     if total == 0:
         np.save(target, np.zeros((0, image_size, image_size), np.uint8), allow_pickle=False)
     else:
         np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(total, image_size, image_size)).flush()
+        reserve(target, target.stat().st_size)
+
+
+def output_bytes(totals: dict[str, int], image_size: int) -> int:
+    """What the processed folder will take: uint8 images and int16 labels per split (headers and JSON aside)."""
+    return sum(count * (image_size * image_size + 2) for count in totals.values())
 
 
 def scaling_from_histogram(method: str, counts: np.ndarray) -> dict[str, Any]:
@@ -155,7 +166,9 @@ def preprocess(
     missing = [c for c in data.categories if c not in classes]
     if missing:
         raise DataError(f"no split data for {missing}: rerun split", path=catalog.split_summary)
-    with atomic_directory(catalog.processed) as out_dir:
+    counts = {s: sum(classes[c]["counts"][s] for c in data.categories) for s in SPLITS}
+    ensure_free(catalog.processed.parent, output_bytes(counts, params.image_size), "preprocess")
+    with atomic_directory(catalog.processed, owns=catalog.owns("processed")) as out_dir:
         # Rows of each split in data.categories order: category i starts after categories < i.
         totals, starts = {}, {c: {} for c in data.categories}
         for split in SPLITS:

@@ -16,7 +16,9 @@ Per category, in file order:
 Writes one shard per split and category (`Catalog.shard`: strokes in
 Google's binary format, or bitmaps with their key_ids) and the split summary
 (counts per class and split, what was dropped and why). The whole directory
-is swapped in atomically.
+is swapped in atomically, and only when every class has at least
+`split.min_per_split` drawings in each split: an empty validation or test
+class would train silently and report a meaningless score.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from quickdraw_dag.artifacts import SPLITS, Catalog, ClassSplit, SplitSummary, r
 from quickdraw_dag.atomic import atomic_directory
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import DataParams, Params, SplitParams
+from quickdraw_dag.diskspace import ensure_free, reserve
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.fanout import Mapper, serial_map
 from quickdraw_dag.formats import iter_drawings, open_bitmaps
@@ -149,6 +152,7 @@ def split_bitmaps(path: Path, category: str, params: SplitParams, catalog: Catal
             np.save(target, np.zeros((0, BITMAP_PIXELS), np.uint8), allow_pickle=False)
             continue
         shard = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(rows.size, BITMAP_PIXELS))
+        reserve(target, target.stat().st_size)  # no SIGBUS from writing through the map on a full disk
         for start in range(0, rows.size, BITMAP_ROWS_PER_COPY):
             chunk = rows[start : start + BITMAP_ROWS_PER_COPY]
             shard[start : start + chunk.size] = images[chunk]
@@ -176,6 +180,19 @@ def split_category(
     return summary
 
 
+def too_few(per_class: dict[str, ClassSplit], minimum: int) -> list[str]:
+    """'circle: train 2, val 0, test 0 (...)' for each class below `minimum` in some split."""
+    lines = []
+    for category, summary in per_class.items():
+        counts = summary["counts"]
+        if min(counts.values()) < minimum:
+            reasons = {"over_cap": "over split.max_per_class", "bad_records": "bad records"}
+            dropped = ", ".join(f"{n} {reasons.get(why, why)}" for why, n in summary["dropped"].items() if n)
+            shown = ", ".join(f"{name} {counts[name]}" for name in SPLITS)
+            lines.append(f"{category}: {shown}{f' (dropped: {dropped})' if dropped else ''}")
+    return lines
+
+
 def split(data: DataParams, params: SplitParams, catalog: Catalog, mapper: Mapper = serial_map) -> SplitSummary:
     """Run the split stage; returns the split summary."""
     manifest = read_manifest(catalog)
@@ -185,11 +202,23 @@ def split(data: DataParams, params: SplitParams, catalog: Catalog, mapper: Mappe
             f"no fetched data for {missing}: run the fetch stage for these categories first",
             path=catalog.manifest,
         )
-    with atomic_directory(catalog.interim) as out_dir:
+    # Shards are subsets of the fetched files (bitmaps and binary strokes: at most their size).
+    entries = [manifest["categories"][c] for c in data.categories]
+    needed = sum(int(e.get("bytes", 0)) for e in entries if e.get("format") in ("binary", "numpy_bitmap"))
+    ensure_free(catalog.interim.parent, needed, "split")
+    with atomic_directory(catalog.interim, owns=catalog.owns("interim")) as out_dir:
         for name in SPLITS:
             (out_dir / name).mkdir()
         jobs = [(c, manifest["categories"][c], catalog, data, params, out_dir) for c in data.categories]
         per_class = dict(zip(data.categories, mapper(split_category, jobs, "split")))
+        short = too_few(per_class, params.min_per_split)
+        if short:
+            shown = "; ".join(short[:10]) + (f"; and {len(short) - 10} more" if len(short) > 10 else "")
+            raise DataError(
+                f"every class needs at least split.min_per_split={params.min_per_split} drawing(s) in each of "
+                f"train, val and test; too few: {shown}. Add drawings, or raise or remove split.max_per_class",
+                path=catalog.manifest,
+            )
         summary: SplitSummary = {
             "fractions": params.fractions.as_dict(),
             "seed": params.seed,

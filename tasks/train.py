@@ -44,6 +44,7 @@ from quickdraw_dag.artifacts import (
     write_history,
 )
 from quickdraw_dag.atomic import atomic_path
+from quickdraw_dag.checkpoints import recover_training
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TrainParams
 from quickdraw_dag.determinism import save_model, seed_everything
@@ -116,6 +117,7 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
     run_id = fingerprint(params.model_dump(mode="json"), hyperparameters, processed_identity(catalog))
     work_dir = catalog.checkpoints / run_id
     work_dir.mkdir(parents=True, exist_ok=True)
+    recover_training(work_dir)  # a kill during a checkpoint write leaves a torn file: fall back, say so
     callbacks = training_callbacks(params, work_dir)
     train_data = MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed)
     train_data.set_epoch(resume_epoch(work_dir))

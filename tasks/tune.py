@@ -46,6 +46,7 @@ from quickdraw_dag.artifacts import (
     write_tuning_result,
 )
 from quickdraw_dag.atomic import write_json_atomic
+from quickdraw_dag.checkpoints import recover_search
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TuneParams
 from quickdraw_dag.determinism import seed_everything
@@ -244,6 +245,7 @@ def tune(params: TuneParams, catalog: Catalog, tracker: TrialTracker | None = No
         params.space, image_size=int(train_x.shape[1]), num_classes=len(categories), scaling=scaling, seed=params.seed
     )
     project = fingerprint(params.model_dump(mode="json"), processed_identity(catalog))
+    recover_search(catalog.tuner_dir / f"hyperband-{project}")  # a torn trial file from a kill: start afresh
     tuner = BudgetedHyperband(
         hypermodel,
         deadline=started + params.max_seconds if params.max_seconds else None,

@@ -16,7 +16,7 @@ from quickdraw_dag.errors import DataError
 from quickdraw_dag.formats.batch import DrawingBatch
 from quickdraw_dag.formats.binary import iter_binary, read_binary, write_binary
 from quickdraw_dag.formats.bitmap import open_bitmaps
-from quickdraw_dag.formats.ndjson import iter_ndjson, sniff_ndjson_kind
+from quickdraw_dag.formats.ndjson import bounded_lines, iter_ndjson, sniff_ndjson_kind
 
 Format = Literal["binary", "simplified", "raw", "numpy_bitmap"]
 STROKE_FORMATS: tuple[Format, ...] = ("binary", "simplified", "raw")
@@ -87,8 +87,8 @@ def count_drawings(path: Path, fmt: Format) -> int:
         return int(open_bitmaps(path).shape[0])
     if fmt == "binary":
         return sum(len(batch) for batch in iter_binary(path))
-    with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+    with open(path, "rb") as handle:  # a line too long to be a drawing counts as one: validation rejects it
+        return sum(1 for _, _, line in bounded_lines(handle) if line is None or line.strip())
 
 
 def iter_drawings(

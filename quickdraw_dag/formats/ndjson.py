@@ -4,8 +4,10 @@ One JSON object per line with `word`, `countrycode`, `timestamp`,
 `recognized`, `key_id` (a string) and `drawing`: `[[xs], [ys]]` per stroke
 (simplified) or `[[xs], [ys], [ts]]` (raw). Raw drawings are converted with
 Google's simplification on the way in, so both yield the same
-`DrawingBatch`. Files are streamed line by line; every problem is reported
-with the file, line number and byte offset of that line.
+`DrawingBatch`. Files are streamed line by line, each line read at most
+`MAX_LINE_BYTES` (a longer one is a bad record, never held in memory);
+every problem is reported with the file, line number and byte offset of
+that line. A UTF-8 byte-order mark at the start of a file is skipped.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import orjson
 
-from quickdraw_dag.errors import DataError
+from quickdraw_dag.errors import DataError, excerpt
 from quickdraw_dag.formats.batch import DrawingBatch
 from quickdraw_dag.formats.simplify import simplify_drawing
 
@@ -27,23 +29,69 @@ REQUIRED_KEYS = ("word", "countrycode", "timestamp", "recognized", "key_id", "dr
 BATCH_DRAWINGS = 8192
 MAX_UINT64 = 2**64 - 1
 MAX_UINT32 = 2**32 - 1
+# The longest raw drawing among the real samples is a 26 KB line; Google's simplified ones are smaller.
+MAX_LINE_BYTES = 2 << 20
+# Raw coordinates are screen pixels; beyond this, scaling to the 255-pixel box loses every detail anyway.
+MAX_RAW_COORDINATE = 1e9
+BOM = b"\xef\xbb\xbf"
 
 
 class _BadRecord(ValueError):
     """A record-level problem; the reader adds file, line and offset."""
 
 
+def bounded_lines(handle: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, int, bytes | None]]:
+    """(line number, byte offset, line) per line; the line is None when longer than `limit` (skipped unread).
+
+    A UTF-8 byte-order mark at the start of the file is not part of line 1.
+    """
+    offset = 0
+    if handle.read(len(BOM)) == BOM:
+        offset = len(BOM)
+    else:
+        handle.seek(0)
+    number = 0
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        start = offset
+        offset += len(line)
+        if len(line) > limit and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # the rest of the long line, a block at a time
+                line = handle.readline(1 << 20)
+                offset += len(line)
+            yield number, start, None
+        else:
+            yield number, start, line
+
+
 def sniff_ndjson_kind(path: str | Path) -> NdjsonKind:
     """'raw' if the first drawing's strokes carry times, else 'simplified'."""
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, offset, line in bounded_lines(handle):
+            if line is None:
+                raise DataError(f"line longer than {MAX_LINE_BYTES} bytes", path=path, line=number, offset=offset)
             if not line.strip():
                 continue
             try:
                 record = orjson.loads(line)
                 stroke = record["drawing"][0]
-            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise DataError("first record is not a Quick, Draw! ndjson drawing", path=path, line=number) from None
+            except orjson.JSONDecodeError as error:
+                raise DataError(
+                    f"first record is not valid JSON ({error.msg}): not a Quick, Draw! ndjson file",
+                    path=path,
+                    line=number,
+                    offset=offset,
+                ) from None
+            except (KeyError, IndexError, TypeError):
+                raise DataError(
+                    "first record has no 'drawing' list of strokes: not a Quick, Draw! ndjson drawing",
+                    path=path,
+                    line=number,
+                    offset=offset,
+                ) from None
             return "raw" if isinstance(stroke, list) and len(stroke) == 3 else "simplified"
     return "simplified"
 
@@ -60,14 +108,13 @@ def iter_ndjson(
     if stats is not None:
         stats.setdefault("skipped", 0)
     rows: dict[str, list[Any]] = _empty_rows()
-    offset = 0
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            line_offset = offset
-            offset += len(line)
-            if not line.strip():
+        for number, line_offset, line in bounded_lines(handle):
+            if line is not None and not line.strip():
                 continue
             try:
+                if line is None:
+                    raise _BadRecord(f"line longer than {MAX_LINE_BYTES} bytes: not a drawing")
                 _parse_record(line, kind, category, rows, origin=line_offset)
             except _BadRecord as problem:
                 if on_bad_record == "skip":
@@ -105,9 +152,12 @@ def _parse_record(line: bytes, kind: NdjsonKind, category: str | None, rows: dic
     if missing:
         raise _BadRecord(f"missing key(s) {missing}")
     if category is not None and record["word"] != category:
-        raise _BadRecord(f"word {record['word']!r} does not match the file's category {category!r}")
+        raise _BadRecord(f"word {excerpt(record['word'])} does not match the file's category {category!r}")
     strokes = _strokes(record["drawing"], kind)
-    drawing = simplify_drawing(strokes) if kind == "raw" else strokes
+    try:
+        drawing = simplify_drawing(strokes) if kind == "raw" else strokes
+    except ValueError as error:
+        raise _BadRecord(str(error)) from None
     rows["drawing"].append(drawing)
     rows["key_id"].append(_key_id(record["key_id"]))
     rows["countrycode"].append(_countrycode(record["countrycode"]))
@@ -133,11 +183,13 @@ def _strokes(drawing: Any, kind: NdjsonKind) -> list[tuple[list, list]]:
                 raise _BadRecord(f"stroke {index}: t must be a list as long as x")
             for value in (*xs, *ys):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise _BadRecord(f"stroke {index}: coordinate {value!r} is not a finite number")
+                    raise _BadRecord(f"stroke {index}: coordinate {excerpt(value)} is not a finite number")
+                if abs(value) > MAX_RAW_COORDINATE:
+                    raise _BadRecord(f"stroke {index}: coordinate {excerpt(value)} is beyond ±{MAX_RAW_COORDINATE:g}")
         else:
             for value in (*xs, *ys):
                 if type(value) is not int or not 0 <= value <= 255:
-                    raise _BadRecord(f"stroke {index}: coordinate {value!r} out of range (integers 0-255)")
+                    raise _BadRecord(f"stroke {index}: coordinate {excerpt(value)} out of range (integers 0-255)")
         strokes.append((xs, ys))
     return strokes
 
@@ -145,19 +197,19 @@ def _strokes(drawing: Any, kind: NdjsonKind) -> list[tuple[list, list]]:
 def _key_id(value: Any) -> int:
     text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
     if not text.isdigit() or int(text) > MAX_UINT64:
-        raise _BadRecord(f"key_id {value!r} is not an unsigned 64-bit integer")
+        raise _BadRecord(f"key_id {excerpt(value)} is not an unsigned 64-bit integer")
     return int(text)
 
 
 def _countrycode(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 2 or not value.isascii():
-        raise _BadRecord(f"countrycode {value!r} must be at most 2 ASCII characters")
+        raise _BadRecord(f"countrycode {excerpt(value)} must be at most 2 ASCII characters")
     return value
 
 
 def _recognized(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _BadRecord(f"recognized {value!r} must be true or false")
+        raise _BadRecord(f"recognized {excerpt(value)} must be true or false")
     return value
 
 
@@ -170,12 +222,12 @@ def _timestamp(value: Any) -> int:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise _BadRecord(f"timestamp {value!r} is not 'YYYY-MM-DD HH:MM:SS[.ffffff] UTC'") from None
+            raise _BadRecord(f"timestamp {excerpt(value)} is not 'YYYY-MM-DD HH:MM:SS[.ffffff] UTC'") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         seconds = int(moment.timestamp())
     else:
-        raise _BadRecord(f"timestamp {value!r} must be a string or an integer")
+        raise _BadRecord(f"timestamp {excerpt(value)} must be a string or an integer")
     if not 0 <= seconds <= MAX_UINT32:
-        raise _BadRecord(f"timestamp {value!r} is outside the uint32 range of the binary format")
+        raise _BadRecord(f"timestamp {excerpt(value)} is outside the uint32 range of the binary format")
     return seconds

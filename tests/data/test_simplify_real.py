@@ -51,3 +51,22 @@ def test_single_point_and_degenerate_drawings() -> None:
     assert xs.tolist() == [0, 0] and ys.tolist() == [0, 0]
     strokes = simplify_drawing([([0.0, 100.0], [0.0, 0.0]), ([50.0], [25.0])])
     assert strokes[0][0].tolist() == [0, 255] and strokes[1][0].tolist() == [128, 128]
+
+
+def test_the_fast_simplification_equals_the_plain_one_on_every_real_raw_drawing(shared_raw: Path) -> None:
+    from bench.simplify import quadratic_reference
+    from quickdraw_dag.formats.simplify import resample_and_simplify
+
+    strokes = 0
+    for raw_file in sorted((shared_raw / "raw").glob("*.ndjson")):
+        for text in raw_file.read_text().splitlines():
+            drawing = json.loads(text)["drawing"]
+            points = [np.asarray(stroke[:2], dtype=np.float64).T for stroke in drawing]
+            everything = np.concatenate(points)
+            low, extent = everything.min(axis=0), max(np.ptp(everything, axis=0).max(), 1.0)
+            for stroke in points:
+                scaled = (stroke - low) * 255.0 / extent
+                if len(scaled) > 1 and np.hypot(*np.diff(scaled, axis=0).T).sum() > 0:
+                    assert np.array_equal(resample_and_simplify(scaled), quadratic_reference(scaled)[0])
+                    strokes += 1
+    assert strokes > 2000

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.simplify import quadratic_reference, zigzag  # the plain algorithm, kept as the reference
 from quickdraw_dag import synthetic
 from quickdraw_dag.errors import DataError
 from quickdraw_dag.formats import validate_file
@@ -186,4 +187,72 @@ def test_declared_counts_are_not_trusted(tmp_path: Path, record) -> None:
         parsed_ok=COUNTS["parsed"],
         crashes=0,
         slowest_input_s=round(COUNTS["max_seconds"], 3),
+    )
+
+
+# ----- cost bounded by size: raw simplification and line length -----
+
+
+def n_log2_n_bound(raw_points: int) -> float:
+    """What O(n log² n) allows for n raw points: m = 2n+2 candidate samples, a few distances per tree and hull
+    level; plus the plain scan of strokes too small for the tree (at most TREE_FROM²/2 distances, milliseconds)."""
+    from quickdraw_dag.formats.simplify import TREE_FROM
+
+    candidates = 2 * raw_points + 2
+    return TREE_FROM**2 / 2 + 2.0 * candidates * np.log2(candidates) ** 2
+
+
+def test_raw_simplification_costs_n_log_n_not_the_square_of_the_ink(record) -> None:
+    from quickdraw_dag.formats.simplify import resample_and_simplify
+
+    # The bound holds for zigzags of every size, which the quadratic algorithm blows through already at 1,000 points.
+    _, reference_cost = quadratic_reference(zigzag(1000))
+    assert reference_cost > 20 * n_log2_n_bound(1000)
+    costs = {}
+    for points in (1000, 4000, 16000, 64000):
+        stats: dict[str, int] = {}
+        kept = resample_and_simplify(zigzag(points), stats=stats)
+        assert len(kept) > 0.9 * points  # every corner is farther than 2 px from its neighbours' chord
+        assert stats["evaluations"] <= n_log2_n_bound(points), (points, stats)
+        costs[points] = stats["evaluations"]
+    record(
+        "simplification cost",
+        inputs=len(costs),
+        detail=(
+            f"zigzags of 1,000 to 64,000 raw points ({stats['samples']:,} samples at the largest): "
+            f"{costs[1000]:,} to {costs[64000]:,} distances, each under 2·m·log²m (m = 2n+2) + 2048²/2; "
+            f"the quadratic algorithm: {reference_cost:,} already at 1,000 points"
+        ),
+    )
+
+
+def test_fast_simplification_keeps_exactly_the_points_of_the_quadratic_one() -> None:
+    from quickdraw_dag.formats.simplify import resample_and_simplify
+
+    rng = np.random.default_rng(12)
+    for case in range(300):
+        points = int(rng.integers(2, 400 if case % 10 else 3000))  # every tenth large enough for the hull tree
+        walk = np.cumsum(rng.normal(0.0, rng.choice([0.5, 5.0, 40.0]), (points, 2)), axis=0)
+        walk = (walk - walk.min(axis=0)) * 255.0 / max(np.ptp(walk, axis=0).max(), 1e-9)
+        expected, _ = quadratic_reference(walk)
+        assert np.array_equal(resample_and_simplify(walk), expected), case
+
+
+def test_a_line_longer_than_the_cap_is_refused_without_reading_it_whole(tmp_path: Path, record) -> None:
+    from quickdraw_dag.formats.ndjson import MAX_LINE_BYTES
+
+    path = tmp_path / "cat.ndjson"
+    head = b'{"word": "cat", "countrycode": "SE", "recognized": true, "key_id": "1", "drawing": [[['
+    with open(path, "wb") as handle:
+        handle.write(head)
+        for _ in range(40):
+            handle.write(b"1.5, " * 200_000)  # 40 MB of x coordinates on one line
+        handle.write(b"1]]]}\n")
+    output, grown_mb = peak_growth(tmp_path, path, "raw")
+    assert "DataError" in output and f"longer than {MAX_LINE_BYTES} bytes" in output and "line 1" in output
+    assert grown_mb < 20  # a 500 MB line took 1.1 GB
+    record(
+        "simplification cost",
+        inputs=1,
+        detail=f"a 40 MB ndjson line: DataError, peak memory +{grown_mb:.0f} MB (the cap: {MAX_LINE_BYTES >> 20} MiB)",
     )
