@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,7 +159,10 @@ def write_images(
     wrong = wrong[np.argsort(-probabilities[wrong, result["predicted"][wrong]], kind="stable")][: params.misclassified]
     plots.image_grid(
         np.asarray(test_x[np.sort(wrong)]) if wrong.size else np.zeros((0, 1, 1)),
-        [f"true {categories[labels[i]]}\npred {categories[result['predicted'][i]]}" for i in np.sort(wrong)],
+        [
+            textwrap.fill(f"true {categories[labels[i]]}", 22) + "\n" + textwrap.fill(f"pred {categories[p]}", 22)
+            for i, p in zip(np.sort(wrong), result["predicted"][np.sort(wrong)])
+        ],
         catalog.plot("misclassified"),
         columns=6,
         title=f"Misclassified test drawings ({wrong.size} shown)",
@@ -170,8 +174,11 @@ def write_images(
     for index in shown:
         members = np.flatnonzero(labels == index)[: params.samples_per_class]
         samples.extend(np.asarray(test_x[members]))
-        many = len(categories) > plots.MANY_CLASSES
-        titles.extend([f"{categories[index]} ({accuracy[index]:.0%})" if many else categories[index]] * members.size)
+        if len(categories) <= plots.MANY_CLASSES:
+            titles.extend([categories[index]] * members.size)
+        else:  # the name, wrapped, over a class's first drawing only: long names would run into each other
+            name = textwrap.fill(f"{categories[index]} ({accuracy[index]:.0%})", 16)
+            titles.extend([name] + [""] * (members.size - 1))
     plots.image_grid(
         np.asarray(samples),
         titles,
