@@ -5,8 +5,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+STAMP := $(VENV)/.installed-stamp$(if $(filter 1 yes true,$(GPU)),-gpu)
 ARGS ?=
+# GPU=1: also JAX's CUDA build (the `gpu` extra); train on it with KERAS_BACKEND=jax (README "GPU").
+GPU ?=
+comma := ,
+EXTRAS := dev$(if $(filter 1 yes true,$(GPU)),$(comma)gpu)
 
 # Quiet, offline-friendly defaults for every command run from here.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -22,7 +26,7 @@ export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -14,6 +14,12 @@ process was killed (`quickdraw_dag.orchestration`).
     python -m flows.pipeline [--set key.path=value ...] [--until STAGE]
                              [--task-runner threads|processes|dask]
                              [--dask [ADDRESS]] [--workers N] [--lock-wait SECONDS]
+                             [--tune-chief HOST:PORT]
+
+With `tune.workers: N` above 1, tune runs KerasTuner's distributed mode: the
+chief in the flow's process and one `tune-worker` task per worker on the
+flow's task runner (give it `--workers` at least N, else the workers beyond
+it start only when one ends).
 
 `--set` overrides are validated, then written into params.yaml (as
 `dvc exp run -S` does), because DVC must see the values the run used; for
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +63,7 @@ from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
 from quickdraw_dag.prefect_server import temporary_server
+from quickdraw_dag.tune_workers import CHIEF_ENV, parse_address, supervise_worker
 from quickdraw_dag.versioning import describe_push, push_outputs
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,8 @@ CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
     tasks.preprocess.preprocess_category: task(
         tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}", **_JOB
     ),
+    # tune.workers > 1: one task per KerasTuner worker, each watching its worker process (restarts are its own).
+    supervise_worker: task(supervise_worker, name="tune-worker", task_run_name="tune-{spec.tuner_id}", **_JOB),
 }
 FANNED_OUT = ("fetch", "split", "preprocess")
 
@@ -194,7 +204,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     _FLOW_RUN[:] = [flow_mlflow_run(params)]
     try:
         for name in names:
-            if name in FANNED_OUT:
+            if name in FANNED_OUT or (name == "tune" and params.tune.workers > 1):
                 outcomes.append(run_stage_if_changed(name, params, prefect_map))
             else:
                 outcomes.append(STAGE_TASKS[name](params))
@@ -285,9 +295,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run on Dask: a local cluster, or the scheduler at ADDRESS (tcp://host:8786)",
     )
     parser.add_argument("--workers", type=int, default=2, help="threads, processes or local Dask workers")
+    parser.add_argument(
+        "--tune-chief",
+        metavar="HOST:PORT",
+        help="with tune.workers > 1: where the tuning chief listens (e.g. 0.0.0.0:8470, so that workers on other "
+        "machines join with python -m tasks.tune --join HOST:PORT --tuner-id NAME); default 127.0.0.1, a free port",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers: must be at least 1")
+    if args.tune_chief:
+        try:
+            parse_address(args.tune_chief, "--tune-chief")
+        except QuickDrawDagError as error:
+            parser.error(str(error))
+        os.environ[CHIEF_ENV] = args.tune_chief  # read by the tune stage, in this process
     runner_kind = "dask" if args.dask is not None else args.task_runner
     configure_logging()
     started, params = time.time(), None

@@ -442,6 +442,7 @@ class History(TypedDict, total=False):
     train_images: int
     images_per_second: float
     backend: str
+    devices: list[str]  # the devices it trained on (train.devices), as the backend names them
 
 
 def read_history(catalog: Catalog) -> History:

@@ -289,6 +289,8 @@ class TuneParams(StrictModel):
     batch_size: int = Field(default=128, ge=1, le=65536)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     deterministic: bool = True
+    # KerasTuner's distributed mode: a chief oracle and this many worker processes (1: one process, as always).
+    workers: int = Field(default=1, ge=1, le=256)
     space: SearchSpace = SearchSpace()
 
 
@@ -317,7 +319,16 @@ class TrainParams(StrictModel):
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     deterministic: bool = True
+    # Data parallel over this many devices (the global batch is split between them); auto: every GPU, else one.
+    devices: Literal["auto"] | int = "auto"
     augment: AugmentParams = AugmentParams()
+
+    @field_validator("devices")
+    @classmethod
+    def _device_count(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError(f"devices must be 'auto' or a whole number from 1 to 1024 (got {value!r})")
+        return value
 
 
 class EvaluateParams(StrictModel):
