@@ -5,8 +5,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+STAMP := $(VENV)/.installed-stamp$(if $(filter 1 yes true,$(GPU)),-gpu)
 ARGS ?=
+# GPU=1: also JAX's CUDA build (the `gpu` extra); train on it with KERAS_BACKEND=jax (README "GPU").
+GPU ?=
+comma := ,
+EXTRAS := dev$(if $(filter 1 yes true,$(GPU)),$(comma)gpu)
 
 # Quiet, offline-friendly defaults for every command run from here.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -17,12 +21,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint ui serve prefect-server clean
+.PHONY: install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint exp queue push pull reproduce ui serve prefect-server clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -90,13 +94,40 @@ bench-paint: $(STAMP)
 reliability: $(STAMP)
 	$(PY) -m bench.reliability $(ARGS)
 
+# DVC with the venv first on PATH: the stage commands it runs (`python -m tasks.<stage>`), and the queue
+# workers it starts (`dvc` itself), find the project's environment.
+DVC := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
+
 ## Reproduce the doodle pipeline with DVC (the venv's python runs each stage).
 repro: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
+	$(DVC) repro $(ARGS)
+
+## A DVC experiment: make exp ARGS='-S train.seed=1' (add --queue to queue it; `make queue` runs the queue).
+exp: $(STAMP)
+	$(DVC) exp run $(ARGS)
+
+## Run the queued experiments (dvc queue start), each in a temporary copy, then list them (dvc exp show).
+queue: $(STAMP)
+	$(DVC) queue start $(ARGS)
+	@while $(DVC) queue status | grep -qE 'Queued|Running'; do sleep 5; done
+	$(DVC) queue status
+	$(DVC) exp show --only-changed
+
+## Send data and models to the default DVC remote / get them from it (dvc push / dvc pull).
+push: $(STAMP)
+	$(DVC) push $(ARGS)
+
+pull: $(STAMP)
+	$(DVC) pull $(ARGS)
+
+## Check out a past MLflow run's code, params, data and model, evaluate it again, compare: make reproduce RUN=<run id>.
+reproduce: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id> [ARGS='--keep']" >&2; exit 2; }
+	$(PY) -m quickdraw_dag.reproduce $(RUN) $(ARGS)
 
 ## Reproduce the paint pipeline with DVC (its own project in paint/).
 repro-paint: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc --cd paint repro $(ARGS)
+	$(DVC) --cd paint repro $(ARGS)
 
 ## The last pipeline runs side by side from MLflow (ARGS='-n 5 --plot curves.png').
 compare: $(STAMP)

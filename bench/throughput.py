@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.corpus import seed_drawings, tiled
 from quickdraw_dag.artifacts import Catalog, Scaling, write_label_names
+from quickdraw_dag.config import PreprocessParams
 from quickdraw_dag.model import build_cnn
 from quickdraw_dag.raster import rasterize
 from quickdraw_dag.stream import MemmapBatches, open_split
@@ -47,7 +48,7 @@ def write_split(root: Path, count: int, image_size: int = 28) -> Catalog:
     images = rasterize(tiled(seed, count), image_size)
     np.save(catalog.images("train"), images, allow_pickle=False)
     np.save(catalog.labels("train"), (np.arange(count) % 6).astype(np.int16), allow_pickle=False)
-    write_label_names(catalog.label_names, [f"c{i}" for i in range(6)], image_size)
+    write_label_names(catalog.label_names, [f"c{i}" for i in range(6)], image_size, PreprocessParams().line_width)
     return catalog
 
 

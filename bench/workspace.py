@@ -16,12 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def copy_project(root: Path) -> Path:
-    """Copy both pipelines' files (params, dvc.yaml, `.dvc/` without cache), the packages and the samples; `git init`.
+    """Copy both pipelines' files (params, dvc.yaml, ignore files, `.dvc/` without cache), the packages and the
+    samples; `git init`.
 
     The paint pipeline (`paint/`, a DVC project of its own) comes without its outputs, lock or cache.
     """
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"):
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)
     for package in ("tasks", "flows", "quickdraw_dag", "samples"):
         shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))

@@ -6,12 +6,20 @@ its params or deps changed, and is then recorded with `dvc commit`. So a
 second run with nothing changed skips every stage, and after any flow run
 `dvc status` is clean and `dvc repro` is a no-op. The evaluate stage logs the
 run to MLflow (with this flow run's id); the flow then publishes the results
-as Prefect artifacts (`quickdraw_dag.run_summary`). On start it marks CRASHED
-its earlier runs whose process was killed (`quickdraw_dag.orchestration`).
+as Prefect artifacts (`quickdraw_dag.run_summary`) and, when the project has a
+default DVC remote and `versioning.push` is on, pushes the outputs there
+(`quickdraw_dag.versioning`). On start it marks CRASHED its earlier runs whose
+process was killed (`quickdraw_dag.orchestration`).
 
     python -m flows.pipeline [--set key.path=value ...] [--until STAGE]
                              [--task-runner threads|processes|dask]
                              [--dask [ADDRESS]] [--workers N] [--lock-wait SECONDS]
+                             [--tune-chief HOST:PORT]
+
+With `tune.workers: N` above 1, tune runs KerasTuner's distributed mode: the
+chief in the flow's process and one `tune-worker` task per worker on the
+flow's task runner (give it `--workers` at least N, else the workers beyond
+it start only when one ends).
 
 `--set` overrides are validated, then written into params.yaml (as
 `dvc exp run -S` does), because DVC must see the values the run used; for
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,13 +56,15 @@ from quickdraw_dag.config import Params, load_params
 from quickdraw_dag.diskspace import is_disk_full
 from quickdraw_dag.download import ensure_resolvable
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
-from quickdraw_dag.errors import FetchError, OfflineError, QuickDrawDagError, SafetyLimitCut
+from quickdraw_dag.errors import FetchError, OfflineError, PushError, QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.fanout import Mapper
 from quickdraw_dag.interrupt import Interrupted, stop_on_signals
 from quickdraw_dag.live_run import FlowRun, ending_status
 from quickdraw_dag.lock import workspace_lock
 from quickdraw_dag.orchestration import take_over_from_abandoned_runs
 from quickdraw_dag.prefect_server import temporary_server
+from quickdraw_dag.tune_workers import CHIEF_ENV, parse_address, supervise_worker
+from quickdraw_dag.versioning import describe_push, push_outputs
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -131,6 +142,8 @@ CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
     tasks.preprocess.preprocess_category: task(
         tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}", **_JOB
     ),
+    # tune.workers > 1: one task per KerasTuner worker, each watching its worker process (restarts are its own).
+    supervise_worker: task(supervise_worker, name="tune-worker", task_run_name="tune-{spec.tuner_id}", **_JOB),
 }
 FANNED_OUT = ("fetch", "split", "preprocess")
 
@@ -155,6 +168,28 @@ def _stage_task(name: str) -> Task:
 STAGE_TASKS = {name: _stage_task(name) for name in STAGES if name not in FANNED_OUT}
 
 
+def _retry_only_transfers(task: Any, task_run: TaskRun, state: State) -> bool:
+    """A push that failed in transfer may get through next time; a bad DVC config will not."""
+    try:
+        state.result()
+    except PushError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is final
+        return False
+    return False
+
+
+# The only step after the stages that talks to the network: retried like downloads.
+PUSH_TASK = task(
+    push_outputs,
+    name="dvc-push",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=_retry_only_transfers,
+    cache_policy=NO_CACHE,
+)
+
+
 @flow(name="quickdraw-pipeline", log_prints=True)
 def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     """The stages in order, up to `until`; stages exchange files only, tasks pass small summaries.
@@ -169,7 +204,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     _FLOW_RUN[:] = [flow_mlflow_run(params)]
     try:
         for name in names:
-            if name in FANNED_OUT:
+            if name in FANNED_OUT or (name == "tune" and params.tune.workers > 1):
                 outcomes.append(run_stage_if_changed(name, params, prefect_map))
             else:
                 outcomes.append(STAGE_TASKS[name](params))
@@ -185,12 +220,16 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
             summary["metrics"] = evaluated[0]["result"]
         run_summary.publish(params, summary.get("metrics"))
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
+    if params.versioning.push:
+        summary["push"] = PUSH_TASK()
+        print(describe_push(summary["push"]))
     return summary
 
 
 def flow_mlflow_run(params: Params) -> FlowRun:
     """This flow run's MLflow run (opened lazily, with every params section of the pipeline and its ids)."""
-    from quickdraw_dag.lineage import git_state, orchestrator_ids
+    from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
+    from quickdraw_dag.lineage import git_state, not_code, orchestrator_ids
     from quickdraw_dag.tracking import PipelineRun, run_name
 
     flow_run_id, deployment = orchestrator_ids()
@@ -210,7 +249,7 @@ def flow_mlflow_run(params: Params) -> FlowRun:
         "prefect_flow_run_id": flow_run_id or "none",
         "prefect_deployment": deployment or "none",
         "data_source": params.data.source,
-        **git_state(),
+        **git_state(not_code=not_code(git_tracked_outputs(Catalog.from_paths(params.paths)))),
     }
     return FlowRun(params.mlflow, run_name(params.data), tags, sections.as_dict())
 
@@ -256,9 +295,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run on Dask: a local cluster, or the scheduler at ADDRESS (tcp://host:8786)",
     )
     parser.add_argument("--workers", type=int, default=2, help="threads, processes or local Dask workers")
+    parser.add_argument(
+        "--tune-chief",
+        metavar="HOST:PORT",
+        help="with tune.workers > 1: where the tuning chief listens (e.g. 0.0.0.0:8470, so that workers on other "
+        "machines join with python -m tasks.tune --join HOST:PORT --tuner-id NAME); default 127.0.0.1, a free port",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers: must be at least 1")
+    if args.tune_chief:
+        try:
+            parse_address(args.tune_chief, "--tune-chief")
+        except QuickDrawDagError as error:
+            parser.error(str(error))
+        os.environ[CHIEF_ENV] = args.tune_chief  # read by the tune stage, in this process
     runner_kind = "dask" if args.dask is not None else args.task_runner
     configure_logging()
     started, params = time.time(), None

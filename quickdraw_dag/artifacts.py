@@ -14,7 +14,13 @@ its artifacts, relative to that folder.
 
 `PIPELINES` says, per pipeline, which artifacts each stage writes and how DVC
 keeps them (`outs`, `metrics` or `plots`; in the DVC cache or in git);
-`tests/unit/test_contract.py` holds each pipeline's `dvc.yaml` to it.
+`tests/unit/test_contract.py` holds each pipeline's `dvc.yaml` and `.gitignore`
+to it. DVC's convention decides between the two: small reports whose size does
+not grow with the data (metrics, per-epoch logs, per-class table, tuning
+summary) are committed to git with `dvc.lock`, so `dvc metrics diff`,
+`dvc plots diff` and `dvc exp show` read them at any commit; data, models and
+whatever grows with the data or is binary (predictions, images) live in the
+DVC cache and its remote.
 """
 
 from __future__ import annotations
@@ -224,7 +230,7 @@ class Output:
 
     artifact: str  # a Catalog attribute
     kind: Literal["outs", "metrics", "plots"] = "outs"
-    cache: bool = True
+    cache: bool = True  # in the DVC cache (and remote), git-ignored; False: committed to git beside dvc.lock
     persist: bool = False
 
 
@@ -238,8 +244,9 @@ STAGE_OUTPUTS: dict[str, tuple[Output, ...]] = {
     "evaluate": (
         Output("metrics", "metrics", cache=False),
         Output("per_class", cache=False),
-        Output("plots", cache=False),
-        Output("predictions", "plots", cache=False),
+        # one row per test drawing, and PNG images rewritten by every run: the DVC cache, not git
+        Output("plots"),
+        Output("predictions", "plots"),
     ),
 }
 PAINT_STAGE_OUTPUTS: dict[str, tuple[Output, ...]] = {
@@ -266,6 +273,11 @@ def stage_outputs(catalog: Catalog | PaintCatalog, stage: str) -> list[tuple[Pat
     """The paths a stage writes, with how DVC keeps each."""
     outputs = STAGE_OUTPUTS.get(stage) or PAINT_STAGE_OUTPUTS[stage]
     return [(getattr(catalog, output.artifact), output) for output in outputs]
+
+
+def git_tracked_outputs(catalog: Catalog) -> list[Path]:
+    """The doodle pipeline's outputs that git keeps (`cache: false`), in stage order: what a user commits."""
+    return [path for stage in STAGE_OUTPUTS for path, output in stage_outputs(catalog, stage) if not output.cache]
 
 
 # ----- structured artifacts: typed shapes and their readers and writers -----
@@ -430,6 +442,7 @@ class History(TypedDict, total=False):
     train_images: int
     images_per_second: float
     backend: str
+    devices: list[str]  # the devices it trained on (train.devices), as the backend names them
 
 
 def read_history(catalog: Catalog) -> History:

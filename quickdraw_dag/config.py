@@ -55,6 +55,8 @@ SYNTHETIC_CATEGORIES: tuple[str, ...] = (
 SOURCE_QUICKDRAW = "quickdraw"
 SOURCE_SYNTHETIC = "synthetic"
 SOURCE_SAMPLES = "samples/quickdraw"  # real drawings that ship with the project
+# Sections the flows read and no stage does: dvc.yaml lists them nowhere, so changing one reruns nothing.
+FLOW_ONLY_SECTIONS: tuple[str, ...] = ("versioning", "schedule")
 # Keys that used to exist, with where their job went (they changed no output, so DVC should not track them).
 RETIRED_KEYS: dict[tuple[str, ...], str] = {
     ("preprocess", "workers"): "no longer a param: set the QUICKDRAW_WORKERS environment variable instead",
@@ -287,6 +289,8 @@ class TuneParams(StrictModel):
     batch_size: int = Field(default=128, ge=1, le=65536)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     deterministic: bool = True
+    # KerasTuner's distributed mode: a chief oracle and this many worker processes (1: one process, as always).
+    workers: int = Field(default=1, ge=1, le=256)
     space: SearchSpace = SearchSpace()
 
 
@@ -315,7 +319,16 @@ class TrainParams(StrictModel):
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     deterministic: bool = True
+    # Data parallel over this many devices (the global batch is split between them); auto: every GPU, else one.
+    devices: Literal["auto"] | int = "auto"
     augment: AugmentParams = AugmentParams()
+
+    @field_validator("devices")
+    @classmethod
+    def _device_count(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError(f"devices must be 'auto' or a whole number from 1 to 1024 (got {value!r})")
+        return value
 
 
 class EvaluateParams(StrictModel):
@@ -328,6 +341,12 @@ class MlflowParams(StrictModel):
     enabled: bool = True
     tracking_uri: str | None = None
     experiment: str = Field(default="quickdraw", min_length=1)
+
+
+class VersioningParams(StrictModel):
+    """What a flow run does with DVC's remote once its stages are recorded (no stage reads this)."""
+
+    push: bool = True  # `dvc push` after the run when a default DVC remote is set (`dvc remote default`)
 
 
 class ScheduleParams(StrictModel):
@@ -427,6 +446,7 @@ class Params(StrictModel):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    versioning: VersioningParams = VersioningParams()
     schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="after")

@@ -96,6 +96,11 @@ def _lock_holder(lockfile: str) -> str:
     return f"{clip(command, 120)} (pid {pid})"
 
 
+def open_repo(root: Path = Path(".")) -> Any:
+    """DVC's `Repo` at `root`, for the flow's own calls (`quickdraw_dag.versioning` too), under the flow's lock."""
+    return _open(root)
+
+
 def stage_is_current(name: str, root: Path = Path(".")) -> bool:
     """True when `dvc status <name>` would report nothing to do."""
     with _open(root) as repo:

@@ -93,6 +93,18 @@ class WorkspaceBusyError(QuickDrawDagError):
     exit_code = 75
 
 
+class PushError(QuickDrawDagError):
+    """`dvc push` to the remote failed after every retry; the run's outputs are safe in the local cache."""
+
+    exit_code = 1
+
+
+class NotReproduced(QuickDrawDagError):
+    """A past run could not be reproduced: an input is missing, differs, or its metrics came out different."""
+
+    exit_code = 1
+
+
 class DiskFullError(QuickDrawDagError):
     """Not enough free space for a stage's outputs (exit code 2): the message names the path and the bytes."""
 

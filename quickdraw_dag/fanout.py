@@ -19,7 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from quickdraw_dag.progress import track
@@ -63,6 +63,15 @@ def process_map(workers: int) -> Mapper:
             return [future.result() for future in track(futures, desc=desc, unit="class")]
 
     return mapper
+
+
+def thread_map(function: Callable[..., R], jobs: Sequence[Job], desc: str) -> list[R]:
+    """Every job at once, on a thread each: for jobs that wait on a process of their own (tuning workers)."""
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(len(jobs), thread_name_prefix=desc.replace(" ", "-")) as pool:
+        futures = [pool.submit(function, *job) for job in jobs]
+        return [future.result() for future in futures]
 
 
 def dask_map(client: distributed.Client) -> Mapper:  # type: ignore[name-defined]  # noqa: F821

@@ -34,7 +34,18 @@ MODEL_TRAINING = "custom_model_development"
 
 
 def tracking_uri(params: MlflowParams) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri or DEFAULT_TRACKING_URI
+    """`MLFLOW_TRACKING_URI`, else `mlflow.tracking_uri`, else the project's SQLite file.
+
+    A relative SQLite path is relative to the DVC project (`DVC_ROOT`, which DVC sets for every stage
+    command): `dvc exp run --queue` runs stages in a temporary copy under `.dvc/tmp/exps/`, and their runs
+    belong in the project's store, not in the copy's (DVC sets `DVC_ROOT` to the project there too).
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri or DEFAULT_TRACKING_URI
+    root = os.environ.get("DVC_ROOT")
+    path = uri.removeprefix("sqlite:///")
+    if root and uri.startswith("sqlite:///") and not Path(path).is_absolute():
+        return f"sqlite:///{Path(root) / path}"
+    return uri
 
 
 def configure(params: MlflowParams) -> str:

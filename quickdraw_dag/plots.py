@@ -18,6 +18,11 @@ CLASSIC_KERNELS = {
     "laplacian": np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], float),
 }
 EDGE_THRESHOLD = 50
+# Above this many classes a full confusion matrix and a grid of every class stop being readable
+# (344 classes: a 5,263 x 4,810 pixel matrix with 3-point labels); they give way to ranked views.
+MANY_CLASSES = 30
+SHOWN_PAIRS = 30  # the most-confused pairs drawn at many classes
+SHOWN_CLASSES = 25  # the worst (and best) classes drawn at many classes
 
 
 def save(figure: Figure, path: Path) -> None:
@@ -72,6 +77,89 @@ def confusion_matrix_plot(matrix: np.ndarray, labels: Sequence[str], path: Path)
                         color="white" if share > 0.5 else "black",
                     )
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    save(figure, path)
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int = SHOWN_PAIRS) -> list[tuple[int, int, int, float]]:
+    """The off-diagonal cells with the most drawings: (true, predicted, drawings, share of the true class).
+
+    Ties go to the larger share, then to the lower class indices, so the order never depends on the sort.
+    """
+    totals = matrix.sum(axis=1).clip(min=1)
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off)
+    pairs = [(int(r), int(c), int(off[r, c]), float(off[r, c] / totals[r])) for r, c in zip(rows, cols)]
+    pairs.sort(key=lambda p: (-p[2], -p[3], p[0], p[1]))
+    return pairs[:count]
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """Each class's accuracy (recall): the share of its test drawings predicted as it; 0 for a class with none."""
+    support = matrix.sum(axis=1)
+    return np.where(support > 0, np.diag(matrix) / support.clip(min=1), 0.0)
+
+
+def worst_classes(matrix: np.ndarray, count: int = SHOWN_CLASSES) -> np.ndarray:
+    """Indices of the `count` least accurate classes, worst first (ties: the lower index)."""
+    accuracy = per_class_accuracy(matrix)
+    return np.lexsort((np.arange(accuracy.size), accuracy))[:count]
+
+
+def confusion_views(matrix: np.ndarray, labels: Sequence[str], plots_dir: Path) -> list[str]:
+    """The confusion plots for this many classes; returns the names written (stems under `plots_dir`).
+
+    Up to `MANY_CLASSES`: the full matrix. Above: the most-confused pairs and the per-class accuracy
+    of the worst and best classes (every class's figures are in the evaluate stage's per-class table).
+    """
+    if len(labels) <= MANY_CLASSES:
+        confusion_matrix_plot(matrix, labels, plots_dir / "confusion_matrix.png")
+        return ["confusion_matrix"]
+    most_confused_plot(matrix, labels, plots_dir / "most_confused.png")
+    class_accuracy_plot(matrix, labels, plots_dir / "class_accuracy.png")
+    return ["most_confused", "class_accuracy"]
+
+
+def most_confused_plot(matrix: np.ndarray, labels: Sequence[str], path: Path) -> None:
+    """The most-confused pairs as labelled bars: 'true → predicted', drawings and share of the true class."""
+    pairs = most_confused_pairs(matrix)
+    figure = Figure(figsize=(9, 1.5 + 0.3 * max(1, len(pairs))))
+    axis = figure.add_subplot(1, 1, 1)
+    names = [f"{labels[t]} → {labels[p]}" for t, p, _, _ in pairs]
+    counts = [n for _, _, n, _ in pairs]
+    axis.barh(range(len(pairs)), counts, color="tab:red")
+    axis.set_yticks(range(len(pairs)), names, fontsize=8)
+    axis.invert_yaxis()
+    for row, (_, _, n, share) in enumerate(pairs):
+        axis.text(n, row, f" {n} ({share:.0%})", va="center", fontsize=7)
+    axis.set_xlabel("test drawings (share of the true class)")
+    mistakes = int(matrix.sum() - np.trace(matrix))
+    axis.set_title(
+        f"The {len(pairs)} most-confused pairs, true → predicted ({len(labels)} classes, {mistakes} mistakes)"
+    )
+    axis.margins(x=0.15)
+    save(figure, path)
+
+
+def class_accuracy_plot(matrix: np.ndarray, labels: Sequence[str], path: Path) -> None:
+    """Per-class accuracy of the worst and the best classes, side by side, with the mean as a line."""
+    accuracy = per_class_accuracy(matrix)
+    worst = worst_classes(matrix)
+    best = np.lexsort((np.arange(accuracy.size), -accuracy))[: len(worst)]
+    figure = Figure(figsize=(11, 1.5 + 0.28 * len(worst)))
+    support = matrix.sum(axis=1)
+    for column, (chosen, title, colour) in enumerate(
+        ((worst, "worst", "tab:red"), (best, "best", "tab:green")), start=1
+    ):
+        axis = figure.add_subplot(1, 2, column)
+        axis.barh(range(len(chosen)), accuracy[chosen], color=colour)
+        axis.set_yticks(range(len(chosen)), [f"{labels[i]} (n={int(support[i])})" for i in chosen], fontsize=8)
+        axis.invert_yaxis()
+        axis.axvline(accuracy.mean(), color="black", linestyle="--", linewidth=1, label=f"mean {accuracy.mean():.2f}")
+        axis.set_xlim(0, 1)
+        axis.set_xlabel("accuracy (recall)")
+        axis.set_title(f"The {len(chosen)} {title} of {len(labels)} classes")
+        axis.legend(loc="lower right", fontsize=8)
     save(figure, path)
 
 

@@ -88,6 +88,7 @@ class MemmapBatches(keras.utils.PyDataset):
         seed: int = 0,
         indices: Sequence[int] | np.ndarray | None = None,
         workers: int = 1,
+        multiple_of: int = 1,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.images = images
@@ -96,6 +97,9 @@ class MemmapBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.seed = int(seed)
         self.indices = np.asarray(indices if indices is not None else np.arange(labels.shape[0]), np.int64)
+        # Data parallel on JAX shards a batch into equal parts: the last, short batch is cut to a multiple of
+        # the device count (the rows left out differ every epoch, since the order is reshuffled).
+        self.epoch_size = self.indices.size - (self.indices.size % self.batch_size) % max(1, int(multiple_of))
         self.epoch = 0
         self.order = self._order_for(0)
 
@@ -105,10 +109,10 @@ class MemmapBatches(keras.utils.PyDataset):
         return np.random.default_rng([self.seed, epoch]).permutation(self.indices)
 
     def __len__(self) -> int:
-        return math.ceil(self.indices.size / self.batch_size)
+        return math.ceil(self.epoch_size / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        rows = self.order[index * self.batch_size : min((index + 1) * self.batch_size, self.epoch_size)]
         if self.shuffle:
             rows = np.sort(rows)  # same batch, read in file order
         return read_rows(self.images, rows), np.asarray(self.labels[rows], dtype=np.int32)

@@ -5,9 +5,10 @@ The run itself is opened by the pipeline run's first stage and logged to live
 epoch as it ends); the store is `quickdraw_dag.mlflow_store`. After evaluate
 this adds the pipeline's params sections (flattened), the best
 hyperparameters, lineage tags, the test metrics, the three splits as dataset
-inputs, the reports and plots as artifacts and the model (with signature and
-input examples; an MLflow pyfunc that takes strokes or images, registered
-as `quickdraw-cnn`), and applies the promotion gate.
+inputs, the reports and plots as artifacts, the run's `params.yaml` and the
+`dvc.lock` it leaves (under `dvc/`: what `make reproduce` restores) and the
+model (with signature and input examples; an MLflow pyfunc that takes strokes
+or images, registered as `quickdraw-cnn`), and applies the promotion gate.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from quickdraw_dag.artifacts import Catalog, read_history, read_metrics, read_tuning_report
+from quickdraw_dag.artifacts import Catalog, git_tracked_outputs, read_history, read_metrics, read_tuning_report
 from quickdraw_dag.config import (
     DataParams,
     EvaluateParams,
@@ -37,6 +39,8 @@ from quickdraw_dag.live_run import LiveRun
 log = logging.getLogger(__name__)
 REGISTERED_MODEL = "quickdraw-cnn"
 CHAMPION = "champion"
+RUN_RECORD = "dvc"  # the run's artifact folder holding the params.yaml and dvc.lock it ran with
+REPORTS = "reports"  # the run's artifact folder holding its reports (those git keeps among them)
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def log_pipeline_run(
     metrics = read_metrics(catalog)
     history = read_history(catalog) if catalog.history.exists() else {}
     tuning = read_tuning_report(catalog) if catalog.tuning_report.exists() else {}
-    lineage = lineage_tags(str(catalog.processed), str(catalog.model), root)
+    lineage = lineage_tags(str(catalog.processed), str(catalog.model), root, git_tracked_outputs(catalog))
     live.set_tags(
         {
             "mlflow.runName": run_name(run.data),
@@ -118,9 +122,10 @@ def log_pipeline_run(
             catalog.best_hparams,
         ):
             if path.exists():
-                mlflow.log_artifact(str(path), artifact_path="reports")
+                mlflow.log_artifact(str(path), artifact_path=REPORTS)
         if catalog.plots.is_dir():
             mlflow.log_artifacts(str(catalog.plots), artifact_path="plots")
+        log_run_record(live, root)
         version = log_and_register_model(catalog, test_metrics)
         decision = promote_if_better(version, metrics["accuracy"], list(run.data.categories))
         mlflow.set_tags(
@@ -134,6 +139,28 @@ def log_pipeline_run(
         "mlflow: run %s, model version %s, %s (%s)", live.run_id, version, decision["decision"], decision["reason"]
     )
     return {"run_id": live.run_id, "experiment_id": live.experiment_id, "model_version": version, **decision}
+
+
+def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> None:
+    """The params file and the dvc.lock this run leaves, as `dvc/params.yaml` and `dvc/dvc.lock`.
+
+    With the run's `git_commit` they pin everything it used: code, params, and the DVC hashes of its data
+    and model. A workspace that is not a DVC project (a model trained by hand) has no lock to record.
+    """
+    from dvc.exceptions import NotDvcRepoError
+
+    from quickdraw_dag.config import DEFAULT_PARAMS_PATH
+    from quickdraw_dag.lineage import DVC_LOCK, pending_lock
+
+    try:
+        lock = pending_lock(last_stage, root)
+    except NotDvcRepoError:
+        log.warning("mlflow: %s is not a DVC project: the run records no dvc.lock", Path(root).resolve())
+        return
+    with tempfile.TemporaryDirectory(prefix="quickdraw-record-") as folder:
+        (Path(folder) / DVC_LOCK).write_bytes(lock)
+        (Path(folder) / DEFAULT_PARAMS_PATH.name).write_bytes((Path(root) / DEFAULT_PARAMS_PATH).read_bytes())
+        live.client.log_artifacts(live.run_id, folder, RUN_RECORD)
 
 
 def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> None:

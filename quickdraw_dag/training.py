@@ -75,15 +75,21 @@ class LiveEpochMetrics(SharedCallback):
 
 
 class TrialTracker:
-    """Each tuning trial as a run nested in the pipeline's run, logged while it trains."""
+    """Each tuning trial as a run nested in the pipeline's run, logged while it trains.
 
-    def __init__(self, live: Any) -> None:
+    `mlflow` (the `mlflow` params section) lets the workers of a distributed search log into the same run.
+    """
+
+    def __init__(self, live: Any, mlflow: Any = None) -> None:
         self.live = live
+        self.mlflow = mlflow
 
-    def begin(self, trial_id: str, hyperparameters: dict[str, Any], epochs: int, initial_epoch: int) -> str:
+    def begin(
+        self, trial_id: str, hyperparameters: dict[str, Any], epochs: int, initial_epoch: int, worker: str = "tuner0"
+    ) -> str:
         return self.live.start_child(
             f"trial-{trial_id}",
-            tags={"trial_id": trial_id, "trial_status": "RUNNING"},
+            tags={"trial_id": trial_id, "trial_status": "RUNNING", "tuner_id": worker},
             params={**hyperparameters, "epochs": epochs, "initial_epoch": initial_epoch},
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,28 +153,38 @@ def write_images(
 ) -> None:
     if catalog.history.exists():
         plots.training_curves(read_history(catalog), catalog.plot("training_curves"))
-    plots.confusion_matrix_plot(result["confusion"], categories, catalog.plot("confusion_matrix"))
+    plots.confusion_views(result["confusion"], categories, catalog.plots)
     wrong = np.flatnonzero(result["predicted"] != labels)
     # the most confident mistakes first: the most instructive ones
     wrong = wrong[np.argsort(-probabilities[wrong, result["predicted"][wrong]], kind="stable")][: params.misclassified]
     plots.image_grid(
         np.asarray(test_x[np.sort(wrong)]) if wrong.size else np.zeros((0, 1, 1)),
-        [f"true {categories[labels[i]]}\npred {categories[result['predicted'][i]]}" for i in np.sort(wrong)],
+        [
+            textwrap.fill(f"true {categories[labels[i]]}", 22) + "\n" + textwrap.fill(f"pred {categories[p]}", 22)
+            for i, p in zip(np.sort(wrong), result["predicted"][np.sort(wrong)])
+        ],
         catalog.plot("misclassified"),
         columns=6,
         title=f"Misclassified test drawings ({wrong.size} shown)",
     )
+    # Every class up to plots.MANY_CLASSES; above, the worst classes only (344 rows of drawings: 1.3 MB, unreadable).
+    shown, title = sample_classes(result["confusion"])
+    accuracy = plots.per_class_accuracy(result["confusion"])
     samples, titles = [], []
-    for index, category in enumerate(categories):
+    for index in shown:
         members = np.flatnonzero(labels == index)[: params.samples_per_class]
         samples.extend(np.asarray(test_x[members]))
-        titles.extend([category] * members.size)
+        if len(categories) <= plots.MANY_CLASSES:
+            titles.extend([categories[index]] * members.size)
+        else:  # the name, wrapped, over a class's first drawing only: long names would run into each other
+            name = textwrap.fill(f"{categories[index]} ({accuracy[index]:.0%})", 16)
+            titles.extend([name] + [""] * (members.size - 1))
     plots.image_grid(
         np.asarray(samples),
         titles,
         catalog.plot("samples_per_class"),
         columns=params.samples_per_class,
-        title="Test drawings per class",
+        title=title,
     )
     first_conv = model.get_layer("block1_conv1")
     probe = keras.Model(model.inputs, first_conv.output)
@@ -181,6 +192,15 @@ def write_images(
     activations = keras.ops.convert_to_numpy(probe(drawing))[0]
     kernels = keras.ops.convert_to_numpy(first_conv.kernel)
     plots.feature_maps(drawing[0], kernels, activations, catalog.plot("feature_maps"))
+
+
+def sample_classes(matrix: np.ndarray) -> tuple[list[int], str]:
+    """The classes whose test drawings the samples grid shows, and its title."""
+    classes = matrix.shape[0]
+    if classes <= plots.MANY_CLASSES:
+        return list(range(classes)), "Test drawings per class"
+    worst = plots.worst_classes(matrix)
+    return [int(i) for i in worst], f"Test drawings of the {worst.size} least accurate of {classes} classes (accuracy)"
 
 
 def run(params: Params) -> dict[str, Any]:

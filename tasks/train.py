@@ -22,7 +22,6 @@ data in the order the uninterrupted run would have.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import sys
 import time
@@ -48,6 +47,7 @@ from quickdraw_dag.checkpoints import recover_training
 from quickdraw_dag.cli import run_entry_point
 from quickdraw_dag.config import Params, SearchSpace, TrainParams
 from quickdraw_dag.determinism import save_model, seed_everything
+from quickdraw_dag.devices import check_batch, place, training_on
 from quickdraw_dag.errors import SafetyLimitCut
 from quickdraw_dag.live_run import LiveRun, tracked_stage
 from quickdraw_dag.model import build_cnn, load_model
@@ -85,12 +85,19 @@ def stop_reason(callbacks: TrainingCallbacks, epochs_run: int, epochs: int) -> s
 def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) -> History:
     """Run the train stage; returns the history it writes. With `live`, every epoch is logged as it ends."""
     seed_everything(params.seed, params.deterministic)
+    placement = place(params.devices)
+    check_batch(placement, params.batch_size)
     categories = read_categories(catalog)
     train_x, train_y = open_split(catalog, "train")
     val_x, val_y = open_split(catalog, "val")
     candidate = best_candidate(read_tuning_result(catalog))
     hyperparameters = SearchSpace.normalize(candidate["hyperparameters"])
-    steps_per_epoch = math.ceil(int(train_y.shape[0]) / params.batch_size)
+    # The global batch (train.batch_size) is split between the devices; see quickdraw_dag.devices.
+    train_data = MemmapBatches(
+        train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed, multiple_of=placement.count
+    )
+    val_data = MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False, multiple_of=placement.count)
+    steps_per_epoch = len(train_data)
     epochs, limited_by = planned_epochs(params, steps_per_epoch)
     log.info(
         "train: trial %s, %s; %d epochs of %d steps (%s)",
@@ -101,35 +108,35 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
         limited_by or "train.epochs",
     )
 
-    model = build_cnn(
-        image_size=int(train_x.shape[1]),
-        num_classes=len(categories),
-        scaling=read_scaling(catalog),
-        augment=params.augment,
-        seed=params.seed,
-        **hyperparameters,
-    )
-    if params.schedule == "cosine":
-        model.optimizer.learning_rate = cosine_schedule(
-            hyperparameters["learning_rate"], epochs * steps_per_epoch, params.warmup_epochs * steps_per_epoch
-        )
     # One working folder per (params, hyperparameters, data): a rerun of the same run resumes in it.
     run_id = fingerprint(params.model_dump(mode="json"), hyperparameters, processed_identity(catalog))
     work_dir = catalog.checkpoints / run_id
     work_dir.mkdir(parents=True, exist_ok=True)
     recover_training(work_dir)  # a kill during a checkpoint write leaves a torn file: fall back, say so
     callbacks = training_callbacks(params, work_dir)
-    train_data = MemmapBatches(train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed)
     train_data.set_epoch(resume_epoch(work_dir))
 
-    started = time.monotonic()
-    model.fit(
-        train_data,
-        validation_data=MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False),
-        epochs=epochs,
-        callbacks=[EpochHook(train_data.set_epoch), *callbacks.all, *([LiveEpochMetrics(live)] if live else [])],
-        verbose=2,
-    )
+    with training_on(placement):
+        model = build_cnn(
+            image_size=int(train_x.shape[1]),
+            num_classes=len(categories),
+            scaling=read_scaling(catalog),
+            augment=params.augment,
+            seed=params.seed,
+            **hyperparameters,
+        )
+        if params.schedule == "cosine":
+            model.optimizer.learning_rate = cosine_schedule(
+                hyperparameters["learning_rate"], epochs * steps_per_epoch, params.warmup_epochs * steps_per_epoch
+            )
+        started = time.monotonic()
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=epochs,
+            callbacks=[EpochHook(train_data.set_epoch), *callbacks.all, *([LiveEpochMetrics(live)] if live else [])],
+            verbose=2,
+        )
     seconds = time.monotonic() - started
 
     metrics = read_epoch_log(callbacks.epoch_log)
@@ -157,8 +164,9 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
         "seconds": seconds,
         "train_images": int(train_y.shape[0]),
         # the epochs this process trained, over its own seconds (a resumed run's earlier epochs are not in them)
-        "images_per_second": callbacks.safety.epochs_run * int(train_y.shape[0]) / seconds if seconds else 0.0,
+        "images_per_second": callbacks.safety.epochs_run * train_data.epoch_size / seconds if seconds else 0.0,
         "backend": keras.backend.backend(),
+        "devices": list(placement.devices),
         "deterministic": params.deterministic,
     }
     write_history(catalog, history)

@@ -12,6 +12,15 @@ ran in, a resumed one included. `tune.max_seconds` is only a safety limit: if
 it stops the search, the result is written, marked as cut, and the stage exits
 with code 3 so that DVC does not record it as a reproduction.
 
+With `tune.workers: N` above 1 the search runs in KerasTuner's distributed
+mode (`quickdraw_dag.tune_workers`): this stage is the chief, serving the
+oracle over gRPC, and N worker processes, started through the caller's mapper
+(the flow's task runner, or threads), train trials side by side. Each trial
+is still seeded by its id, so a trial with given values and parent trains the
+same on any worker; but which values a trial id gets, and which trials
+Hyperband promotes, depend on which trials finished first, so the search is
+not byte-identical from run to run (with one worker it is).
+
 The tuner project lives under `Catalog.tuner_dir/<fingerprint>` (config +
 data), so a killed search resumes where it stopped and never repeats a
 finished trial, while a changed config starts afresh. Trials train without
@@ -23,11 +32,14 @@ its time and speed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +59,32 @@ from quickdraw_dag.artifacts import (
 )
 from quickdraw_dag.atomic import write_json_atomic
 from quickdraw_dag.checkpoints import recover_search
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import Params, SearchSpace, TuneParams
+from quickdraw_dag.cli import build_parser, configure_logging, run_entry_point
+from quickdraw_dag.config import MlflowParams, Params, SearchSpace, TuneParams, load_params
 from quickdraw_dag.determinism import seed_everything
-from quickdraw_dag.errors import QuickDrawDagError, SafetyLimitCut
-from quickdraw_dag.live_run import ending_status, tracked_stage
+from quickdraw_dag.errors import ConfigError, QuickDrawDagError, SafetyLimitCut
+from quickdraw_dag.fanout import Mapper, thread_map
+from quickdraw_dag.live_run import LiveRun, ending_status, tracked_stage
+from quickdraw_dag.mlflow_store import configure
 from quickdraw_dag.model import build_cnn
+from quickdraw_dag.run_state import FLOW_RUN_ENV
 from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
 from quickdraw_dag.training import ChanceStop, EpochHook, SafetyLimit, TrialTracker, fingerprint
+from quickdraw_dag.tune_workers import (
+    ChiefServer,
+    WorkerReport,
+    WorkerSpec,
+    chief_bind,
+    parse_address,
+    supervise_worker,
+)
 
 log = logging.getLogger(__name__)
 OBJECTIVE = "val_accuracy"
-TIMINGS_FILE = "timings.json"  # inside the tuner project: each finished trial's speed
+TIMING_FILE = "timing.json"  # in each trial's folder of the tuner project: its time and speed
+IDLE_WAIT_S = 0.5  # a worker the oracle asked to wait (IDLE) asks again after this long
+JOIN_WAIT_S = 120.0  # the chief hands out no trial until every worker has asked, or this long has passed
+LOST_WORKER_GRACE_S = 120.0  # past the deadline, the chief stops waiting this long after on workers it did not start
 
 
 class CnnHyperModel(kt.HyperModel):
@@ -85,22 +111,41 @@ class CnnHyperModel(kt.HyperModel):
 
 
 class _DeadlineOracle(kt.oracles.HyperbandOracle):
-    """Hyperband that hands out no new trial once the safety limit has passed (and remembers it did)."""
+    """Hyperband that hands out no new trial once the safety limit has passed (and remembers it did).
 
-    def __init__(self, *args: Any, deadline: float | None, **kwargs: Any) -> None:
+    As a chief of `workers` workers, it also hands out no trial before every worker has asked (or
+    `JOIN_WAIT_S` has passed): the worker that imports TensorFlow first would otherwise take every
+    trial of a small search.
+    """
+
+    def __init__(self, *args: Any, deadline: float | None, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
         self.refused = False
+        self.workers = workers
+        self.join_until: float | None = None  # set when the chief starts serving
 
+    @kt.synchronized
     def create_trial(self, tuner_id: str) -> kt.engine.trial.Trial:
         if self.deadline is not None and time.time() >= self.deadline and tuner_id not in self.ongoing_trials:
             self.refused = True
+            self.tuner_ids.discard(tuner_id)  # this client is told to stop, as KerasTuner's own STOPPED does
             return kt.engine.trial.Trial(self.get_space(), trial_id="budget", status="STOPPED")
+        if self.join_until is not None:
+            self.tuner_ids.add(tuner_id)
+            if len(self.tuner_ids) < self.workers and time.time() < self.join_until:
+                return kt.engine.trial.Trial(self.get_space(), status="IDLE")
+            self.join_until = None
         return super().create_trial(tuner_id)
 
 
 class BudgetedHyperband(kt.Hyperband):
-    """kt.Hyperband with per-trial seeds, a safety deadline and a record of each trial's speed."""
+    """kt.Hyperband with per-trial seeds, a safety deadline and a record of each trial's speed.
+
+    `role` names its state file in the project: `tuner0` for a search in one process (as before),
+    `chief` for the chief of distributed workers, a worker's own tuner id for a worker (which
+    KerasTuner connects to the chief when the `KERASTUNER_*` variables are set).
+    """
 
     def __init__(
         self,
@@ -113,6 +158,8 @@ class BudgetedHyperband(kt.Hyperband):
         seed: int,
         images_per_epoch: int,
         tracker: TrialTracker | None = None,
+        role: str = "tuner0",
+        workers: int = 1,
         **kwargs: Any,
     ) -> None:
         oracle = _DeadlineOracle(
@@ -122,15 +169,31 @@ class BudgetedHyperband(kt.Hyperband):
             hyperband_iterations=hyperband_iterations,
             seed=seed,
             deadline=deadline,
+            workers=workers,
+            # with workers, a lost worker's trial is handed back as INVALID and must run again elsewhere
+            max_retries_per_trial=1 if workers > 1 else 0,
         )
+        self.role = role
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
         self.seed = seed
         self.tracker = tracker
         self.images_per_epoch = images_per_epoch
-        self.timings_path = Path(self.project_dir) / TIMINGS_FILE
-        self.timings: dict[str, dict[str, float]] = (
-            json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
-        )
+        self.completed: list[str] = []  # the trials this process ran to the end
+        self.waiting = False
+
+    def _get_tuner_fname(self) -> str:
+        return os.path.join(str(self.project_dir), f"{self.role}.json")
+
+    def pre_create_trial(self) -> None:
+        # KerasTuner asks again at once when the oracle says IDLE (waiting on other workers' trials):
+        # pause between requests instead of spinning on the chief.
+        if self.waiting:
+            time.sleep(IDLE_WAIT_S)
+        self.waiting = True
+
+    def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+        self.waiting = False
+        super().on_trial_begin(trial)
 
     def run_trial(self, trial: kt.engine.trial.Trial, *fit_args: Any, **fit_kwargs: Any) -> Any:
         # Each trial's initialisation, dropout and data order depend on the seed and its id only,
@@ -144,6 +207,7 @@ class BudgetedHyperband(kt.Hyperband):
                 SearchSpace.normalize(values),
                 int(values.get("tuner/epochs", 0)),
                 int(values.get("tuner/initial_epoch", 0)),
+                worker=self.role,
             )
             fit_kwargs = {
                 **fit_kwargs,
@@ -162,9 +226,10 @@ class BudgetedHyperband(kt.Hyperband):
             "seconds": seconds,
             "epochs_run": epochs,
             "images_per_second": epochs * self.images_per_epoch / seconds if seconds > 0 and epochs else 0.0,
+            "worker": self.role,
         }
-        self.timings[trial.trial_id] = timing
-        write_json_atomic(self.timings_path, self.timings)
+        write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / TIMING_FILE, timing)
+        self.completed.append(trial.trial_id)
         if child is not None:
             scores = [v for h in histories for v in h.history.get(OBJECTIVE, [])] if isinstance(histories, list) else []
             self.tracker.end(
@@ -179,6 +244,17 @@ class BudgetedHyperband(kt.Hyperband):
         return histories
 
 
+def read_timings(project_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Each finished trial's time and speed, by trial id (written by whichever process ran it)."""
+    timings = {}
+    for path in Path(project_dir).glob(f"trial_*/{TIMING_FILE}"):
+        try:
+            timings[path.parent.name.removeprefix("trial_")] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a trial killed while writing it: its time is unknown, as for a trial never finished
+    return timings
+
+
 def trial_seed(seed: int, trial_id: str) -> int:
     """A trial's own seed: the search's seed and the trial's number, kept below 2**32 (NumPy's limit)."""
     number = int(trial_id) if trial_id.isdigit() else sum(map(ord, trial_id))
@@ -186,11 +262,12 @@ def trial_seed(seed: int, trial_id: str) -> int:
 
 
 def trial_records(tuner: BudgetedHyperband) -> list[dict[str, Any]]:
-    """Every trial: values, score, epochs, status, seconds, speed."""
+    """Every trial: values, score, epochs, status, seconds, speed (and the worker that ran it)."""
     records = []
+    timings = read_timings(tuner.project_dir)
     for trial in tuner.oracle.trials.values():
         values = SearchSpace.normalize(trial.hyperparameters.values)
-        timing = tuner.timings.get(trial.trial_id, {})
+        timing = timings.get(trial.trial_id, {})
         speed = timing.get("images_per_second", 0.0)
         history = trial.metrics.get_history(OBJECTIVE) if trial.metrics.exists(OBJECTIVE) else []
         records.append(
@@ -206,6 +283,7 @@ def trial_records(tuner: BudgetedHyperband) -> list[dict[str, Any]]:
                 ],
                 "seconds": timing.get("seconds"),
                 "images_per_second": speed or None,
+                "worker": timing.get("worker"),
             }
         )
     return sorted(records, key=lambda r: r["trial_id"])
@@ -225,12 +303,57 @@ def rank_candidates(records: list[dict[str, Any]]) -> list[Candidate]:
     ]
 
 
-def tune(params: TuneParams, catalog: Catalog, tracker: TrialTracker | None = None) -> TuningResult:
-    """Run the tune stage; returns the tuning result (best trial and ranked candidates).
+@dataclass
+class Search:
+    """What the chief and every worker build alike from the params and the processed data."""
 
-    With a `tracker`, every trial is a nested MLflow run logged while it trains.
-    """
-    started = time.time()
+    params: TuneParams
+    catalog: Catalog
+    train_data: MemmapBatches
+    val_data: MemmapBatches
+    hypermodel: CnnHyperModel
+    project: str  # the tuner project's folder name: fingerprint of the config and the data
+    classes: int
+    split_size: int
+
+    @property
+    def images(self) -> int:
+        return self.train_data.num_samples
+
+    def tuner(self, *, role: str, deadline: float | None, tracker: TrialTracker | None = None) -> BudgetedHyperband:
+        return BudgetedHyperband(
+            self.hypermodel,
+            deadline=deadline,
+            max_epochs=self.params.max_epochs,
+            factor=self.params.factor,
+            hyperband_iterations=self.params.hyperband_iterations,
+            seed=self.params.seed,
+            images_per_epoch=self.images,
+            tracker=tracker,
+            role=role,
+            workers=self.params.workers,
+            directory=str(self.catalog.tuner_dir),
+            project_name=self.project,
+            overwrite=False,
+        )
+
+    def run(self, tuner: BudgetedHyperband, safety: SafetyLimit, chance: ChanceStop) -> None:
+        """Trials until the oracle says the search is over (in one process, or as one worker)."""
+        tuner.search(
+            self.train_data,
+            validation_data=self.val_data,
+            epochs=self.params.max_epochs,
+            callbacks=[
+                EpochHook(self.train_data.set_epoch),  # every trial reads epoch k in the same order
+                keras.callbacks.EarlyStopping(OBJECTIVE, patience=self.params.patience),
+                chance,
+                safety,
+            ],
+            verbose=2,
+        )
+
+
+def prepare_search(params: TuneParams, catalog: Catalog) -> Search:
     seed_everything(params.seed, params.deterministic)
     categories = read_categories(catalog)
     scaling = read_scaling(catalog)
@@ -245,84 +368,256 @@ def tune(params: TuneParams, catalog: Catalog, tracker: TrialTracker | None = No
         params.space, image_size=int(train_x.shape[1]), num_classes=len(categories), scaling=scaling, seed=params.seed
     )
     project = fingerprint(params.model_dump(mode="json"), processed_identity(catalog))
-    recover_search(catalog.tuner_dir / f"hyperband-{project}")  # a torn trial file from a kill: start afresh
-    tuner = BudgetedHyperband(
+    return Search(
+        params,
+        catalog,
+        train_data,
+        val_data,
         hypermodel,
-        deadline=started + params.max_seconds if params.max_seconds else None,
-        max_epochs=params.max_epochs,
-        factor=params.factor,
-        hyperband_iterations=params.hyperband_iterations,
-        seed=params.seed,
-        images_per_epoch=int(subset.size),
-        tracker=tracker,
-        directory=str(catalog.tuner_dir),
-        project_name=f"hyperband-{project}",
-        overwrite=False,
+        f"hyperband-{project}",
+        classes=len(categories),
+        split_size=int(train_y.shape[0]),
     )
+
+
+@dataclass
+class SearchOutcome:
+    """How a search ended: trials stopped at chance, whether a limit cut it, and who ran it."""
+
+    stopped_at_chance: int
+    cut: bool
+    incomplete: str | None = None  # why trials were left unrun (lost workers), when they were
+    workers: list[WorkerReport] = field(default_factory=list)
+    chief: str | None = None
+
+
+def search_here(search: Search, tuner: BudgetedHyperband, started: float) -> SearchOutcome:
+    """The whole search in this process, one trial after another."""
+    safety = SafetyLimit(search.params.max_seconds, started=time.monotonic() - (time.time() - started))
+    chance = ChanceStop(num_classes=search.classes)
+    search.run(tuner, safety, chance)
+    return SearchOutcome(chance.stopped_trials, tuner.oracle.refused or safety.cut)
+
+
+def search_on_workers(
+    search: Search, tuner: BudgetedHyperband, deadline: float | None, tracker: TrialTracker | None, mapper: Mapper
+) -> SearchOutcome:
+    """Serve the oracle as KerasTuner's chief while `tune.workers` workers, started through `mapper`, run the trials."""
+    host, port = chief_bind()
+    tuner.save()  # the chief's state on disk before any worker asks: a killed search resumes from it
+    oracle = tuner.oracle
+    oracle.join_until = time.time() + JOIN_WAIT_S
+    server = ChiefServer(oracle, host, port)
+    specs = [
+        WorkerSpec(
+            tuner_id=f"tuner{index}",
+            chief=server.address,
+            tune=search.params.model_dump(mode="json"),
+            paths={root: str(path) for root, path in asdict(search.catalog).items()},
+            project=search.project,
+            deadline=deadline,
+            mlflow=tracker.mlflow.model_dump(mode="json") if tracker is not None and tracker.mlflow else None,
+            parent_run=tracker.live.run_id if tracker is not None else None,
+        )
+        for index in range(search.params.workers)
+    ]
+    log.info(
+        "tune: chief on %s for %d workers; a worker on another machine (same code, params and shared "
+        "models/ folder) joins with: python -m tasks.tune --join %s --tuner-id <a name of its own>",
+        server.address,
+        len(specs),
+        server.address,
+    )
+    try:
+        reports = mapper(supervise_worker, [(spec,) for spec in specs], "tune workers")
+        _wait_for_joined_workers(oracle, deadline)
+    finally:
+        server.stop()
+    lost = [f"{r['tuner_id']} {r['failed']}" for r in reports if r["failed"]]
+    if len(lost) == len(reports):
+        raise QuickDrawDagError(f"tune: every worker failed: {'; '.join(lost)} (their output is above)")
+    unrun = sorted({t.trial_id for t in oracle.ongoing_trials.values()} | set(oracle.get_state()["retry_queue"]))
+    return SearchOutcome(
+        stopped_at_chance=sum(r["stopped_at_chance"] for r in reports),
+        cut=oracle.refused or any(r["cut"] for r in reports),
+        incomplete=f"trial(s) {', '.join(unrun)} left unfinished by lost workers" if unrun else None,
+        workers=reports,
+        chief=server.address,
+    )
+
+
+def _wait_for_joined_workers(oracle: _DeadlineOracle, deadline: float | None) -> None:
+    """Workers that joined from elsewhere (`--join`) may still hold trials: wait for them.
+
+    Past the deadline, a worker that has not answered for `LOST_WORKER_GRACE_S` is given up (its trial
+    is reported unfinished); without a deadline the chief waits, and says on whom.
+    """
+    said = 0.0
+    while oracle.ongoing_trials:
+        now = time.time()
+        if deadline is not None and now > deadline + LOST_WORKER_GRACE_S:
+            log.warning("tune: giving up on workers %s past the deadline", sorted(oracle.ongoing_trials))
+            return
+        if now - said > 60:
+            held = {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()}
+            log.info("tune: waiting for workers that joined from elsewhere: %s (tuner: trial)", held)
+            said = now
+        time.sleep(1.0)
+
+
+def tune(
+    params: TuneParams, catalog: Catalog, tracker: TrialTracker | None = None, mapper: Mapper | None = None
+) -> TuningResult:
+    """Run the tune stage; returns the tuning result (best trial and ranked candidates).
+
+    With a `tracker`, every trial is a nested MLflow run logged while it trains. With `tune.workers`
+    above 1, the trials run on that many worker processes started through `mapper` (default: threads).
+    """
+    started = time.time()
+    search = prepare_search(params, catalog)
+    deadline = started + params.max_seconds if params.max_seconds else None
+    # a torn trial file from a kill: start afresh (here only: a worker never judges the chief's files)
+    recover_search(catalog.tuner_dir / search.project)
+    tuner = search.tuner(role="chief" if params.workers > 1 else "tuner0", deadline=deadline, tracker=tracker)
     if tracker is not None:  # trials a killed attempt finished: in this pipeline run's record too
         for record in trial_records(tuner):
             if record["status"] == "COMPLETED":
                 tracker.restored(
                     record["trial_id"], record["hyperparameters"], record["score"], record["val_accuracy_history"]
                 )
-    safety = SafetyLimit(params.max_seconds, started=time.monotonic() - (time.time() - started))
-    chance = ChanceStop(num_classes=len(categories))
     log.info(
-        "tune: Hyperband on %d of %d training images, project %s", subset.size, train_y.shape[0], tuner.project_dir
+        "tune: Hyperband on %d of %d training images, project %s", search.images, search.split_size, tuner.project_dir
     )
-    tuner.search(
-        train_data,
-        validation_data=val_data,
-        epochs=params.max_epochs,
-        callbacks=[
-            EpochHook(train_data.set_epoch),  # every trial reads epoch k in the same order
-            keras.callbacks.EarlyStopping(OBJECTIVE, patience=params.patience),
-            chance,
-            safety,
-        ],
-        verbose=2,
-    )
+    if params.workers == 1:
+        outcome = search_here(search, tuner, started)
+    else:
+        outcome = search_on_workers(search, tuner, deadline, tracker, mapper or thread_map)
     records = trial_records(tuner)
     candidates = rank_candidates(records)
     best = candidates[0]
     result: TuningResult = {**best, "candidates": candidates}  # no path or time in it: equal searches, equal bytes
-    cut = tuner.oracle.refused or safety.cut
+    report: dict[str, Any] = {
+        "objective": OBJECTIVE,
+        "trials": records,
+        "best_trial_id": best["trial_id"],
+        "tuner_project": str(tuner.project_dir),
+        "seconds": time.time() - started,
+        "train_images_used": search.images,
+        "stopped_at_chance": outcome.stopped_at_chance,
+        "cut_by_safety_limit": outcome.cut,
+    }
+    if params.workers > 1:
+        report.update({"chief": outcome.chief, "workers": outcome.workers, "incomplete": outcome.incomplete})
     write_tuning_result(catalog, result)
-    write_tuning_report(
-        catalog,
-        {
-            "objective": OBJECTIVE,
-            "trials": records,
-            "best_trial_id": best["trial_id"],
-            "tuner_project": str(tuner.project_dir),
-            "seconds": time.time() - started,
-            "train_images_used": int(subset.size),
-            "stopped_at_chance": chance.stopped_trials,
-            "cut_by_safety_limit": cut,
-        },
-    )
+    write_tuning_report(catalog, report)
     log.info(
         "tune: best trial %s, val_accuracy %.4f, %s", best["trial_id"], best["val_accuracy"], best["hyperparameters"]
     )
-    if cut:
+    if outcome.cut or outcome.incomplete:
+        why = (
+            f"cut by its safety limit tune.max_seconds={params.max_seconds:g}"
+            if outcome.cut
+            else f"left incomplete: {outcome.incomplete}"
+        )
         raise SafetyLimitCut(
-            f"tune: the search was cut by its safety limit tune.max_seconds={params.max_seconds:g} after "
-            f"{len(records)} trial(s); the best of those is written, but it is not the search tune.* describes, "
-            "so dvc.lock does not record it. Raise tune.max_seconds (or set it to null) and rerun.",
+            f"tune: the search was {why} after {len(records)} trial(s); the best of those is written, but it is "
+            "not the search tune.* describes, so dvc.lock does not record it. "
+            + ("Raise tune.max_seconds (or set it to null) and rerun." if outcome.cut else "Rerun to finish it."),
             result=result,
         )
     return result
 
 
-def run(params: Params) -> TuningResult:
-    """The stage as DVC and Prefect call it: this stage's sections only (and where its trials are logged)."""
+def work(spec: WorkerSpec) -> dict[str, Any]:
+    """One KerasTuner worker of a distributed search (its process has the `KERASTUNER_*` variables set).
+
+    Builds the same search as the chief from the same params and data (it must arrive at the chief's
+    tuner project, else its params, data or code differ), logs each trial it runs as a run nested in
+    the pipeline's MLflow run, and runs trials until the chief says the search is over.
+    """
+    params = TuneParams.model_validate_json(json.dumps(spec.tune))
+    catalog = Catalog(**{root: Path(path) for root, path in spec.paths.items()})
+    search = prepare_search(params, catalog)
+    project_dir = catalog.tuner_dir / search.project
+    if (spec.project and search.project != spec.project) or not (project_dir / "chief.json").exists():
+        raise ConfigError(
+            f"worker {spec.tuner_id}: no search of these tune params and processed data at {project_dir} "
+            f"(the chief's is {spec.project or 'elsewhere'}): a worker needs the chief's code, params and data, "
+            "and its models/ folder (a shared file system)"
+        )
+    tracker = None
+    if spec.mlflow is not None and spec.parent_run:
+        mlflow_params = MlflowParams.model_validate_json(json.dumps(spec.mlflow))
+        tracker = TrialTracker(LiveRun(spec.parent_run, configure(mlflow_params)))
+    tuner = search.tuner(role=spec.tuner_id, deadline=spec.deadline, tracker=tracker)
+    began = spec.deadline - params.max_seconds if spec.deadline is not None and params.max_seconds else time.time()
+    safety = SafetyLimit(params.max_seconds, started=time.monotonic() - (time.time() - began))
+    chance = ChanceStop(num_classes=search.classes)
+    search.run(tuner, safety, chance)
+    return {
+        "tuner_id": spec.tuner_id,
+        "trials": tuner.completed,
+        "stopped_at_chance": chance.stopped_trials,
+        "cut": safety.cut,
+    }
+
+
+def run(params: Params, mapper: Mapper | None = None) -> TuningResult:
+    """The stage as DVC and Prefect call it: this stage's sections only (and where its trials are logged).
+
+    `mapper` starts the workers of a distributed search (`tune.workers` > 1): the flow passes its task
+    runner's; without one they run on threads of this process, each watching its worker process.
+    """
     with tracked_stage("tune", params.mlflow) as live:
         if live is not None:
             live.log_params({"tune": params.tune.model_dump(mode="json")})
-        return tune(params.tune, Catalog.from_paths(params.paths), TrialTracker(live) if live else None)
+        tracker = TrialTracker(live, params.mlflow) if live else None
+        return tune(params.tune, Catalog.from_paths(params.paths), tracker, mapper)
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """`--join HOST:PORT --tuner-id ID`: a worker of a search whose chief runs elsewhere (no workspace lock:
+    it joins a run that holds it). `--worker-spec FILE`: a worker started by the tune stage itself."""
+    parser = build_parser("python -m tasks.tune --join HOST:PORT --tuner-id ID", "join a distributed search")
+    parser.add_argument("--join", metavar="HOST:PORT", help="the chief's address, as its log says")
+    parser.add_argument("--tuner-id", help="this worker's name; restarted under the same name, it takes its trial back")
+    parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        if args.worker_spec:
+            raw = json.loads(Path(args.worker_spec).read_text())
+            result = Path(raw.pop("result"))
+            write_json_atomic(result, work(WorkerSpec(**raw)))
+            return 0
+        if not args.join or not args.tuner_id:
+            parser.error("--join HOST:PORT and --tuner-id ID are both needed")
+        host, port = parse_address(args.join, "--join")
+        params = load_params(args.params, args.overrides)
+        os.environ.update(
+            {"KERASTUNER_TUNER_ID": args.tuner_id, "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port)}
+        )
+        spec = WorkerSpec(
+            tuner_id=args.tuner_id,
+            chief=args.join,
+            tune=params.tune.model_dump(mode="json"),
+            paths=params.paths.model_dump(mode="json"),
+            project="",
+            deadline=None,
+            mlflow=params.mlflow.model_dump(mode="json") if params.mlflow.enabled else None,
+            parent_run=os.environ.get(FLOW_RUN_ENV),
+        )
+        print(json.dumps(work(spec)))
+    except QuickDrawDagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.split("=")[0] in ("--join", "--worker-spec") for a in args):
+        return worker_main(args)
     return run_entry_point("python -m tasks.tune", __doc__.splitlines()[0], run, argv)
 
 

@@ -130,7 +130,9 @@ def test_per_epoch_metrics_include_the_learning_rate(flow_runs: FlowRuns) -> Non
         assert [m.value for m in logged] == pytest.approx([e[name] for e in history["epochs"]])
 
 
-def test_parent_runs_carry_their_lineage(flow_runs: FlowRuns) -> None:
+def test_parent_runs_carry_their_lineage(flow_runs: FlowRuns, tmp_path: Path) -> None:
+    import mlflow
+
     lock = yaml.safe_load((flow_runs.project / "dvc.lock").read_text())
     layout = Catalog.under(Path("."))
     model_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == layout.model.as_posix())
@@ -139,8 +141,12 @@ def test_parent_runs_carry_their_lineage(flow_runs: FlowRuns) -> None:
     assert last["dvc_model_md5"] == model_md5 and last["dvc_processed_md5"] == processed_md5
     assert last["prefect_flow_run_id"] != "none" and last["orchestrator"] == "prefect"
     assert first["git_commit"] == last["git_commit"] == flow_runs.commit
-    # the first run used the committed params; the third ran with train.epochs edited and not committed
-    assert (first["git_dirty"], last["git_dirty"]) == ("false", "true")
+    # the third ran with train.epochs edited and not committed: the code was the commit's (not dirty), and
+    # the params.yaml it ran with is among its artifacts, beside the dvc.lock it left
+    assert (first["git_dirty"], last["git_dirty"]) == ("false", "false")
+    record = Path(mlflow.MlflowClient().download_artifacts(flow_runs.parents[-1].info.run_id, "dvc", str(tmp_path)))
+    assert yaml.safe_load((record / "params.yaml").read_text())["train"]["epochs"] == 2
+    assert (record / "dvc.lock").read_bytes() == (flow_runs.project / "dvc.lock").read_bytes()
 
 
 def test_each_tuning_trial_is_a_nested_run(flow_runs: FlowRuns) -> None:

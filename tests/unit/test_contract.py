@@ -6,7 +6,10 @@
   transitively), every params section its `run` reads, and exactly the outputs the
   catalog declares for it;
 - in both pipelines: the doodle one (`dvc.yaml`, `params.yaml` at the root) and the
-  paint one (its own DVC project in `paint/`).
+  paint one (its own DVC project in `paint/`);
+- git ignores exactly the outputs the DVC cache keeps, so after a run `git status`
+  shows what a user commits (dvc.lock, params.yaml, the small reports);
+- every params section is read by a stage, or only by the flows (and then by no stage).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from quickdraw_dag.artifacts import PIPELINES, Catalog, PaintCatalog, Pipeline, stage_outputs
+from quickdraw_dag.artifacts import PIPELINES, Catalog, PaintCatalog, Pipeline, git_tracked_outputs, stage_outputs
+from quickdraw_dag.config import FLOW_ONLY_SECTIONS, Params
 from tests.conftest import REPO
 
 STAGES = tuple(stage for pipeline in PIPELINES.values() for stage in pipeline.outputs)
@@ -267,4 +272,34 @@ def test_dvc_yaml_outputs_are_the_catalogs(stage: str) -> None:
         for path, options in expected[kind].items():
             for key, value in options.items():
                 assert got[kind][path].get(key) == value, (stage, path, key)
+            assert got[kind][path].get("cache", True) == options.get("cache", True), (stage, path, "cache")
     assert any(expected.values())
+
+
+def ignored_by_git(path: Path) -> bool:
+    """Whether git ignores the output at `path` (a directory output: the files in it)."""
+    check = lambda p: subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=REPO).returncode == 0
+    return check(path.as_posix()) or check((path / "any-file").as_posix())
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_git_ignores_exactly_the_outputs_in_the_dvc_cache(stage: str) -> None:
+    pipeline = PIPELINE_OF[stage]
+    params = yaml.safe_load((REPO / pipeline.folder / "params.yaml").read_text())
+    catalog = pipeline.catalog.from_paths(type("Paths", (), params["paths"]))
+    for path, output in stage_outputs(catalog, stage):
+        assert ignored_by_git(pipeline.folder / path) == output.cache, (stage, path.as_posix(), output.cache)
+
+
+def test_git_keeps_the_small_reports_and_ignores_data_models_and_images() -> None:
+    kept = {path.as_posix() for path in git_tracked_outputs(Catalog.under(Path(".")))}
+    assert {"reports/metrics.json", "reports/training_log.csv", "reports/per_class.csv"} <= kept
+    assert not kept & {"reports/predictions.csv", "reports/plots", "models/model.keras", "data/processed"}
+    assert ignored_by_git(Path("reports/plots")) and not ignored_by_git(Path("reports/history.json"))
+
+
+def test_every_params_section_is_read_by_a_stage_or_by_the_flows_only() -> None:
+    listed = {entry.split(".")[0] for stage in dvc_stages().values() for entry in entries(stage.get("params"))}
+    sections = set(Params.model_fields)
+    assert set(FLOW_ONLY_SECTIONS) == sections - listed  # e.g. versioning: changing it reruns nothing
+    assert {"versioning", "schedule"} <= set(FLOW_ONLY_SECTIONS)

@@ -1,0 +1,176 @@
+"""Versioning's parts on small real DVC and git repositories: the lock a run will leave, pushing, lineage.
+
+The whole story (a flow run, experiments, a clone, reproducing a run) is tests/integration/test_versioning.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
+from quickdraw_dag.config import MlflowParams
+from quickdraw_dag.errors import PushError
+from quickdraw_dag.lineage import experiment_tags, git_state, not_code, pending_lock
+from quickdraw_dag.mlflow_store import tracking_uri
+from quickdraw_dag.versioning import default_remote, describe_push, push_outputs
+from tests.conftest import git_commit_all
+
+STAGE = """stages:
+  make:
+    cmd: python make.py
+    deps: [make.py]
+    params: [size]
+    outs: [out]
+    metrics:
+      - score.json:
+          cache: false
+"""
+MAKE = """import json, os
+os.makedirs("out", exist_ok=True)
+open("out/data.bin", "wb").write(bytes(range(256)) * 4)
+json.dump({"score": 0.5}, open("score.json", "w"))
+"""
+
+
+def dvc_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git + DVC project with one stage whose outputs exist, never recorded in dvc.lock; the working directory.
+
+    (DVC resolves stage names from the working directory, as its commands run in the project.)
+    """
+    from dvc.repo import Repo
+
+    root.mkdir(parents=True)
+    monkeypatch.chdir(root)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    Repo.init(str(root)).close()
+    (root / "dvc.yaml").write_text(STAGE)
+    (root / "params.yaml").write_text("size: 4  # a comment DVC keeps\n")
+    (root / "make.py").write_text(MAKE)
+    (root / ".gitignore").write_text("/out/\n")
+    subprocess.run(["python", "make.py"], cwd=root, check=True)
+    return root
+
+
+def test_the_pending_lock_is_byte_for_byte_the_lock_dvc_then_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dvc.repo import Repo
+
+    project = dvc_project(tmp_path / "p", monkeypatch)
+    pending = pending_lock("make", project)
+    assert not (project / "dvc.lock").exists()  # computed, not written
+    with Repo(str(project)) as repo:
+        repo.commit("make", force=True)
+    assert pending == (project / "dvc.lock").read_bytes()
+    assert b"size: 4" in pending and b"out" in pending
+    # a second stage run with a changed output: the pending lock again equals the committed one
+    (project / "out" / "data.bin").write_bytes(b"changed")
+    pending = pending_lock("make", project)
+    assert pending != (project / "dvc.lock").read_bytes()
+    with Repo(str(project)) as repo:
+        repo.commit("make", force=True)
+    assert pending == (project / "dvc.lock").read_bytes()
+
+
+def test_push_is_a_no_op_without_a_default_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = dvc_project(tmp_path / "p", monkeypatch)
+    assert default_remote(project) is None
+    result = push_outputs(project)
+    assert result == {"pushed": False, "reason": "no default DVC remote"}
+    assert describe_push(result) == (
+        "dvc push: nothing pushed, no default DVC remote (`dvc remote add -d NAME URL` sets one)"
+    )
+
+
+def test_push_sends_the_recorded_outputs_to_the_default_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dvc.repo import Repo
+
+    project = dvc_project(tmp_path / "p", monkeypatch)
+    remote = tmp_path / "remote"
+    with Repo(str(project)) as repo:
+        repo.commit("make", force=True)
+        with repo.config.edit() as config:
+            config["remote"]["shared"] = {"url": str(remote)}
+            config["core"]["remote"] = "shared"
+    assert str(default_remote(project)) == f"'shared' ({remote})"
+    result = push_outputs(project)
+    assert result == {"pushed": True, "remote": "shared", "url": str(remote), "files": 2}  # the .dir and its file
+    assert describe_push(result) == f"dvc push: 2 file(s) sent to remote 'shared' ({remote})"
+    pushed = sorted(p.read_bytes() for p in (remote / "files" / "md5").rglob("*") if p.is_file())
+    assert bytes(range(256)) * 4 in pushed
+    assert push_outputs(project)["files"] == 0  # nothing new to send
+
+
+def test_a_failed_push_names_the_remote_and_how_to_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dvc.repo import Repo
+
+    project = dvc_project(tmp_path / "p", monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with Repo(str(project)) as repo:
+        repo.commit("make", force=True)
+        with repo.config.edit() as config:
+            config["remote"]["shared"] = {"url": str(blocker / "remote")}
+            config["core"]["remote"] = "shared"
+    with pytest.raises(PushError, match=r"dvc push to remote 'shared' \(.*a-file/remote\) failed: .*`make push`"):
+        push_outputs(project)
+
+
+def test_git_dirty_means_the_code_differs_not_the_runs_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = dvc_project(tmp_path / "p", monkeypatch)
+    reports = git_tracked_outputs(Catalog.under(Path(".")))
+    for report in reports:
+        (project / report).parent.mkdir(parents=True, exist_ok=True)
+        (project / report).write_text("{}")
+    commit = git_commit_all(project)
+    run_files = not_code(reports)
+    assert git_state(project, run_files) == {"git_commit": commit, "git_dirty": "false"}
+    (project / "params.yaml").write_text("size: 5\n")
+    for report in reports:
+        (project / report).write_text('{"accuracy": 1}')
+    assert git_state(project, run_files)["git_dirty"] == "false"  # the run logs its params and lock itself
+    assert git_state(project)["git_dirty"] == "true"  # without the exclusions: any change counts
+    (project / "make.py").write_text(MAKE + "\n# edited\n")
+    assert git_state(project, run_files)["git_dirty"] == "true"
+    outside = tmp_path / "not-in-git"
+    outside.mkdir()
+    assert git_state(outside, run_files) == {"git_commit": "none", "git_dirty": "unknown"}
+
+
+def test_experiment_tags_name_the_dvc_experiment_only_under_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    assert experiment_tags() == {}
+    monkeypatch.setenv("DVC_EXP_NAME", "tidy-bass")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
+    assert experiment_tags() == {"dvc_exp_name": "tidy-bass", "dvc_exp_baseline_rev": "a" * 40}
+
+
+def test_a_relative_store_is_the_dvc_projects_even_in_a_queued_experiments_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking_uri(MlflowParams()) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # DVC sets it to the project, also in .dvc/tmp/exps/<copy>
+    assert tracking_uri(MlflowParams()) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri(MlflowParams(tracking_uri="sqlite:///../mlflow.db")) == f"sqlite:///{tmp_path}/../mlflow.db"
+    assert tracking_uri(MlflowParams(tracking_uri="sqlite:////abs/store.db")) == "sqlite:////abs/store.db"
+    assert tracking_uri(MlflowParams(tracking_uri="http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
+
+
+def test_reproduce_refuses_a_run_it_cannot_find_with_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quickdraw_dag.reproduce import main
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    assert main(["0123abcd", "--params", str(REPO / "params.yaml")]) == 2
+    assert f"no MLflow store at {tmp_path / 'none.db'}" in capsys.readouterr().err
