@@ -216,7 +216,7 @@ class SearchSpace(StrictModel):
     # Defaults: the CPU space params.yaml documents; the seed's space is filters (32, 64, 128) and
     # learning_rate (1e-2, 1e-3, 1e-4).
     filters: tuple[int, ...] = Field(default=(32,), min_length=1)
-    learning_rate: tuple[float, ...] = Field(default=(3e-3, 1e-3), min_length=1)
+    learning_rate: tuple[float, ...] = Field(default=(1e-3,), min_length=1)
     dropout: tuple[float, ...] = Field(default=(0.3, 0.4), min_length=1)
     activation: tuple[Activation, ...] = Field(default=("relu",), min_length=1)
     optimizer: tuple[OptimizerName, ...] = Field(default=("adam",), min_length=1)
@@ -309,12 +309,13 @@ class AugmentParams(StrictModel):
 class TrainParams(StrictModel):
     """Training the best candidate: epochs and steps decide what is trained; the clock is a safety limit."""
 
-    epochs: int = Field(default=40, ge=1, le=10000)
+    epochs: int = Field(default=25, ge=1, le=10000)
     max_steps: int | None = Field(default=4500, ge=1)  # optimizer steps; fewer epochs when the split is large
     batch_size: int = Field(default=128, ge=1, le=65536)
     schedule: Literal["cosine", "plateau"] = "cosine"
     warmup_epochs: int = Field(default=1, ge=0, le=100)  # cosine only
-    patience: int = Field(default=15, ge=1)  # early stopping on val_loss
+    weights: Literal["final", "best"] = "final"  # the model kept: the last epoch's, or the best val_accuracy's
+    patience: int | None = Field(default=None, ge=1)  # early stopping on val_loss (null: none)
     max_seconds: float | None = Field(default=3600.0, gt=0)  # a safety limit only: a cut run is marked
     target_val_accuracy: float | None = Field(default=None, gt=0, le=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -329,6 +330,12 @@ class TrainParams(StrictModel):
         if isinstance(value, int) and not 1 <= value <= 1024:
             raise ValueError(f"devices must be 'auto' or a whole number from 1 to 1024 (got {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _plateau_needs_patience(self) -> TrainParams:
+        if self.schedule == "plateau" and self.patience is None:
+            raise ValueError("schedule plateau cuts the rate after a share of train.patience: set train.patience")
+        return self
 
 
 class EvaluateParams(StrictModel):

@@ -263,10 +263,11 @@ def training_callbacks(params: TrainParams, work_dir: Path) -> TrainingCallbacks
         ),
         # Appends across a kill and a resume, so the log covers every epoch.
         keras.callbacks.CSVLogger(str(epoch_log), append=True),
-        keras.callbacks.EarlyStopping("val_loss", patience=params.patience),
         safety,
     ]
-    if params.schedule == "plateau":  # the cosine schedule lives in the optimizer instead
+    if params.patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=params.patience))
+    if params.schedule == "plateau" and params.patience is not None:  # cosine lives in the optimizer instead
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 "val_loss",

@@ -141,9 +141,10 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
 
     metrics = read_epoch_log(callbacks.epoch_log)
     epochs_run = len(metrics.get("loss", []))
-    best = load_model(str(callbacks.best_checkpoint))  # the checkpoint of the best val_accuracy
+    # "final": the weights the schedule annealed to; "best": the checkpoint of the best val_accuracy
+    kept = model if params.weights == "final" else load_model(str(callbacks.best_checkpoint))
     with atomic_path(catalog.model) as temporary:
-        save_model(best, temporary)
+        save_model(kept, temporary)
     shutil.rmtree(work_dir, ignore_errors=True)
 
     val_accuracy = metrics.get("val_accuracy", [0.0])
@@ -152,6 +153,7 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
         "tuning_trial": candidate.get("trial_id"),
         "selection": "best val_accuracy of the search",
         "schedule": params.schedule,
+        "weights": params.weights,
         "planned_epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "epochs_run": epochs_run,
