@@ -19,9 +19,10 @@ from quickdraw_dag.config import DataParams, EvaluateParams, FetchParams, Prepro
 from tests.conftest import SAMPLE_CATEGORIES
 
 EPOCHS = 8
-# This test measured 0.7450 on the 7 shipped categories (test split: 698 drawings), deterministic on
-# this machine; the floor leaves 1.5 points for another CPU's floating-point kernels.
-FLOOR = 0.73
+# This test measured 0.7178 on the 7 shipped categories (test split: 698 drawings; learning rate 1e-3,
+# cosine over 8 epochs, final weights), deterministic on this machine; the floor leaves 1.8 points for
+# another CPU's floating-point kernels. (The full default, 25 epochs, gives 0.7579 at seed 0: bench.quality.)
+FLOOR = 0.70
 
 
 @pytest.mark.slow
@@ -44,7 +45,7 @@ def test_the_default_recipe_on_real_drawings_reaches_its_floor(tmp_path: Path, s
         "val_accuracy": 0.0,
         "hyperparameters": {
             "filters": 32,
-            "learning_rate": 0.003,
+            "learning_rate": 0.001,
             "dropout": 0.3,
             "activation": "relu",
             "optimizer": "adam",
