@@ -26,8 +26,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from quickdraw_dag.artifacts import PAINT_PIPELINE
-from quickdraw_dag.cli import build_parser, configure_logging, report_stop, require_dvc_params_file
+from quickdraw_dag.cli import build_parser, configure_logging, report_disk_full, report_stop, require_dvc_params_file
 from quickdraw_dag.config import PaintPipelineParams, load_params
+from quickdraw_dag.diskspace import is_disk_full
 from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
 from quickdraw_dag.errors import QuickDrawDagError
 from quickdraw_dag.interrupt import Interrupted, stop_on_signals
@@ -89,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return error.exit_code
         except Interrupted as stop:
             return report_stop(stop, params.mlflow if params else None, started)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return report_disk_full(error)
     return 0
 
 

@@ -433,6 +433,13 @@ class History(TypedDict, total=False):
     hyperparameters: dict[str, Any]
     tuning_trial: str | None
     selection: str
+    schedule: str
+    weights: str
+    planned_epochs: int
+    steps_per_epoch: int
+    budget: dict[str, Any] | None
+    cut_by_safety_limit: bool
+    deterministic: bool
     epochs_run: int
     epochs: list[dict[str, float]]
     best_val_accuracy: float

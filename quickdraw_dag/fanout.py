@@ -69,9 +69,13 @@ def thread_map(function: Callable[..., R], jobs: Sequence[Job], desc: str) -> li
     """Every job at once, on a thread each: for jobs that wait on a process of their own (tuning workers)."""
     if not jobs:
         return []
-    with ThreadPoolExecutor(len(jobs), thread_name_prefix=desc.replace(" ", "-")) as pool:
+    pool = ThreadPoolExecutor(len(jobs), thread_name_prefix=desc.replace(" ", "-"))
+    try:
         futures = [pool.submit(function, *job) for job in jobs]
         return [future.result() for future in futures]
+    finally:
+        # Not `with`: on Ctrl-C it would wait for every job before the caller could stop them.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def dask_map(client: distributed.Client) -> Mapper:  # type: ignore[name-defined]  # noqa: F821

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from quickdraw_dag.errors import ConfigError
+from quickdraw_dag.interrupt import on_forced_exit
 
 log = logging.getLogger(__name__)
 CHIEF_ENV = "QUICKDRAW_TUNE_CHIEF"  # HOST:PORT the chief listens on (default: 127.0.0.1, any free port)
@@ -58,6 +59,27 @@ RESTARTS = 2  # a killed worker is started again this many times under its tuner
 CHIEF_CHECK_S = 2.0  # how often a supervisor checks that the chief still listens
 CHIEF_GONE_CHECKS = 5  # consecutive refused checks before a worker is stopped as orphaned
 TAIL_LINES = 40  # a failed worker's last lines of output, for the error
+
+# Worker processes this process supervises, and whether the search is being stopped (Ctrl-C, SIGTERM,
+# an error in the chief): then they are killed, and none is restarted.
+_WORKERS: set[subprocess.Popen] = set()
+_WORKERS_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def start_supervising() -> None:
+    """A new search: its workers may be started (and restarted) again."""
+    _STOPPING.clear()
+
+
+def stop_workers() -> None:
+    """Kill every worker process this process supervises, and restart none: the search is over."""
+    _STOPPING.set()
+    with _WORKERS_LOCK:
+        running = list(_WORKERS)
+    for process in running:
+        if process.poll() is None:
+            process.kill()
 
 
 @dataclass(frozen=True)
@@ -150,11 +172,13 @@ def supervise_worker(spec: WorkerSpec) -> WorkerReport:
         if code == 0 and result is not None:
             return {**result, "restarts": restarts, "failed": None}  # type: ignore[typeddict-item]
         why = "the chief stopped answering" if chief_gone else _exit_text(code)
+        if _STOPPING.is_set():
+            why = "stopped with the search"
         # Exit code 2 is bad params or data (the project's rule): the same again on a restart.
-        if chief_gone or code == 2 or restarts >= RESTARTS:
+        if _STOPPING.is_set() or chief_gone or code == 2 or restarts >= RESTARTS:
             message = f"worker {spec.tuner_id}: {why}; last output:\n{''.join(tail)}"
             log.warning("tune: %s", message)
-            if not chief_gone:
+            if not chief_gone and not _STOPPING.is_set():
                 release_trial(spec, message)
             return {
                 "tuner_id": spec.tuner_id,
@@ -185,6 +209,8 @@ def _run_worker_once(spec: WorkerSpec) -> tuple[int, dict[str, Any] | None, list
             "KERASTUNER_TUNER_ID": spec.tuner_id,
             "KERASTUNER_ORACLE_IP": host,
             "KERASTUNER_ORACLE_PORT": str(port),
+            # JAX on a GPU takes 75% of its memory per process by default: workers sharing one would not fit.
+            "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false"),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "tasks.tune", "--worker-spec", str(spec_path)],
@@ -193,7 +219,13 @@ def _run_worker_once(spec: WorkerSpec) -> tuple[int, dict[str, Any] | None, list
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            start_new_session=True,  # a Ctrl-C in the terminal reaches the chief only, which stops the workers
         )
+        with _WORKERS_LOCK:
+            _WORKERS.add(process)
+        forget = on_forced_exit(process.kill)  # a chief that must exit at once takes its workers with it
+        if _STOPPING.is_set():  # the search was stopped while this one started
+            process.kill()
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         reader = threading.Thread(target=_forward, args=(process, spec.tuner_id, tail), daemon=True)
         reader.start()
@@ -206,6 +238,9 @@ def _run_worker_once(spec: WorkerSpec) -> tuple[int, dict[str, Any] | None, list
                 process.wait()
                 break
         reader.join(timeout=10)
+        forget()
+        with _WORKERS_LOCK:
+            _WORKERS.discard(process)
         result = json.loads(result_path.read_text()) if result_path.exists() else None
         return process.returncode, result, list(tail), refused >= CHIEF_GONE_CHECKS
 

@@ -44,7 +44,9 @@ def default_remote(root: Path = Path(".")) -> Remote | None:
 
 def push_outputs(root: Path = Path(".")) -> dict[str, Any]:
     """`dvc push` of every output dvc.lock records, to the default remote; a no-op without one."""
+    from dvc.config import ConfigError as DvcConfigError
     from dvc.exceptions import DvcException
+    from dvc_objects.fs.errors import RemoteMissingDepsError as MissingDeps
 
     try:
         with open_repo(root) as repo:
@@ -53,6 +55,8 @@ def push_outputs(root: Path = Path(".")) -> dict[str, Any]:
                 return {"pushed": False, "reason": "no default DVC remote"}
             try:
                 files = repo.push()
+            except (DvcConfigError, MissingDeps) as error:  # a remote misconfigured: no retry will help
+                raise ConfigError(f"dvc push to remote {remote}: {error}") from None
             except Exception as error:  # noqa: BLE001 - DVC's own errors, OSError, a backend's: add where and what next
                 raise PushError(
                     f"dvc push to remote {remote} failed: {type(error).__name__}: {error}; the outputs are "

@@ -4,8 +4,9 @@ What is trained repeats exactly: the search's best candidate (never a worse
 one because of the clock), for a number of epochs fixed by `train.epochs` and
 the step budget `train.max_steps` (so the budget follows the data: a larger
 split gets fewer, longer epochs), with a learning-rate schedule over those
-epochs (`cosine`, or `plateau`: ReduceLROnPlateau), early stopping on
-val_loss and the checkpoint of the best val_accuracy as the model kept.
+epochs (`cosine`, or `plateau`: ReduceLROnPlateau), and the last epoch's
+weights as the model kept (`train.weights: best` keeps the checkpoint of the
+best val_accuracy instead); early stopping on val_loss only with `train.patience`.
 Seeded and deterministic by default (`train.deterministic`). When the step
 budget trains fewer epochs than `train.epochs`, the run says so with the
 accuracy it expects that to cost. `train.max_seconds` is a safety limit only:
@@ -93,10 +94,11 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
     candidate = best_candidate(read_tuning_result(catalog))
     hyperparameters = SearchSpace.normalize(candidate["hyperparameters"])
     # The global batch (train.batch_size) is split between the devices; see quickdraw_dag.devices.
+    multiple = placement.batch_multiple
     train_data = MemmapBatches(
-        train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed, multiple_of=placement.count
+        train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed, multiple_of=multiple
     )
-    val_data = MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False, multiple_of=placement.count)
+    val_data = MemmapBatches(val_x, val_y, batch_size=params.batch_size, shuffle=False, multiple_of=multiple)
     steps_per_epoch = len(train_data)
     epochs, limited_by = planned_epochs(params, steps_per_epoch)
     log.info(

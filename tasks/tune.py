@@ -76,6 +76,8 @@ from quickdraw_dag.tune_workers import (
     WorkerSpec,
     chief_bind,
     parse_address,
+    start_supervising,
+    stop_workers,
     supervise_worker,
 )
 
@@ -428,9 +430,13 @@ def search_on_workers(
         len(specs),
         server.address,
     )
+    start_supervising()
     try:
         reports = mapper(supervise_worker, [(spec,) for spec in specs], "tune workers")
         _wait_for_joined_workers(oracle, deadline)
+    except BaseException:
+        stop_workers()  # Ctrl-C, SIGTERM or an error here: no worker trains on for a chief that is gone
+        raise
     finally:
         server.stop()
     lost = [f"{r['tuner_id']} {r['failed']}" for r in reports if r["failed"]]
