@@ -1,6 +1,6 @@
 """The whole pipeline on synthetic data, a no-op `dvc repro`, and Prefect's overhead per task.
 
-    python -m bench.pipeline [--categories 10] [--drawings 4000]
+    python -m bench.pipeline [--categories 10] [--drawings 4000] [--set key=value ...]
 
 Copies the project into a scratch workspace (git + DVC) and times, there:
 `python -m flows.pipeline` with default params on `--categories` synthetic
@@ -77,7 +77,7 @@ def prefect_overhead(tasks: int = 100) -> dict:
     }
 
 
-def measure(categories: int = 10, drawings: int = 4_000) -> dict:
+def measure(categories: int = 10, drawings: int = 4_000, overrides: list[str] | None = None) -> dict:
     from quickdraw_dag.config import SYNTHETIC_CATEGORIES
 
     shapes = list(SYNTHETIC_CATEGORIES)[:categories]
@@ -85,6 +85,7 @@ def measure(categories: int = 10, drawings: int = 4_000) -> dict:
         "data.source=synthetic",
         f"data.categories=[{', '.join(shapes)}]",
         f"fetch.synthetic_drawings={drawings}",
+        *(overrides or []),  # a candidate default, timed before it becomes one
     ]
     with tempfile.TemporaryDirectory() as scratch:
         root = copy_project(Path(scratch) / "project")
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--categories", type=int, default=10)
     parser.add_argument("--drawings", type=int, default=4_000)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--overhead-only", action="store_true", help="only Prefect's overhead per task")
     args = parser.parse_args()
     if args.overhead_only:
@@ -130,7 +132,7 @@ def main() -> None:
             else f"Prefect overhead: {o['called_ms']:.1f} ms per called task, {o['mapped_ms']:.1f} ms per mapped task"
         )
         return
-    r = measure(args.categories, args.drawings)
+    r = measure(args.categories, args.drawings, args.overrides)
     if args.json:
         print(json.dumps(r))
         return
