@@ -222,7 +222,7 @@ class SearchSpace(StrictModel):
     optimizer: tuple[OptimizerName, ...] = Field(default=("adam",), min_length=1)
     l2: tuple[float, ...] = Field(default=(1e-5,), min_length=1)
     l1: tuple[float, ...] = Field(default=(0.0,), min_length=1)
-    batch_norm: tuple[bool, ...] = Field(default=(False,), min_length=1)
+    batch_norm: tuple[bool, ...] = Field(default=(True,), min_length=1)
 
     _as_tuples = field_validator("*", mode="before")(classmethod(lambda cls, v: _choices(v)))
 
@@ -310,7 +310,7 @@ class TrainParams(StrictModel):
     """Training the best candidate: epochs and steps decide what is trained; the clock is a safety limit."""
 
     epochs: int = Field(default=25, ge=1, le=10000)
-    max_steps: int | None = Field(default=4500, ge=1)  # optimizer steps; fewer epochs when the split is large
+    max_steps: int | None = Field(default=3000, ge=1)  # optimizer steps; fewer epochs when the split is large
     batch_size: int = Field(default=128, ge=1, le=65536)
     schedule: Literal["cosine", "plateau"] = "cosine"
     warmup_epochs: int = Field(default=1, ge=0, le=100)  # cosine only

@@ -51,7 +51,7 @@ def test_the_default_recipe_on_real_drawings_reaches_its_floor(tmp_path: Path, s
             "optimizer": "adam",
             "l2": 1e-5,
             "l1": 0.0,
-            "batch_norm": False,
+            "batch_norm": True,
         },
     }
     catalog.models.mkdir(parents=True)
