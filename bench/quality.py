@@ -290,8 +290,10 @@ def main() -> None:
     parser.add_argument("--epochs-curve", action="store_true", help="measure accuracy against epochs instead")
     parser.add_argument("--curve-epochs", nargs="+", type=int, default=[5, 10, 20, 40])
     args = parser.parse_args()
-    if len(args.seeds) < 3:
-        parser.error("--seeds: at least 3, so that the spread means something")
+    # Real drawings: at least 3 seeds, so that the spread means something. Synthetic shapes sit near
+    # 100% for any recipe (the spread says nothing there), and the learning curve is an estimate.
+    if len(args.seeds) < 3 and args.source != "synthetic" and not args.epochs_curve:
+        parser.error("--seeds: at least 3 on real drawings, so that the spread means something")
     extra: dict = {}
     for override in args.overrides:
         key, _, value = override.partition("=")
