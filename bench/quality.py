@@ -2,7 +2,7 @@
 
     python -m bench.quality DIR [--categories a b ...] [--seeds 0 1 2] [--set key=value ...]
     python -m bench.quality synthetic --synthetic-drawings 4000 [--categories ...]
-    python -m bench.quality DIR --epochs-curve [--curve-epochs 5 10 20 40]
+    python -m bench.quality DIR --epochs-curve [--curve-epochs 5 10 15 25]
 
 DIR is any folder of Google's files (every category in it by default), or
 `synthetic`. For each seed, in a fresh copy of the project, the pipeline runs
@@ -288,7 +288,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as one JSON line too")
     parser.add_argument("--epochs-curve", action="store_true", help="measure accuracy against epochs instead")
-    parser.add_argument("--curve-epochs", nargs="+", type=int, default=[5, 10, 20, 40])
+    parser.add_argument("--curve-epochs", nargs="+", type=int, default=[5, 10, 15, 25])
     args = parser.parse_args()
     # Real drawings: at least 3 seeds, so that the spread means something. Synthetic shapes sit near
     # 100% for any recipe (the spread says nothing there), and the learning curve is an estimate.
