@@ -298,8 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tune-chief",
         metavar="HOST:PORT",
-        help="with tune.workers > 1: where the tuning chief listens (e.g. 0.0.0.0:8470, so that workers on other "
-        "machines join with python -m tasks.tune --join HOST:PORT --tuner-id NAME); default 127.0.0.1, a free port",
+        help="with tune.workers > 1: where the tuning chief listens (e.g. 10.0.0.5:8470, this host on the cluster "
+        "network, so that workers on other machines join with python -m tasks.tune --join HOST:PORT --tuner-id "
+        "NAME); default 127.0.0.1, a free port",
     )
     args = parser.parse_args(argv)
     if args.workers < 1:

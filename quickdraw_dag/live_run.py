@@ -35,6 +35,7 @@ from typing import Any
 from quickdraw_dag.atomic import write_json_atomic
 from quickdraw_dag.config import MlflowParams
 from quickdraw_dag.errors import SafetyLimitCut
+from quickdraw_dag.interrupt import on_forced_exit
 from quickdraw_dag.mlflow_store import configure, flatten, process_tags
 from quickdraw_dag.run_state import (
     FLOW_RUN_ENV,
@@ -192,6 +193,8 @@ def tracked_stage(
             run_name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"orchestrator": "cli", "stage_alone": stage},
         )
+    # A process that must exit at once (a second signal, or stopping took too long) still closes its run.
+    forget = on_forced_exit(lambda: live.end("KILLED"))
     try:  # from here on, however the stage ends (a signal may come at any line), the run is closed
         monitor = _start_system_metrics(live.run_id)
         live.set_tags({"stage": stage})
@@ -210,6 +213,7 @@ def tracked_stage(
             clear_state(root)
         raise
     finally:
+        forget()
         _stop_system_metrics(monitor)
     if closes or session.mode == "alone":
         live.end("FINISHED")

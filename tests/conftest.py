@@ -33,6 +33,21 @@ os.environ.setdefault("QUICKDRAW_DAG_PROGRESS", "0")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test() -> Iterator[None]:
+    """`mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in os.environ; put it back after each test.
+
+    Otherwise one test's store leaks into every later test of the same pytest-xdist worker: the stages
+    their subprocesses start log elsewhere, and a params check reads the variable instead of params.yaml.
+    """
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 @pytest.fixture()
 def record(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Hand a test's figures to docs/RELIABILITY.md (`python -m bench.reliability` sets the log)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def test_servers_bind_to_localhost(record) -> None:
     pipeline = (REPO / "flows/pipeline.py").read_text()
     assert '"host": "127.0.0.1"' in pipeline and '"dashboard_address": "127.0.0.1:0"' in pipeline
     assert "0.0.0.0" not in makefile + pipeline
+    from quickdraw_dag.tune_workers import CHIEF_ENV, chief_bind
+
+    if not os.environ.get(CHIEF_ENV):
+        assert chief_bind() == ("127.0.0.1", 0)  # the tuning chief (tune.workers > 1), unless told otherwise
     record(
         "security",
         check="MLflow UI, Prefect server, Dask scheduler and dashboard, model serving, drawing page on 127.0.0.1",

@@ -113,7 +113,7 @@ def test_a_stage_stopped_by_sigterm_marks_its_mlflow_run_killed(project: Path, r
     _, stderr = stage.communicate(timeout=60)
     assert stage.returncode == 143, stderr[-3000:]
     statuses = run_statuses(database)
-    assert statuses and set(statuses.values()) == {"KILLED"}, statuses
+    assert statuses and set(statuses.values()) == {"KILLED"}, (statuses, stderr[-3000:])
     mlflow.set_tracking_uri(f"sqlite:///{database}")
     for run_id in statuses:
         assert "stopped by SIGTERM" in mlflow.get_run(run_id).data.tags["killed_note"]
