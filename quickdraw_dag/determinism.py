@@ -15,12 +15,15 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 
 # A fixed timestamp for every archive member (the earliest a zip can hold).
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 KERAS_METADATA = "metadata.json"
+KERAS_CONFIG = "config.json"
+SHARED_OBJECT_ID = "shared_object_id"
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -64,7 +67,27 @@ def canonical_archive(source: Path, target: Path) -> None:
                 metadata = json.loads(data)
                 metadata.pop("date_saved", None)
                 data = json.dumps(metadata, sort_keys=True).encode("utf-8")
+            elif info.filename == KERAS_CONFIG:
+                data = json.dumps(renumber_shared_objects(json.loads(data)), sort_keys=True).encode("utf-8")
             member = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
             member.compress_type = info.compress_type
             member.external_attr = info.external_attr
             archive_out.writestr(member, data)
+
+
+def renumber_shared_objects(config: Any) -> Any:
+    """Keras names an object shared between layers (one regularizer, say) by its Python `id()`, which
+    differs from process to process; number them 1, 2, ... in order of appearance instead."""
+    numbers: dict[Any, int] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: numbers.setdefault(value, len(numbers) + 1) if key == SHARED_OBJECT_ID else walk(value)
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(config)
