@@ -319,7 +319,12 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
 
     # The experiment opens on its training runs (the link `make ui` prints), with the Dataset column filled.
     browser.get(f"{mlflow_ui}/#/experiments/{experiment}?workflowType=machine_learning")
-    page = browser.wait_for("const t = document.body.innerText; return t.includes('Run Name') && t", timeout=90)
+    # The header renders before the runs arrive (slowly on a loaded machine): wait for a run and its dataset.
+    page = browser.wait_for(
+        "const t = document.body.innerText; "
+        "return t.includes('Run Name') && t.includes('quickdraw-train') && t.includes('Dataset') && t",
+        timeout=120,
+    )
     assert "Dataset" in page and "quickdraw-train" in page and "Token Usage" not in page
     assert all(name in page for name in names) and "trial-" not in page  # parents only, trials folded
     # The parent with trials unfolds them (the first run tuned; the third only trained and evaluated).
