@@ -34,13 +34,20 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 @pytest.fixture(autouse=True)
-def _tracking_uri_stays_in_its_test() -> Iterator[None]:
-    """`mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in os.environ; put it back after each test.
+def _tracking_uri_stays_in_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with no MLflow store set, and leaves none behind.
 
-    Otherwise one test's store leaks into every later test of the same pytest-xdist worker: the stages
-    their subprocesses start log elsewhere, and a params check reads the variable instead of params.yaml.
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into os.environ, and the flow tests' module
+    fixture sets it for their store: under pytest-xdist, other modules' tests run in that worker meanwhile,
+    and their stages would log elsewhere (a params check would read the variable instead of params.yaml).
     """
     saved = os.environ.get("MLFLOW_TRACKING_URI")
+    if "flow_runs" not in request.fixturenames:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if "mlflow" in sys.modules:
+            import mlflow.tracking._tracking_service.utils as tracking_utils
+
+            tracking_utils._tracking_uri = None
     yield
     if saved is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
