@@ -123,7 +123,7 @@ pull: $(STAMP)
 ## Check out a past MLflow run's code, params, data and model, evaluate it again, compare: make reproduce RUN=<run id>.
 reproduce: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id> [ARGS='--keep']" >&2; exit 2; }
-	$(PY) -m quickdraw_dag.reproduce $(RUN) $(ARGS)
+	$(PY) -m quickdraw_dag.orchestration.reproduce $(RUN) $(ARGS)
 
 ## Reproduce the paint pipeline with DVC (its own project in paint/).
 repro-paint: $(STAMP)
@@ -131,12 +131,12 @@ repro-paint: $(STAMP)
 
 ## The last pipeline runs side by side from MLflow (ARGS='-n 5 --plot curves.png').
 compare: $(STAMP)
-	$(PY) -m quickdraw_dag.compare $(ARGS)
+	$(PY) -m quickdraw_dag.tracking.compare $(ARGS)
 
 ## The MLflow UI on the default local store, on 127.0.0.1 only.
 UI_PORT ?= 5000
 ui: $(STAMP)
-	@$(PY) -m quickdraw_dag.mlflow_store ui-url --port $(UI_PORT) 2>/dev/null || true
+	@$(PY) -m quickdraw_dag.tracking.store ui-url --port $(UI_PORT) 2>/dev/null || true
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 ## Serve the scheduled deployment (cron from params.yaml); set PREFECT_API_URL to use a server.

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quickdraw_dag import synthetic
-from quickdraw_dag.formats import DrawingBatch, iter_drawings
-from quickdraw_dag.hashing import splitmix64
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats import DrawingBatch, iter_drawings
+from quickdraw_dag.data.hashing import splitmix64
 
 SHARED_SIMPLIFIED = Path(os.environ.get("QUICKDRAW_SHARED", "../shared/data/quickdraw")) / "simplified"
 

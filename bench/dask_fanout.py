@@ -23,8 +23,8 @@ from pathlib import Path
 from quickdraw.names import QUICK_DRAWING_NAMES
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
-from quickdraw_dag.fanout import Mapper, dask_map, serial_map
+from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SplitParams
+from quickdraw_dag.runtime.fanout import Mapper, dask_map, serial_map
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess
 from tasks.split import split

@@ -58,8 +58,8 @@ def measure(
 
     from bench.throughput import StepClock, write_split
     from quickdraw_dag.artifacts import Scaling
-    from quickdraw_dag.model import build_cnn
-    from quickdraw_dag.stream import MemmapBatches, open_split
+    from quickdraw_dag.data.stream import MemmapBatches, open_split
+    from quickdraw_dag.training.model import build_cnn
 
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -18,7 +18,7 @@ from pathlib import Path
 from quickdraw import QuickDrawDataGroup
 
 from bench.corpus import seed_drawings, tiled
-from quickdraw_dag.formats.binary import iter_binary, write_binary
+from quickdraw_dag.data.formats.binary import iter_binary, write_binary
 
 
 def best_of(repeats: int, work) -> tuple[float, int]:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from quickdraw_dag.artifacts import PaintCatalog
-from quickdraw_dag.config import PaintParams
+from quickdraw_dag.config.paint import PaintParams
 from tasks.paint import paint
 
 

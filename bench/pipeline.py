@@ -78,7 +78,7 @@ def prefect_overhead(tasks: int = 100) -> dict:
 
 
 def measure(categories: int = 10, drawings: int = 4_000, overrides: list[str] | None = None) -> dict:
-    from quickdraw_dag.config import SYNTHETIC_CATEGORIES
+    from quickdraw_dag.config.schema import SYNTHETIC_CATEGORIES
 
     shapes = list(SYNTHETIC_CATEGORIES)[:categories]
     settings = [

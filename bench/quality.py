@@ -53,7 +53,7 @@ def categories_in(directory: Path) -> list[str]:
     """Official category names that have a file in `directory` or its format folders."""
     from quickdraw.names import QUICK_DRAWING_NAMES
 
-    from quickdraw_dag.formats import find_local_file
+    from quickdraw_dag.data.formats import find_local_file
 
     return [name for name in QUICK_DRAWING_NAMES if find_local_file(directory, name) is not None]
 
@@ -111,9 +111,9 @@ def run_recipe(catalog: Catalog, seed: int, max_epochs: int, patience: int) -> d
     import numpy as np
 
     from quickdraw_dag.artifacts import read_categories, read_scaling
-    from quickdraw_dag.determinism import seed_everything
-    from quickdraw_dag.model import build_cnn, load_model
-    from quickdraw_dag.stream import MemmapBatches, open_split
+    from quickdraw_dag.data.stream import MemmapBatches, open_split
+    from quickdraw_dag.training.determinism import seed_everything
+    from quickdraw_dag.training.model import build_cnn, load_model
     from tasks.evaluate import classification_metrics
 
     started = time.perf_counter()
@@ -164,7 +164,7 @@ def epochs_curve(
     source: str, categories: list[str], seeds: list[int], epochs_list: list[int]
 ) -> dict[int, list[float]]:
     """Test accuracy after N epochs (cosine over N, no step budget) of the default recipe, per seed."""
-    from quickdraw_dag.config import EvaluateParams, TrainParams
+    from quickdraw_dag.config.schema import EvaluateParams, TrainParams
     from tasks.evaluate import evaluate
     from tasks.train import train
 
@@ -303,7 +303,7 @@ def main() -> None:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     if args.source == "synthetic":
-        from quickdraw_dag.config import SYNTHETIC_CATEGORIES
+        from quickdraw_dag.config.schema import SYNTHETIC_CATEGORIES
 
         source, categories, drawings = (
             "synthetic",

@@ -3,7 +3,7 @@
     python -m bench.raster [--drawings 20000] [--image-size 28]
 
 Theirs: `QuickDrawing.image` (a 255×255 PIL drawing), then grayscale, then a
-resize to the same size. Ours: `quickdraw_dag.raster.rasterize` on the parsed
+resize to the same size. Ours: `quickdraw_dag.data.raster.rasterize` on the parsed
 batch. Both start from drawings already in memory; both rates and the ratio
 are printed. It also prints how far our fast renderer is from a slow,
 supersampled reference of the same numpy_bitmap convention.
@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 from quickdraw.data import QuickDrawing
 
 from bench.corpus import seed_drawings, tiled
-from quickdraw_dag.formats import DrawingBatch
-from quickdraw_dag.raster import BOX, DEFAULT_LINE_WIDTH, PADDING, rasterize
+from quickdraw_dag.data.formats import DrawingBatch
+from quickdraw_dag.data.raster import BOX, DEFAULT_LINE_WIDTH, PADDING, rasterize
 
 
 def quickdraw_objects(batch: DrawingBatch) -> list[QuickDrawing]:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from bench.corpus import seed_drawings
 from bench.raster import quickdraw_objects, quickdraw_path, reference
-from quickdraw_dag.raster import rasterize
+from quickdraw_dag.data.raster import rasterize
 
 OUTPUT = Path("docs/rendering.png")
 

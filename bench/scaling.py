@@ -22,15 +22,15 @@ from quickdraw.names import QUICK_DRAWING_NAMES
 
 from bench.corpus import seed_drawings
 from bench.streaming import binary_file
-from quickdraw_dag.config import DataParams, PreprocessParams, SplitParams
-from quickdraw_dag.fanout import serial_map
+from quickdraw_dag.config.schema import DataParams, PreprocessParams, SplitParams
+from quickdraw_dag.runtime.fanout import serial_map
 
 
 def prepare_seconds(root: Path, categories: int, drawings: int, image_size: int = 28) -> float:
     import time
 
     from quickdraw_dag.artifacts import Catalog
-    from quickdraw_dag.config import FetchParams
+    from quickdraw_dag.config.schema import FetchParams
     from tasks.fetch import fetch
     from tasks.preprocess import preprocess
     from tasks.split import split
@@ -98,7 +98,7 @@ def bytes_per_drawing() -> dict[str, float]:
     import numpy as np
 
     from bench.corpus import SHARED_SIMPLIFIED, seed_drawings
-    from quickdraw_dag.formats.bitmap import BITMAP_PIXELS
+    from quickdraw_dag.data.formats.bitmap import BITMAP_PIXELS
 
     files = sorted(SHARED_SIMPLIFIED.glob("*.ndjson"))
     ndjson_bytes = sum(f.stat().st_size for f in files)
@@ -132,7 +132,7 @@ def memory_per_drawing(classes: int = FULL_CATEGORIES, count: int = 100_000) -> 
     """Bytes per drawing of what grows with drawings, measured at `count` drawings (peak NumPy allocations)."""
     import numpy as np
 
-    from quickdraw_dag.stream import MemmapBatches
+    from quickdraw_dag.data.stream import MemmapBatches
     from tasks.evaluate import classification_metrics
     from tasks.split import select
 
@@ -183,7 +183,7 @@ def hyperband_plan(max_epochs: int, factor: int, iterations: int = 1) -> tuple[i
 def plan() -> None:
     """The whole dataset on paper: every figure below is measured in this run or computed from one that is."""
     from bench.throughput import measure as throughput
-    from quickdraw_dag.config import TuneParams
+    from quickdraw_dag.config.schema import TuneParams
 
     fractions = SplitParams().fractions.as_dict()
     sizes = bytes_per_drawing()

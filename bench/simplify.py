@@ -55,7 +55,7 @@ def zigzag(points: int) -> np.ndarray:
 
 
 def main() -> None:
-    from quickdraw_dag.formats.simplify import resample_and_simplify
+    from quickdraw_dag.data.formats.simplify import resample_and_simplify
 
     resample_and_simplify(zigzag(10))  # compiled code loaded before timing
     print("| raw points | samples | plain: distances | plain: CPU s | ours: distances | ours: CPU s | CPU ratio |")

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.corpus import seed_drawings, tiled
-from quickdraw_dag.formats import DrawingBatch
-from quickdraw_dag.formats.binary import write_binary
-from quickdraw_dag.hashing import splitmix64
-from quickdraw_dag.raster import rasterize
+from quickdraw_dag.data.formats import DrawingBatch
+from quickdraw_dag.data.formats.binary import write_binary
+from quickdraw_dag.data.hashing import splitmix64
+from quickdraw_dag.data.raster import rasterize
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 100_000

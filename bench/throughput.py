@@ -22,10 +22,10 @@ import numpy as np
 
 from bench.corpus import seed_drawings, tiled
 from quickdraw_dag.artifacts import Catalog, Scaling, write_label_names
-from quickdraw_dag.config import PreprocessParams
-from quickdraw_dag.model import build_cnn
-from quickdraw_dag.raster import rasterize
-from quickdraw_dag.stream import MemmapBatches, open_split
+from quickdraw_dag.config.schema import PreprocessParams
+from quickdraw_dag.data.raster import rasterize
+from quickdraw_dag.data.stream import MemmapBatches, open_split
+from quickdraw_dag.training.model import build_cnn
 
 
 class StepClock(keras.callbacks.Callback):

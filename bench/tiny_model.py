@@ -28,7 +28,7 @@ def train_registered_model(
     per_class: int | None = None,
 ) -> str:
     """Train on the sample's bitmaps, register as champion in `root/mlflow.db`; returns the tracking URI."""
-    from quickdraw_dag.config import (
+    from quickdraw_dag.config.schema import (
         DataParams,
         EvaluateParams,
         FetchParams,
@@ -39,9 +39,9 @@ def train_registered_model(
         TrainParams,
         TuneParams,
     )
-    from quickdraw_dag.fanout import serial_map
-    from quickdraw_dag.live_run import LiveRun
-    from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
+    from quickdraw_dag.runtime.fanout import serial_map
+    from quickdraw_dag.tracking.live_run import LiveRun
+    from quickdraw_dag.tracking.record import PipelineRun, log_pipeline_run
     from tasks.evaluate import evaluate
     from tasks.fetch import fetch
     from tasks.preprocess import preprocess

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from quickdraw_dag.artifacts import Catalog, Scaling, read_categories
-from quickdraw_dag.model import build_cnn
-from quickdraw_dag.stream import MemmapBatches, open_split
+from quickdraw_dag.data.stream import MemmapBatches, open_split
+from quickdraw_dag.training.model import build_cnn
 
 
 def main() -> None:

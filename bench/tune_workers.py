@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from quickdraw_dag.artifacts import Catalog, read_tuning_report
-from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SearchSpace, SplitParams, TuneParams
-from quickdraw_dag.fanout import serial_map
+from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SearchSpace, SplitParams, TuneParams
+from quickdraw_dag.runtime.fanout import serial_map
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess
 from tasks.split import split

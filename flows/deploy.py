@@ -21,12 +21,13 @@ from prefect import flow
 from prefect.schedules import Cron
 
 from flows.pipeline import pipeline
-from quickdraw_dag.cli import configure_logging, require_dvc_params_file
-from quickdraw_dag.config import DEFAULT_PARAMS_PATH, Params, load_params
-from quickdraw_dag.dvc_state import repository_lock
+from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, Params
 from quickdraw_dag.errors import QuickDrawDagError
-from quickdraw_dag.lock import workspace_lock
-from quickdraw_dag.orchestration import take_over_from_abandoned_runs
+from quickdraw_dag.orchestration.dvc_state import repository_lock
+from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
+from quickdraw_dag.runtime.cli import configure_logging, require_dvc_params_file
+from quickdraw_dag.runtime.lock import workspace_lock
 
 DEPLOYMENT_NAME = "quickdraw-scheduled"
 

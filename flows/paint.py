@@ -26,15 +26,27 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from quickdraw_dag.artifacts import PAINT_PIPELINE
-from quickdraw_dag.cli import build_parser, configure_logging, report_disk_full, report_stop, require_dvc_params_file
-from quickdraw_dag.config import PaintPipelineParams, load_params
-from quickdraw_dag.diskspace import is_disk_full
-from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
+from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.config.paint import PaintPipelineParams
 from quickdraw_dag.errors import QuickDrawDagError
-from quickdraw_dag.interrupt import Interrupted, stop_on_signals
-from quickdraw_dag.lock import workspace_lock
-from quickdraw_dag.orchestration import take_over_from_abandoned_runs
-from quickdraw_dag.prefect_server import temporary_server
+from quickdraw_dag.orchestration.dvc_state import (
+    commit_stage,
+    persist_overrides,
+    repository_lock,
+    stage_is_current,
+)
+from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
+from quickdraw_dag.orchestration.prefect_server import temporary_server
+from quickdraw_dag.runtime.cli import (
+    build_parser,
+    configure_logging,
+    report_disk_full,
+    report_stop,
+    require_dvc_params_file,
+)
+from quickdraw_dag.runtime.diskspace import is_disk_full
+from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
+from quickdraw_dag.runtime.lock import workspace_lock
 
 # The paint pipeline's folder in this checkout (flows/ sits at the project root).
 PAINT_ROOT = Path(__file__).resolve().parents[1] / PAINT_PIPELINE

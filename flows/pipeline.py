@@ -6,10 +6,10 @@ its params or deps changed, and is then recorded with `dvc commit`. So a
 second run with nothing changed skips every stage, and after any flow run
 `dvc status` is clean and `dvc repro` is a no-op. The evaluate stage logs the
 run to MLflow (with this flow run's id); the flow then publishes the results
-as Prefect artifacts (`quickdraw_dag.run_summary`) and, when the project has a
+as Prefect artifacts (`quickdraw_dag.orchestration.run_summary`) and, when the project has a
 default DVC remote and `versioning.push` is on, pushes the outputs there
-(`quickdraw_dag.versioning`). On start it marks CRASHED its earlier runs whose
-process was killed (`quickdraw_dag.orchestration`).
+(`quickdraw_dag.orchestration.versioning`). On start it marks CRASHED its earlier runs whose
+process was killed (`quickdraw_dag.orchestration.prefect_runs`).
 
     python -m flows.pipeline [--set key.path=value ...] [--until STAGE]
                              [--task-runner threads|processes|dask]
@@ -50,21 +50,33 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 import tasks.fetch
 import tasks.preprocess
 import tasks.split
-from quickdraw_dag import run_summary
-from quickdraw_dag.cli import build_parser, configure_logging, report_disk_full, report_stop, require_dvc_params_file
-from quickdraw_dag.config import Params, load_params
-from quickdraw_dag.diskspace import is_disk_full
-from quickdraw_dag.download import ensure_resolvable
-from quickdraw_dag.dvc_state import commit_stage, persist_overrides, repository_lock, stage_is_current
+from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.config.schema import Params
+from quickdraw_dag.data.download import ensure_resolvable
 from quickdraw_dag.errors import FetchError, OfflineError, PushError, QuickDrawDagError, SafetyLimitCut
-from quickdraw_dag.fanout import Mapper
-from quickdraw_dag.interrupt import Interrupted, stop_on_signals
-from quickdraw_dag.live_run import FlowRun, ending_status
-from quickdraw_dag.lock import workspace_lock
-from quickdraw_dag.orchestration import take_over_from_abandoned_runs
-from quickdraw_dag.prefect_server import temporary_server
-from quickdraw_dag.tune_workers import CHIEF_ENV, parse_address, supervise_worker
-from quickdraw_dag.versioning import describe_push, push_outputs
+from quickdraw_dag.orchestration import run_summary
+from quickdraw_dag.orchestration.dvc_state import (
+    commit_stage,
+    persist_overrides,
+    repository_lock,
+    stage_is_current,
+)
+from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
+from quickdraw_dag.orchestration.prefect_server import temporary_server
+from quickdraw_dag.orchestration.versioning import describe_push, push_outputs
+from quickdraw_dag.runtime.cli import (
+    build_parser,
+    configure_logging,
+    report_disk_full,
+    report_stop,
+    require_dvc_params_file,
+)
+from quickdraw_dag.runtime.diskspace import is_disk_full
+from quickdraw_dag.runtime.fanout import Mapper
+from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
+from quickdraw_dag.runtime.lock import workspace_lock
+from quickdraw_dag.tracking.live_run import FlowRun, ending_status
+from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -229,8 +241,8 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
 def flow_mlflow_run(params: Params) -> FlowRun:
     """This flow run's MLflow run (opened lazily, with every params section of the pipeline and its ids)."""
     from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-    from quickdraw_dag.lineage import git_state, not_code, orchestrator_ids
-    from quickdraw_dag.tracking import PipelineRun, run_name
+    from quickdraw_dag.tracking.lineage import git_state, not_code, orchestrator_ids
+    from quickdraw_dag.tracking.record import PipelineRun, run_name
 
     flow_run_id, deployment = orchestrator_ids()
     sections = PipelineRun(

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from quickdraw_dag.atomic import write_bytes_atomic, write_json_atomic
 from quickdraw_dag.errors import DataError
+from quickdraw_dag.runtime.atomic import write_bytes_atomic, write_json_atomic
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 Split = Literal["train", "val", "test"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quickdraw_dag.config import PaintParams
+from quickdraw_dag.config.paint import PaintParams
 from quickdraw_dag.errors import ConfigError, DataError, clip
 
 SAMPLE_PREFIX = "matplotlib:"

@@ -18,7 +18,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from quickdraw_dag import plots
 from quickdraw_dag.artifacts import (
     PER_CLASS_COLUMNS,
     Catalog,
@@ -29,13 +28,14 @@ from quickdraw_dag.artifacts import (
     write_csv,
     write_metrics,
 )
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import EvaluateParams, Params
+from quickdraw_dag.config.schema import EvaluateParams, Params
+from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.lineage import orchestrator_ids
-from quickdraw_dag.live_run import tracked_stage
-from quickdraw_dag.model import load_model
-from quickdraw_dag.stream import MemmapBatches, open_split
+from quickdraw_dag.runtime.cli import run_entry_point
+from quickdraw_dag.tracking.lineage import orchestrator_ids
+from quickdraw_dag.tracking.live_run import tracked_stage
+from quickdraw_dag.training import plots
+from quickdraw_dag.training.model import load_model
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def run(params: Params) -> dict[str, Any]:
     with tracked_stage("evaluate", params.mlflow, closes=True) as live:
         metrics: dict[str, Any] = {**evaluate(params.evaluate, catalog), "per_class": read_per_class(catalog)}
         if live is not None:
-            from quickdraw_dag.tracking import PipelineRun, log_pipeline_run
+            from quickdraw_dag.tracking.record import PipelineRun, log_pipeline_run
 
             flow_run_id, deployment_name = orchestrator_ids()
             # Every section this run's MLflow record holds, named here so dvc.yaml can list them.

@@ -26,16 +26,11 @@ from pathlib import Path
 
 from quickdraw.names import QUICK_DRAWING_FILES
 
-from quickdraw_dag import synthetic
 from quickdraw_dag.artifacts import Catalog, Manifest, ManifestEntry, read_manifest, write_manifest
-from quickdraw_dag.atomic import atomic_path
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import DataParams, FetchParams, Params
-from quickdraw_dag.diskspace import ensure_free
-from quickdraw_dag.download import RetryPolicy, download, ensure_resolvable
-from quickdraw_dag.errors import ConfigError, DataError
-from quickdraw_dag.fanout import Mapper, serial_map
-from quickdraw_dag.formats import (
+from quickdraw_dag.config.schema import DataParams, FetchParams, Params
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.download import RetryPolicy, download, ensure_resolvable
+from quickdraw_dag.data.formats import (
     FORMAT_FOLDERS,
     FORMAT_PREFERENCE,
     Format,
@@ -43,11 +38,16 @@ from quickdraw_dag.formats import (
     raw_file_name,
     validate_file,
 )
-from quickdraw_dag.formats.binary import write_binary
-from quickdraw_dag.hashing import file_digest
-from quickdraw_dag.memory import bound_heap_growth
-from quickdraw_dag.redact import redact
-from quickdraw_dag.run_state import data_stage
+from quickdraw_dag.data.formats.binary import write_binary
+from quickdraw_dag.data.hashing import file_digest
+from quickdraw_dag.errors import ConfigError, DataError
+from quickdraw_dag.runtime.atomic import atomic_path
+from quickdraw_dag.runtime.cli import run_entry_point
+from quickdraw_dag.runtime.diskspace import ensure_free
+from quickdraw_dag.runtime.fanout import Mapper, serial_map
+from quickdraw_dag.runtime.memory import bound_heap_growth
+from quickdraw_dag.runtime.redact import redact
+from quickdraw_dag.tracking.session import data_stage
 
 log = logging.getLogger(__name__)
 
@@ -243,5 +243,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.memory)
+    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.runtime.memory)
     sys.exit(main())

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from quickdraw_dag.artifacts import PaintCatalog, csv_bytes
-from quickdraw_dag.atomic import atomic_directory, write_json_atomic
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import MlflowParams, PaintParams, PaintPipelineParams
+from quickdraw_dag.config.paint import PaintParams, PaintPipelineParams
+from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.painting import (
     CLASS_NAMES,
     build_mlp,
@@ -41,7 +40,9 @@ from quickdraw_dag.painting import (
     predicted_classes,
     psnr,
 )
-from quickdraw_dag.progress import progress_bar
+from quickdraw_dag.runtime.atomic import atomic_directory, write_json_atomic
+from quickdraw_dag.runtime.cli import run_entry_point
+from quickdraw_dag.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SNAPSHOTS = 10  # paintings kept during training, for MLflow's image comparison
@@ -160,7 +161,7 @@ def write_outputs(
     """The paint folder, built aside and swapped in whole, then the metrics."""
     from PIL import Image
 
-    from quickdraw_dag.plots import paint_comparison, paint_loss_curve
+    from quickdraw_dag.training.plots import paint_comparison, paint_loss_curve
 
     with atomic_directory(catalog.paint_dir, owns=catalog.owns("paint_dir")) as out:
         Image.fromarray(painting).save(out / "painting.png", format="PNG")
@@ -175,8 +176,8 @@ def track(params: PaintParams, mlflow_params: MlflowParams, catalog: PaintCatalo
     """One MLflow run in the paint experiment: params, loss per epoch, metrics, the painting."""
     import mlflow
 
-    from quickdraw_dag.lineage import git_state, orchestrator_ids
-    from quickdraw_dag.mlflow_store import configure, flatten, process_tags
+    from quickdraw_dag.tracking.lineage import git_state, orchestrator_ids
+    from quickdraw_dag.tracking.store import configure, flatten, process_tags
 
     configure(mlflow_params)
     flow_run_id, deployment = orchestrator_ids()

@@ -1,7 +1,7 @@
 """preprocess: rasterize each split into memory-mappable uint8 arrays, and scale.
 
 Stroke shards are rasterized anti-aliased at `preprocess.image_size` with
-`preprocess.line_width`, numpy_bitmap style (`quickdraw_dag.raster`);
+`preprocess.line_width`, numpy_bitmap style (`quickdraw_dag.data.raster`);
 numpy_bitmap shards pass through, resized only when the size differs.
 Each split's images (uint8 N×H×W) and labels are allocated at their final
 size first (rows in `data.categories` order, counts from the split summary);
@@ -23,17 +23,17 @@ from typing import Any
 import numpy as np
 
 from quickdraw_dag.artifacts import SPLITS, Catalog, read_split_summary, write_label_names
-from quickdraw_dag.atomic import atomic_directory, write_json_atomic
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import DataParams, Params, PreprocessParams
-from quickdraw_dag.diskspace import ensure_free, reserve
+from quickdraw_dag.config.schema import DataParams, Params, PreprocessParams
+from quickdraw_dag.data.formats.binary import iter_binary
+from quickdraw_dag.data.formats.bitmap import BITMAP_SIDE
+from quickdraw_dag.data.raster import rasterize, resize_bitmaps
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.fanout import Mapper, default_workers, process_map
-from quickdraw_dag.formats.binary import iter_binary
-from quickdraw_dag.formats.bitmap import BITMAP_SIDE
-from quickdraw_dag.memory import bound_heap_growth
-from quickdraw_dag.raster import rasterize, resize_bitmaps
-from quickdraw_dag.run_state import data_stage
+from quickdraw_dag.runtime.atomic import atomic_directory, write_json_atomic
+from quickdraw_dag.runtime.cli import run_entry_point
+from quickdraw_dag.runtime.diskspace import ensure_free, reserve
+from quickdraw_dag.runtime.fanout import Mapper, default_workers, process_map
+from quickdraw_dag.runtime.memory import bound_heap_growth
+from quickdraw_dag.tracking.session import data_stage
 
 log = logging.getLogger(__name__)
 COPY_ROWS = 16384
@@ -218,5 +218,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.memory)
+    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.runtime.memory)
     sys.exit(main())

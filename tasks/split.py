@@ -33,18 +33,18 @@ import numba
 import numpy as np
 
 from quickdraw_dag.artifacts import SPLITS, Catalog, ClassSplit, SplitSummary, read_manifest, write_split_summary
-from quickdraw_dag.atomic import atomic_directory
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import DataParams, Params, SplitParams
-from quickdraw_dag.diskspace import ensure_free, reserve
+from quickdraw_dag.config.schema import DataParams, Params, SplitParams
+from quickdraw_dag.data.formats import iter_drawings, open_bitmaps
+from quickdraw_dag.data.formats.binary import write_binary
+from quickdraw_dag.data.formats.bitmap import BITMAP_PIXELS, derived_key_ids
+from quickdraw_dag.data.hashing import unit_interval
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.fanout import Mapper, serial_map
-from quickdraw_dag.formats import iter_drawings, open_bitmaps
-from quickdraw_dag.formats.binary import write_binary
-from quickdraw_dag.formats.bitmap import BITMAP_PIXELS, derived_key_ids
-from quickdraw_dag.hashing import unit_interval
-from quickdraw_dag.memory import bound_heap_growth
-from quickdraw_dag.run_state import data_stage
+from quickdraw_dag.runtime.atomic import atomic_directory
+from quickdraw_dag.runtime.cli import run_entry_point
+from quickdraw_dag.runtime.diskspace import ensure_free, reserve
+from quickdraw_dag.runtime.fanout import Mapper, serial_map
+from quickdraw_dag.runtime.memory import bound_heap_growth
+from quickdraw_dag.tracking.session import data_stage
 
 log = logging.getLogger(__name__)
 BITMAP_ROWS_PER_COPY = 16384
@@ -244,5 +244,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.memory)
+    bound_heap_growth()  # this process only: flat memory however big the files (quickdraw_dag.runtime.memory)
     sys.exit(main())

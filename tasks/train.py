@@ -43,17 +43,13 @@ from quickdraw_dag.artifacts import (
     write_csv,
     write_history,
 )
-from quickdraw_dag.atomic import atomic_path
-from quickdraw_dag.checkpoints import recover_training
-from quickdraw_dag.cli import run_entry_point
-from quickdraw_dag.config import Params, SearchSpace, TrainParams
-from quickdraw_dag.determinism import save_model, seed_everything
-from quickdraw_dag.devices import check_batch, place, training_on
+from quickdraw_dag.config.schema import Params, SearchSpace, TrainParams
+from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.errors import SafetyLimitCut
-from quickdraw_dag.live_run import LiveRun, tracked_stage
-from quickdraw_dag.model import build_cnn, load_model
-from quickdraw_dag.stream import MemmapBatches, open_split
-from quickdraw_dag.training import (
+from quickdraw_dag.runtime.atomic import atomic_path
+from quickdraw_dag.runtime.cli import run_entry_point
+from quickdraw_dag.tracking.live_run import LiveRun, tracked_stage
+from quickdraw_dag.training.callbacks import (
     EpochHook,
     LiveEpochMetrics,
     TrainingCallbacks,
@@ -65,6 +61,10 @@ from quickdraw_dag.training import (
     resume_epoch,
     training_callbacks,
 )
+from quickdraw_dag.training.checkpoints import recover_training
+from quickdraw_dag.training.determinism import save_model, seed_everything
+from quickdraw_dag.training.devices import check_batch, place, training_on
+from quickdraw_dag.training.model import build_cnn, load_model
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
     val_x, val_y = open_split(catalog, "val")
     candidate = best_candidate(read_tuning_result(catalog))
     hyperparameters = SearchSpace.normalize(candidate["hyperparameters"])
-    # The global batch (train.batch_size) is split between the devices; see quickdraw_dag.devices.
+    # The global batch (train.batch_size) is split between the devices; see quickdraw_dag.training.devices.
     multiple = placement.batch_multiple
     train_data = MemmapBatches(
         train_x, train_y, batch_size=params.batch_size, shuffle=True, seed=params.seed, multiple_of=multiple

@@ -13,7 +13,7 @@ it stops the search, the result is written, marked as cut, and the stage exits
 with code 3 so that DVC does not record it as a reproduction.
 
 With `tune.workers: N` above 1 the search runs in KerasTuner's distributed
-mode (`quickdraw_dag.tune_workers`): this stage is the chief, serving the
+mode (`quickdraw_dag.training.tune_workers`): this stage is the chief, serving the
 oracle over gRPC, and N worker processes, started through the caller's mapper
 (the flow's task runner, or threads), train trials side by side. Each trial
 is still seeded by its id, so a trial with given values and parent trains the
@@ -57,20 +57,21 @@ from quickdraw_dag.artifacts import (
     write_tuning_report,
     write_tuning_result,
 )
-from quickdraw_dag.atomic import write_json_atomic
-from quickdraw_dag.checkpoints import recover_search
-from quickdraw_dag.cli import build_parser, configure_logging, run_entry_point
-from quickdraw_dag.config import MlflowParams, Params, SearchSpace, TuneParams, load_params
-from quickdraw_dag.determinism import seed_everything
+from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.config.schema import MlflowParams, Params, SearchSpace, TuneParams
+from quickdraw_dag.data.stream import MemmapBatches, open_split, stratified_subset
 from quickdraw_dag.errors import ConfigError, QuickDrawDagError, SafetyLimitCut
-from quickdraw_dag.fanout import Mapper, thread_map
-from quickdraw_dag.live_run import LiveRun, ending_status, tracked_stage
-from quickdraw_dag.mlflow_store import configure
-from quickdraw_dag.model import build_cnn
-from quickdraw_dag.run_state import FLOW_RUN_ENV
-from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
-from quickdraw_dag.training import ChanceStop, EpochHook, SafetyLimit, TrialTracker, fingerprint
-from quickdraw_dag.tune_workers import (
+from quickdraw_dag.runtime.atomic import write_json_atomic
+from quickdraw_dag.runtime.cli import build_parser, configure_logging, run_entry_point
+from quickdraw_dag.runtime.fanout import Mapper, thread_map
+from quickdraw_dag.tracking.live_run import LiveRun, ending_status, tracked_stage
+from quickdraw_dag.tracking.session import FLOW_RUN_ENV
+from quickdraw_dag.tracking.store import configure
+from quickdraw_dag.training.callbacks import ChanceStop, EpochHook, SafetyLimit, TrialTracker, fingerprint
+from quickdraw_dag.training.checkpoints import recover_search
+from quickdraw_dag.training.determinism import seed_everything
+from quickdraw_dag.training.model import build_cnn
+from quickdraw_dag.training.tune_workers import (
     ChiefServer,
     WorkerReport,
     WorkerSpec,

@@ -132,8 +132,8 @@ def build_processed(
     seed: int = 0,
 ) -> Catalog:
     """Synthetic drawings through fetch → split → preprocess; returns the catalog (`catalog_of(root)` for a path)."""
-    from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
-    from quickdraw_dag.fanout import serial_map
+    from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SplitParams
+    from quickdraw_dag.runtime.fanout import serial_map
     from tasks.fetch import fetch
     from tasks.preprocess import preprocess
     from tasks.split import split

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from quickdraw_dag.formats.batch import DrawingBatch
-from quickdraw_dag.raster import rasterize
+from quickdraw_dag.data.formats.batch import DrawingBatch
+from quickdraw_dag.data.raster import rasterize
 from quickdraw_dag.serving.images import normalize_image
 from quickdraw_dag.serving.strokes import Strokes, rasterize_strokes
 
@@ -68,7 +68,7 @@ class Classifier:
 
     @classmethod
     def load(cls, keras_path: str | Path, card_path: str | Path) -> Classifier:
-        from quickdraw_dag.model import load_model
+        from quickdraw_dag.training.model import load_model
 
         classifier = cls(load_model(str(keras_path)), ModelCard.read(Path(card_path)))
         classifier.warm_up()

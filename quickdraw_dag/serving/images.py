@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from quickdraw_dag.data.formats.bitmap import BITMAP_PIXELS, BITMAP_SIDE
+from quickdraw_dag.data.raster import BOX, PADDING, resize_bitmaps
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats.bitmap import BITMAP_PIXELS, BITMAP_SIDE
-from quickdraw_dag.raster import BOX, PADDING, resize_bitmaps
 
 INK_LEVEL = 48  # grey levels above the background that count as ink when cropping a photo or scan
 

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from quickdraw_dag.errors import DataError, QuickDrawDagError
-from quickdraw_dag.progress import progress_bar
+from quickdraw_dag.runtime.progress import progress_bar
 from quickdraw_dag.serving.classifier import TOP_K, Classifier
 from quickdraw_dag.serving.images import ImageError
 from quickdraw_dag.serving.readers import Chunk, check_input, iter_chunks

@@ -185,7 +185,7 @@ def log_pyfunc_model(catalog: Catalog, artifact_path: str = "model") -> Any:
     `mlflow.pyfunc.log_model` makes it an MLflow 3 logged model, linked to the run in the UI's
     model view, where the run's test metrics are shown against it.
     """
-    from quickdraw_dag.stream import open_split
+    from quickdraw_dag.data.stream import open_split
 
     labels = read_label_names(catalog)
     metrics = read_metrics(catalog) if catalog.metrics.exists() else {}

@@ -1,7 +1,7 @@
 """The input files `predict` takes, streamed in chunks of drawings.
 
 - Google's `.ndjson` (simplified or raw, sniffed) and `.bin`: the pipeline's
-  own readers (`quickdraw_dag.formats`), so raw drawings are simplified and
+  own readers (`quickdraw_dag.data.formats`), so raw drawings are simplified and
   every record validated exactly as the fetch stage does it;
 - numpy_bitmap `.npy`: header-checked and memory-mapped, 28×28 rows;
 - `.json`: strokes, as one drawing (`[[xs, ys], ...]`), a list of drawings,
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from quickdraw_dag.data.formats.batch import DrawingBatch
+from quickdraw_dag.data.formats.binary import iter_binary
+from quickdraw_dag.data.formats.bitmap import BITMAP_SIDE, open_bitmaps
+from quickdraw_dag.data.formats.ndjson import iter_ndjson, sniff_ndjson_kind
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats.batch import DrawingBatch
-from quickdraw_dag.formats.binary import iter_binary
-from quickdraw_dag.formats.bitmap import BITMAP_SIDE, open_bitmaps
-from quickdraw_dag.formats.ndjson import iter_ndjson, sniff_ndjson_kind
 from quickdraw_dag.serving.images import read_image_file
 from quickdraw_dag.serving.strokes import StrokeError, StrokeFormat, parse_drawing
 

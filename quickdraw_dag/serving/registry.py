@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quickdraw_dag.config import MlflowParams
+from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.errors import ConfigError
-from quickdraw_dag.mlflow_store import tracking_uri
-from quickdraw_dag.redact import redact
+from quickdraw_dag.runtime.redact import redact
 from quickdraw_dag.serving.classifier import Classifier
-from quickdraw_dag.tracking import CHAMPION, REGISTERED_MODEL
+from quickdraw_dag.tracking.record import CHAMPION, REGISTERED_MODEL
+from quickdraw_dag.tracking.store import tracking_uri
 
 DEFAULT_MODEL_URI = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
 HOW_TO_GET_ONE = "run `make demo` (or `make run`) to train and register one, or name another with --model URI_OR_PATH"

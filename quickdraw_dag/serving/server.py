@@ -33,10 +33,10 @@ from typing import Any
 import orjson
 from mlflow.exceptions import MlflowException
 
-from quickdraw_dag.atomic import write_bytes_atomic
-from quickdraw_dag.cli import configure_logging
-from quickdraw_dag.config import OFFICIAL_CATEGORIES
+from quickdraw_dag.config.schema import OFFICIAL_CATEGORIES
 from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.runtime.atomic import write_bytes_atomic
+from quickdraw_dag.runtime.cli import configure_logging
 from quickdraw_dag.serving.classifier import TOP_K
 from quickdraw_dag.serving.pyfunc import classify_rows
 from quickdraw_dag.serving.registry import DEFAULT_MODEL_URI, ServedModel, load_served_model

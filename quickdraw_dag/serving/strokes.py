@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from quickdraw_dag.formats.batch import DrawingBatch
-from quickdraw_dag.formats.simplify import simplify_drawing
-from quickdraw_dag.raster import rasterize
+from quickdraw_dag.data.formats.batch import DrawingBatch
+from quickdraw_dag.data.formats.simplify import simplify_drawing
+from quickdraw_dag.data.raster import rasterize
 
 StrokeFormat = Literal["auto", "raw", "simplified"]
 STROKE_FORMATS: tuple[str, ...] = ("auto", "raw", "simplified")

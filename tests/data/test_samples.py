@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quickdraw_dag.config import DataParams, FetchParams
-from quickdraw_dag.formats import find_local_file, open_bitmaps
+from quickdraw_dag.config.schema import DataParams, FetchParams
+from quickdraw_dag.data.formats import find_local_file, open_bitmaps
 from tasks.fetch import fetch
 from tests.conftest import SAMPLE_CATEGORIES, catalog_of
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quickdraw_dag.formats import DrawingBatch, iter_drawings
-from quickdraw_dag.formats.simplify import ramer_douglas_peucker, resample, simplify_drawing
+from quickdraw_dag.data.formats import DrawingBatch, iter_drawings
+from quickdraw_dag.data.formats.simplify import ramer_douglas_peucker, resample, simplify_drawing
 
 REQUIRED_EXACT_SHARE = 0.95
 
@@ -55,7 +55,7 @@ def test_single_point_and_degenerate_drawings() -> None:
 
 def test_the_fast_simplification_equals_the_plain_one_on_every_real_raw_drawing(shared_raw: Path) -> None:
     from bench.simplify import quadratic_reference
-    from quickdraw_dag.formats.simplify import resample_and_simplify
+    from quickdraw_dag.data.formats.simplify import resample_and_simplify
 
     strokes = 0
     for raw_file in sorted((shared_raw / "raw").glob("*.ndjson")):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from quickdraw_dag import synthetic
-from quickdraw_dag.config import SYNTHETIC_CATEGORIES
-from quickdraw_dag.formats.binary import encode_binary
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.config.schema import SYNTHETIC_CATEGORIES
+from quickdraw_dag.data.formats.binary import encode_binary
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes() -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config import load_params
+from quickdraw_dag.config.loading import load_params
 from tests.conftest import TINY_PIPELINE, set_params
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.formats import read_binary
+from quickdraw_dag.data.formats import read_binary
 from tests.conftest import dvc, set_params
 
 STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import Catalog, read_tuning_report
-from quickdraw_dag.config import EvaluateParams, SearchSpace, TrainParams, TuneParams
+from quickdraw_dag.config.schema import EvaluateParams, SearchSpace, TrainParams, TuneParams
 from quickdraw_dag.errors import SafetyLimitCut
-from quickdraw_dag.model import load_model
+from quickdraw_dag.training.model import load_model
 from tasks.evaluate import classification_metrics, evaluate
 from tasks.train import best_candidate, train
 from tasks.tune import rank_candidates, tune
@@ -89,7 +89,7 @@ def test_candidates_rank_by_score_then_the_smaller_network_never_by_speed() -> N
 
 
 def test_a_step_budget_shortens_training_and_says_what_it_costs() -> None:
-    from quickdraw_dag.training import budget_cost, planned_epochs
+    from quickdraw_dag.training.callbacks import budget_cost, planned_epochs
 
     assert planned_epochs(TrainParams(epochs=40, max_steps=5000), steps_per_epoch=44) == (40, None)
     assert planned_epochs(TrainParams(epochs=40, max_steps=5000), steps_per_epoch=250) == (20, "train.max_steps")

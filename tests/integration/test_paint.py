@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import PAINT_PIPELINE, PaintCatalog
-from quickdraw_dag.config import PaintParams
+from quickdraw_dag.config.paint import PaintParams
 from tests.conftest import dvc, run_module, set_params
 
 TINY = {"longest_side": 16, "epochs": 6, "hidden_layers": 2, "units": 16, "fourier": {"enabled": True, "size": 16}}

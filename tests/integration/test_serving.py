@@ -29,11 +29,10 @@ import requests
 from PIL import Image
 
 from quickdraw_dag.artifacts import Catalog, read_manifest
-from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
-from quickdraw_dag.fanout import serial_map
-from quickdraw_dag.formats import iter_drawings
-from quickdraw_dag.formats.binary import iter_binary
-from quickdraw_dag.model import load_model
+from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SplitParams
+from quickdraw_dag.data.formats import iter_drawings
+from quickdraw_dag.data.formats.binary import iter_binary
+from quickdraw_dag.runtime.fanout import serial_map
 from quickdraw_dag.serving.classifier import CARD_FILE
 from quickdraw_dag.serving.predict import main as predict_main
 from quickdraw_dag.serving.predict import predict_files
@@ -41,6 +40,7 @@ from quickdraw_dag.serving.pyfunc import images_of_rows
 from quickdraw_dag.serving.registry import DEFAULT_MODEL_URI, ServedModel, load_served_model
 from quickdraw_dag.serving.server import Game, make_server
 from quickdraw_dag.serving.strokes import parse_drawing
+from quickdraw_dag.training.model import load_model
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess
 from tasks.split import split

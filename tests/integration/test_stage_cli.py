@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quickdraw_dag import synthetic
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.formats.binary import encode_binary
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats.binary import encode_binary
 from tests.conftest import run_module
 
 

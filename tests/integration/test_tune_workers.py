@@ -20,9 +20,9 @@ import psutil
 import pytest
 
 from quickdraw_dag.artifacts import Catalog, read_tuning_report
-from quickdraw_dag.config import MlflowParams, SearchSpace, TuneParams
-from quickdraw_dag.live_run import LiveRun
-from quickdraw_dag.training import TrialTracker
+from quickdraw_dag.config.schema import MlflowParams, SearchSpace, TuneParams
+from quickdraw_dag.tracking.live_run import LiveRun
+from quickdraw_dag.training.callbacks import TrialTracker
 from tasks.tune import tune
 
 SPACE = SearchSpace(filters=(8, 16), learning_rate=(1e-3, 3e-3), batch_norm=(False,))

@@ -66,7 +66,7 @@ def logged_record(run_id: str, folder: Path) -> tuple[bytes, bytes]:
     """The params.yaml and dvc.lock a run logged."""
     import mlflow
 
-    from quickdraw_dag.tracking import RUN_RECORD
+    from quickdraw_dag.tracking.record import RUN_RECORD
 
     record = Path(mlflow.MlflowClient().download_artifacts(run_id, RUN_RECORD, str(folder)))
     return (record / "params.yaml").read_bytes(), (record / "dvc.lock").read_bytes()
@@ -173,7 +173,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
         for name in ("accuracy", "top3_accuracy", "map_at_3", "macro_precision", "macro_recall", "macro_f1")
     }
     cache_object(project, model_md5).unlink()
-    done = python(project, "quickdraw_dag.reproduce", run1.info.run_id, home=home)
+    done = python(project, "quickdraw_dag.orchestration.reproduce", run1.info.run_id, home=home)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     restored = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
     processed_md5 = run1.data.tags["dvc_processed_md5"]
@@ -189,7 +189,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
 
     cache_object(project, model_md5).unlink()  # fetched back by the last reproduction
     shutil.move(remote, tmp_path / "remote-gone")
-    missing = python(project, "quickdraw_dag.reproduce", run1.info.run_id, home=home)
+    missing = python(project, "quickdraw_dag.orchestration.reproduce", run1.info.run_id, home=home)
     assert missing.returncode == 1
     message = missing.stderr
     assert f"{LAYOUT.model.as_posix()} (md5 {model_md5})" in message, message

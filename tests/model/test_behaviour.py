@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import Catalog, Scaling, read_scaling
-from quickdraw_dag.config import AugmentParams
-from quickdraw_dag.model import build_cnn, load_model
-from quickdraw_dag.stream import MemmapBatches, open_split, stratified_subset
+from quickdraw_dag.config.schema import AugmentParams
+from quickdraw_dag.data.stream import MemmapBatches, open_split, stratified_subset
+from quickdraw_dag.training.model import build_cnn, load_model
 
 SCALE = Scaling("minmax", 1 / 255, 0.0)
 

@@ -43,10 +43,10 @@ import keras
 import numpy as np
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config import TrainParams
-from quickdraw_dag.devices import place
-from quickdraw_dag.model import load_model
-from quickdraw_dag.stream import open_split
+from quickdraw_dag.config.schema import TrainParams
+from quickdraw_dag.training.devices import place
+from quickdraw_dag.training.model import load_model
+from quickdraw_dag.data.stream import open_split
 from tasks.train import train
 
 assert keras.backend.backend() == "jax"

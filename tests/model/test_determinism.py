@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config import EvaluateParams, SearchSpace, TrainParams, TuneParams
+from quickdraw_dag.config.schema import EvaluateParams, SearchSpace, TrainParams, TuneParams
 from tasks.evaluate import evaluate
 from tasks.train import train
 from tasks.tune import tune
@@ -41,8 +41,8 @@ evaluate(EvaluateParams(misclassified=4, samples_per_class=2), catalog)
 @pytest.fixture(scope="module")
 def real_processed(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Catalog:
     """Three real categories × 1,000 bitmaps from samples/quickdraw, fetched, split and preprocessed."""
-    from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
-    from quickdraw_dag.fanout import serial_map
+    from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SplitParams
+    from quickdraw_dag.runtime.fanout import serial_map
     from tasks.fetch import fetch
     from tasks.preprocess import preprocess
     from tasks.split import split

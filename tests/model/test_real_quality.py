@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog, write_tuning_result
-from quickdraw_dag.config import DataParams, EvaluateParams, FetchParams, PreprocessParams, SplitParams, TrainParams
+from quickdraw_dag.config.schema import (
+    DataParams,
+    EvaluateParams,
+    FetchParams,
+    PreprocessParams,
+    SplitParams,
+    TrainParams,
+)
 from tests.conftest import SAMPLE_CATEGORIES
 
 EPOCHS = 8
@@ -27,7 +34,7 @@ FLOOR = 0.71
 
 @pytest.mark.slow
 def test_the_default_recipe_on_real_drawings_reaches_its_floor(tmp_path: Path, samples: Path) -> None:
-    from quickdraw_dag.fanout import serial_map
+    from quickdraw_dag.runtime.fanout import serial_map
     from tasks.evaluate import evaluate
     from tasks.fetch import fetch
     from tasks.preprocess import preprocess

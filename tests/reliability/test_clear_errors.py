@@ -49,8 +49,8 @@ def raw_line(xs: list, ys: list) -> str:
 
 @pytest.mark.parametrize("xs", [[1e308, -1e308, 0.0], [0.0, 1e12, 5.0]], ids=["1e308", "1e12"])
 def test_absurd_raw_coordinates_are_a_data_error(tmp_path: Path, xs: list, record) -> None:
+    from quickdraw_dag.data.formats import validate_file
     from quickdraw_dag.errors import DataError
-    from quickdraw_dag.formats import validate_file
 
     path = tmp_path / "cat.ndjson"
     path.write_text(raw_line(xs, [0.0, 1.0, 2.0]) + "\n")
@@ -109,8 +109,8 @@ def test_a_huge_image_is_refused_from_its_header(tmp_path: Path, side: int, reco
 STORE_PROBE = """
 import sys, time
 from pathlib import Path
-from quickdraw_dag.config import MlflowParams
-from quickdraw_dag.mlflow_store import configure
+from quickdraw_dag.config.schema import MlflowParams
+from quickdraw_dag.tracking.store import configure
 while not Path(sys.argv[2]).exists():  # start together
     time.sleep(0.01)
 print(configure(MlflowParams(tracking_uri=sys.argv[1], experiment="race")))
@@ -157,8 +157,8 @@ def test_an_unsafe_model_is_exit_2_with_our_own_message(workspace: Path, capsys:
 
 
 def test_an_ndjson_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
-    from quickdraw_dag.formats import validate_file
-    from quickdraw_dag.formats.ndjson import sniff_ndjson_kind
+    from quickdraw_dag.data.formats import validate_file
+    from quickdraw_dag.data.formats.ndjson import sniff_ndjson_kind
 
     path = tmp_path / "cat.ndjson"
     path.write_bytes(b"\xef\xbb\xbf" + raw_line([0.0, 10.0, 20.0], [0.0, 5.0, 0.0]).encode() + b"\n")
@@ -167,7 +167,7 @@ def test_an_ndjson_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
 
 
 def test_a_saved_override_retires_the_comment_that_described_the_old_value(tmp_path: Path) -> None:
-    from quickdraw_dag.dvc_state import persist_overrides
+    from quickdraw_dag.orchestration.dvc_state import persist_overrides
 
     path = tmp_path / "params.yaml"
     path.write_bytes((REPO / "params.yaml").read_bytes())

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quickdraw_dag import synthetic
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.formats.binary import write_binary
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats.binary import write_binary
 
 
 def ndjson_lines(category: str, count: int, *, recognized: bool = True, same_key: bool = False) -> bytes:

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from quickdraw.names import QUICK_DRAWING_FILES
 
-from quickdraw_dag import synthetic
-from quickdraw_dag.config import DataParams, DownloadParams, FetchParams
+from quickdraw_dag.config.schema import DataParams, DownloadParams, FetchParams
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats.binary import write_binary
 from quickdraw_dag.errors import FetchError
-from quickdraw_dag.formats.binary import write_binary
 from tasks.fetch import download_category, fetch
 from tests.conftest import catalog_of
 from tests.http_server import FaultyServer

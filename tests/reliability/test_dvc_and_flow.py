@@ -66,7 +66,7 @@ def test_dvc_commands_refuse_while_a_flow_runs_and_touch_nothing(project: Path, 
 
 @pytest.mark.slow
 def test_a_flow_started_while_dvc_holds_its_lock_exits_75(project: Path, record) -> None:
-    from quickdraw_dag.dvc_state import repository_lock
+    from quickdraw_dag.orchestration.dvc_state import repository_lock
 
     set_params(project, **TINY_DATA)
     before = tree_digest(project)
@@ -83,7 +83,7 @@ def test_a_flow_started_while_dvc_holds_its_lock_exits_75(project: Path, record)
 
 
 def test_the_flows_own_dvc_calls_work_under_the_lock_it_holds(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from quickdraw_dag.dvc_state import commit_stage, repository_lock, stage_is_current
+    from quickdraw_dag.orchestration.dvc_state import commit_stage, repository_lock, stage_is_current
 
     set_params(project, **TINY_DATA)
     monkeypatch.chdir(project)

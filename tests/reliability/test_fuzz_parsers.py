@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.simplify import quadratic_reference, zigzag  # the plain algorithm, kept as the reference
-from quickdraw_dag import synthetic
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats import validate_file
+from quickdraw_dag.data.formats.binary import write_binary
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats import validate_file
-from quickdraw_dag.formats.binary import write_binary
 
 FORMATS = {"binary": ".bin", "simplified": ".ndjson", "raw": ".ndjson", "numpy_bitmap": ".npy"}
 EXAMPLES = 600
@@ -122,7 +122,7 @@ import sys
 from pathlib import Path
 
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats import validate_file
+from quickdraw_dag.data.formats import validate_file
 
 
 def peak_mb() -> float:
@@ -196,14 +196,14 @@ def test_declared_counts_are_not_trusted(tmp_path: Path, record) -> None:
 def n_log2_n_bound(raw_points: int) -> float:
     """What O(n log² n) allows for n raw points: m = 2n+2 candidate samples, a few distances per tree and hull
     level; plus the plain scan of strokes too small for the tree (at most TREE_FROM²/2 distances, milliseconds)."""
-    from quickdraw_dag.formats.simplify import TREE_FROM
+    from quickdraw_dag.data.formats.simplify import TREE_FROM
 
     candidates = 2 * raw_points + 2
     return TREE_FROM**2 / 2 + 2.0 * candidates * np.log2(candidates) ** 2
 
 
 def test_raw_simplification_costs_n_log_n_not_the_square_of_the_ink(record) -> None:
-    from quickdraw_dag.formats.simplify import resample_and_simplify
+    from quickdraw_dag.data.formats.simplify import resample_and_simplify
 
     # The bound holds for zigzags of every size, which the quadratic algorithm blows through already at 1,000 points.
     _, reference_cost = quadratic_reference(zigzag(1000))
@@ -227,7 +227,7 @@ def test_raw_simplification_costs_n_log_n_not_the_square_of_the_ink(record) -> N
 
 
 def test_fast_simplification_keeps_exactly_the_points_of_the_quadratic_one() -> None:
-    from quickdraw_dag.formats.simplify import resample_and_simplify
+    from quickdraw_dag.data.formats.simplify import resample_and_simplify
 
     rng = np.random.default_rng(12)
     for case in range(300):
@@ -239,7 +239,7 @@ def test_fast_simplification_keeps_exactly_the_points_of_the_quadratic_one() -> 
 
 
 def test_a_line_longer_than_the_cap_is_refused_without_reading_it_whole(tmp_path: Path, record) -> None:
-    from quickdraw_dag.formats.ndjson import MAX_LINE_BYTES
+    from quickdraw_dag.data.formats.ndjson import MAX_LINE_BYTES
 
     path = tmp_path / "cat.ndjson"
     head = b'{"word": "cat", "countrycode": "SE", "recognized": true, "key_id": "1", "drawing": [[['

@@ -106,7 +106,7 @@ def test_a_hostile_set_value_exits_2_naming_the_key(
 
 
 def test_errors_quote_a_value_once_and_briefly(tmp_path: Path, record) -> None:
-    from quickdraw_dag.config import load_params
+    from quickdraw_dag.config.loading import load_params
     from quickdraw_dag.errors import ConfigError
 
     path = tmp_path / "params.yaml"

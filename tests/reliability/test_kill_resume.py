@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quickdraw_dag import synthetic
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.formats.binary import write_binary
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats.binary import write_binary
 from tests.conftest import kill_when, run_module, set_params, start, tree_digest, twin
 from tests.http_server import FaultyServer
 
@@ -110,7 +110,7 @@ def test_killed_evaluate_leaves_no_running_mlflow_run(project: Path, record) -> 
     import mlflow
 
     from quickdraw_dag.artifacts import Catalog
-    from quickdraw_dag.config import TrainParams
+    from quickdraw_dag.config.schema import TrainParams
     from tasks.train import train
     from tests.conftest import build_processed, write_best
 

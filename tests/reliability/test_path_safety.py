@@ -163,7 +163,7 @@ def test_a_stage_never_replaces_a_folder_holding_files_it_did_not_write(
 
 
 def test_leftover_cleanup_touches_only_its_own_temporary_names(tmp_path: Path, record) -> None:
-    from quickdraw_dag.atomic import atomic_directory, write_json_atomic
+    from quickdraw_dag.runtime.atomic import atomic_directory, write_json_atomic
 
     target = tmp_path / "out" / "numbers.json"
     target.parent.mkdir()

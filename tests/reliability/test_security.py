@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quickdraw_dag.redact import redact
+from quickdraw_dag.runtime.redact import redact
 from tests.conftest import REPO
 
 SOURCES = [p for folder in ("quickdraw_dag", "tasks", "flows", "bench") for p in (REPO / folder).rglob("*.py")]
@@ -57,7 +57,7 @@ def test_a_model_file_with_code_is_refused(tmp_path: Path, record) -> None:
     import keras
 
     from quickdraw_dag.errors import DataError
-    from quickdraw_dag.model import load_model
+    from quickdraw_dag.training.model import load_model
 
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
@@ -80,7 +80,7 @@ def test_servers_bind_to_localhost(record) -> None:
     pipeline = (REPO / "flows/pipeline.py").read_text()
     assert '"host": "127.0.0.1"' in pipeline and '"dashboard_address": "127.0.0.1:0"' in pipeline
     assert "0.0.0.0" not in makefile + pipeline
-    from quickdraw_dag.tune_workers import CHIEF_ENV, chief_bind
+    from quickdraw_dag.training.tune_workers import CHIEF_ENV, chief_bind
 
     if not os.environ.get(CHIEF_ENV):
         assert chief_bind() == ("127.0.0.1", 0)  # the tuning chief (tune.workers > 1), unless told otherwise
@@ -108,9 +108,10 @@ def test_keras_is_at_or_above_every_fix() -> None:
 def test_credentials_never_reach_logs_manifest_or_mlflow_params(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, record
 ) -> None:
-    from quickdraw_dag.config import DataParams, DownloadParams, FetchParams, validate_params
+    from quickdraw_dag.config.loading import validate_params
+    from quickdraw_dag.config.schema import DataParams, DownloadParams, FetchParams
     from quickdraw_dag.errors import FetchError
-    from quickdraw_dag.mlflow_store import flatten
+    from quickdraw_dag.tracking.store import flatten
     from tasks.fetch import download_category
     from tests.conftest import catalog_of
     from tests.http_server import FaultyServer

@@ -92,7 +92,7 @@ def run_statuses(database: Path) -> dict[str, str]:
 def test_a_stage_stopped_by_sigterm_marks_its_mlflow_run_killed(project: Path, record) -> None:
     import mlflow
 
-    from quickdraw_dag.config import TrainParams
+    from quickdraw_dag.config.schema import TrainParams
     from tasks.train import train
     from tests.conftest import build_processed, write_best
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.training import BACKUP_DIR, BEST_CHECKPOINT, EPOCH_LOG
+from quickdraw_dag.training.callbacks import BACKUP_DIR, BEST_CHECKPOINT, EPOCH_LOG
 from tests.conftest import REPO, write_best
 
-WEIGHTS = "latest.weights.h5"  # Keras's BackupAndRestore file (quickdraw_dag.checkpoints.WEIGHTS)
+WEIGHTS = "latest.weights.h5"  # Keras's BackupAndRestore file (quickdraw_dag.training.checkpoints.WEIGHTS)
 TRAIN = ["train.epochs=8", "train.max_seconds=null", "train.batch_size=16", "train.patience=50"]
 
 
@@ -80,7 +80,7 @@ def test_a_torn_last_backup_falls_back_to_the_one_before(workspace: Catalog, rec
 
 
 def test_without_a_good_backup_training_restarts_and_says_so(tmp_path: Path, caplog, record) -> None:
-    from quickdraw_dag.checkpoints import recover_training
+    from quickdraw_dag.training.checkpoints import recover_training
 
     backup = tmp_path / BACKUP_DIR
     backup.mkdir()
@@ -97,7 +97,7 @@ def test_without_a_good_backup_training_restarts_and_says_so(tmp_path: Path, cap
 
 
 def test_a_torn_best_checkpoint_and_a_cut_log_line_are_repaired(tmp_path: Path) -> None:
-    from quickdraw_dag.checkpoints import recover_training
+    from quickdraw_dag.training.checkpoints import recover_training
 
     (tmp_path / BEST_CHECKPOINT).write_bytes(b"PK\x03\x04 cut short")
     (tmp_path / EPOCH_LOG).write_text("epoch,loss,val_accuracy\n0,1.5,0.3\n1,1.2,0.4\n2,1.0")
@@ -108,7 +108,7 @@ def test_a_torn_best_checkpoint_and_a_cut_log_line_are_repaired(tmp_path: Path) 
 
 
 def test_a_tuner_project_with_a_torn_trial_file_starts_afresh(tmp_path: Path, record) -> None:
-    from quickdraw_dag.checkpoints import recover_search
+    from quickdraw_dag.training.checkpoints import recover_search
 
     project = tmp_path / "hyperband-abc"
     (project / "trial_0000").mkdir(parents=True)

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from quickdraw import QuickDrawDataGroup
 
+from quickdraw_dag.data.formats import DrawingBatch, read_binary
+from quickdraw_dag.data.formats.binary import encode_binary, iter_binary
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats import DrawingBatch, read_binary
-from quickdraw_dag.formats.binary import encode_binary, iter_binary
 
 coordinate = st.integers(0, 255)
 stroke = st.integers(1, 20).flatmap(
@@ -55,7 +55,7 @@ def test_small_blocks_give_the_same_drawings() -> None:
 
 
 def test_quickdraw_package_reads_what_we_write(tmp_path: Path, samples: Path) -> None:
-    from quickdraw_dag.formats import iter_drawings
+    from quickdraw_dag.data.formats import iter_drawings
 
     batch = DrawingBatch.concat(iter_drawings(samples / "simplified" / "bear.ndjson", "simplified"))
     (tmp_path / "bear.bin").write_bytes(encode_binary(batch))

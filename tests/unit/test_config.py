@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quickdraw_dag.config import Params, apply_override, load_params, validate_params
+from quickdraw_dag.config.loading import apply_override, load_params, validate_params
+from quickdraw_dag.config.schema import Params
 from quickdraw_dag.errors import ConfigError
 from tests.conftest import REPO
 
@@ -165,8 +166,8 @@ def test_retired_worker_keys_say_where_their_job_went(raw: dict) -> None:
 def test_search_space_is_the_one_declaration_of_the_builders_hyperparameters() -> None:
     import inspect
 
-    from quickdraw_dag.config import SearchSpace
-    from quickdraw_dag.model import build_cnn
+    from quickdraw_dag.config.schema import SearchSpace
+    from quickdraw_dag.training.model import build_cnn
 
     fixed = {"image_size", "num_classes", "scaling", "augment", "seed"}
     keywords = set(inspect.signature(build_cnn).parameters) - fixed

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import PIPELINES, Catalog, PaintCatalog, Pipeline, git_tracked_outputs, stage_outputs
-from quickdraw_dag.config import FLOW_ONLY_SECTIONS, Params
+from quickdraw_dag.config.schema import FLOW_ONLY_SECTIONS, Params
 from tests.conftest import REPO
 
 STAGES = tuple(stage for pipeline in PIPELINES.values() for stage in pipeline.outputs)
@@ -110,7 +110,7 @@ def test_no_artifact_name_is_spelled_outside_the_contract_module() -> None:
 
 
 def module_file(name: str) -> Path | None:
-    """The file of a project module (`quickdraw_dag.model` → quickdraw_dag/model.py), or None."""
+    """The file of a project module (`quickdraw_dag.training.model` → quickdraw_dag/training/model.py), or None."""
     parts = name.split(".")
     if parts[0] not in ("quickdraw_dag", "tasks", "flows"):
         return None
@@ -197,9 +197,9 @@ def test_dvc_yaml_lists_every_module_each_stage_imports() -> None:
 
 def test_the_deps_check_fails_when_a_dep_is_removed() -> None:
     stages = dvc_stages()
-    stages["train"]["deps"] = [d for d in stages["train"]["deps"] if d != "quickdraw_dag/training.py"]
+    stages["train"]["deps"] = [d for d in stages["train"]["deps"] if d != "quickdraw_dag/training/callbacks.py"]
     assert (
-        "stage train: dvc.yaml deps lack quickdraw_dag/training.py (imported by tasks/train.py)"
+        "stage train: dvc.yaml deps lack quickdraw_dag/training/callbacks.py (imported by tasks/train.py)"
         in code_deps_problems(stages)
     )
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from quickdraw_dag.config import TrainParams
-from quickdraw_dag.devices import Placement, check_batch, place
+from quickdraw_dag.config.schema import TrainParams
+from quickdraw_dag.data.stream import MemmapBatches
 from quickdraw_dag.errors import ConfigError
-from quickdraw_dag.stream import MemmapBatches
+from quickdraw_dag.training.devices import Placement, check_batch, place
 
 
 def test_auto_takes_one_device_without_accelerators_and_more_than_visible_is_a_config_error() -> None:

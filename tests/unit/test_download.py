@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from quickdraw import QuickDrawDataGroup
 
-from quickdraw_dag import synthetic
-from quickdraw_dag.config import DataParams, DownloadParams, FetchParams
-from quickdraw_dag.download import RetryPolicy, download
+from quickdraw_dag.config.schema import DataParams, DownloadParams, FetchParams
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.download import RetryPolicy, download
+from quickdraw_dag.data.formats import validate_file
+from quickdraw_dag.data.formats.binary import encode_binary, read_binary
 from quickdraw_dag.errors import FetchError, OfflineError
-from quickdraw_dag.formats import validate_file
-from quickdraw_dag.formats.binary import encode_binary, read_binary
 from tasks.fetch import fetch
 from tests.conftest import catalog_of
 from tests.http_server import FaultyServer
@@ -103,9 +103,9 @@ def test_fetch_stage_downloads_into_the_quickdraw_cache_layout(server, body, tmp
 
 
 def test_each_downloaded_file_is_validated_and_hashed_once(server, body, tmp_path, monkeypatch) -> None:
-    import quickdraw_dag.download
+    import quickdraw_dag.data.download
     import tasks.fetch
-    from quickdraw_dag.hashing import file_digest
+    from quickdraw_dag.data.hashing import file_digest
 
     calls = {"validate": 0, "sha256": 0}
 
@@ -119,7 +119,7 @@ def test_each_downloaded_file_is_validated_and_hashed_once(server, body, tmp_pat
 
     monkeypatch.setattr(tasks.fetch, "validate_file", counting_validate)
     monkeypatch.setattr(tasks.fetch, "file_digest", counting_digest)
-    monkeypatch.setattr(quickdraw_dag.download, "file_digest", counting_digest)
+    monkeypatch.setattr(quickdraw_dag.data.download, "file_digest", counting_digest)
     data = DataParams(source="quickdraw", categories=("circle", "square"))
     params = FetchParams(download=DownloadParams(base_url=server.url, retries=0, timeout_s=5))
     server.files["square.bin"] = encode_binary(synthetic.generate("square", 50, seed=1))

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quickdraw_dag.data.formats import DrawingBatch, find_local_file, iter_drawings, open_bitmaps, validate_file
+from quickdraw_dag.data.formats.bitmap import derived_key_ids
+from quickdraw_dag.data.formats.ndjson import sniff_ndjson_kind
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats import DrawingBatch, find_local_file, iter_drawings, open_bitmaps, validate_file
-from quickdraw_dag.formats.bitmap import derived_key_ids
-from quickdraw_dag.formats.ndjson import sniff_ndjson_kind
 
 
 def line(**overrides) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quickdraw_dag.config import PaintParams
+from quickdraw_dag.config.paint import PaintParams
 from quickdraw_dag.errors import ConfigError, DataError
 from quickdraw_dag.painting import (
     class_colours,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from quickdraw_dag.config import load_params
-from quickdraw_dag.dvc_state import persist_overrides
+from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.errors import ConfigError
+from quickdraw_dag.orchestration.dvc_state import persist_overrides
 from tests.conftest import REPO
 
 

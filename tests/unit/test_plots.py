@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quickdraw_dag import plots
+from quickdraw_dag.training import plots
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import SPLITS, Catalog, read_categories
-from quickdraw_dag.config import DataParams, FetchParams, PreprocessParams, SplitParams
-from quickdraw_dag.fanout import process_map, serial_map
-from quickdraw_dag.formats import read_binary
-from quickdraw_dag.raster import rasterize
+from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SplitParams
+from quickdraw_dag.data.formats import read_binary
+from quickdraw_dag.data.raster import rasterize
+from quickdraw_dag.runtime.fanout import process_map, serial_map
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess, scaling_from_histogram
 from tasks.split import split

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from bench.raster import reference
-from quickdraw_dag import synthetic
-from quickdraw_dag.formats import DrawingBatch
-from quickdraw_dag.raster import rasterize, resize_bitmaps
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats import DrawingBatch
+from quickdraw_dag.data.raster import rasterize, resize_bitmaps
 
 
 def one(drawing: list) -> DrawingBatch:

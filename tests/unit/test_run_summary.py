@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import PER_CLASS_COLUMNS
-from quickdraw_dag.config import Params
-from quickdraw_dag.orchestration import RunProcess, is_abandoned
-from quickdraw_dag.run_summary import (
+from quickdraw_dag.config.schema import Params
+from quickdraw_dag.orchestration.prefect_runs import RunProcess, is_abandoned
+from quickdraw_dag.orchestration.run_summary import (
     LOCAL_MLFLOW_UI,
     MLFLOW_UI_ENV,
     current_results,

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from PIL import Image
 
+from quickdraw_dag.data.formats import iter_drawings
+from quickdraw_dag.data.formats.simplify import simplify_drawing
+from quickdraw_dag.data.raster import rasterize
 from quickdraw_dag.errors import DataError
-from quickdraw_dag.formats import iter_drawings
-from quickdraw_dag.formats.simplify import simplify_drawing
-from quickdraw_dag.raster import rasterize
 from quickdraw_dag.serving.images import ImageError, normalize_image
 from quickdraw_dag.serving.readers import check_input, iter_chunks
 from quickdraw_dag.serving.strokes import StrokeError, parse_drawing, rasterize_strokes

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quickdraw_dag import synthetic
 from quickdraw_dag.artifacts import SPLITS, Catalog
-from quickdraw_dag.config import DataParams, FetchParams, SplitFractions, SplitParams
-from quickdraw_dag.formats import DrawingBatch, raw_file_name, read_binary
-from quickdraw_dag.formats.binary import encode_binary
+from quickdraw_dag.config.schema import DataParams, FetchParams, SplitFractions, SplitParams
+from quickdraw_dag.data import synthetic
+from quickdraw_dag.data.formats import DrawingBatch, raw_file_name, read_binary
+from quickdraw_dag.data.formats.binary import encode_binary
 from tasks.fetch import fetch
 from tasks.split import assign_splits, split
 from tests.conftest import catalog_of, tree_digest

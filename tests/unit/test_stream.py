@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quickdraw_dag.stream import MemmapBatches, open_split, read_rows
+from quickdraw_dag.data.stream import MemmapBatches, open_split, read_rows
 from tests.conftest import catalog_of
 
 

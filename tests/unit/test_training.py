@@ -8,8 +8,8 @@ import keras
 import pytest
 
 from quickdraw_dag.artifacts import csv_bytes
-from quickdraw_dag.config import TrainParams
-from quickdraw_dag.training import BEST_CHECKPOINT, EPOCH_LOG, EpochLearningRate, training_callbacks
+from quickdraw_dag.config.schema import TrainParams
+from quickdraw_dag.training.callbacks import BEST_CHECKPOINT, EPOCH_LOG, EpochLearningRate, training_callbacks
 
 
 def kinds(callbacks: list) -> list[str]:

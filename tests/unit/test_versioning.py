@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-from quickdraw_dag.config import MlflowParams
+from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.errors import PushError
-from quickdraw_dag.lineage import experiment_tags, git_state, not_code, pending_lock
-from quickdraw_dag.mlflow_store import tracking_uri
-from quickdraw_dag.versioning import default_remote, describe_push, push_outputs
+from quickdraw_dag.orchestration.versioning import default_remote, describe_push, push_outputs
+from quickdraw_dag.tracking.lineage import experiment_tags, git_state, not_code, pending_lock
+from quickdraw_dag.tracking.store import tracking_uri
 from tests.conftest import git_commit_all
 
 STAGE = """stages:
@@ -167,7 +167,7 @@ def test_a_relative_store_is_the_dvc_projects_even_in_a_queued_experiments_copy(
 def test_reproduce_refuses_a_run_it_cannot_find_with_exit_code_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from quickdraw_dag.reproduce import main
+    from quickdraw_dag.orchestration.reproduce import main
     from tests.conftest import REPO
 
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,1 @@
+"""Drawings in and out: Google's formats, downloads, synthetic doodles, rasterizing, streaming batches."""

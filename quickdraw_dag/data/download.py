@@ -1,0 +1,264 @@
+"""Robust HTTP download: stream to a temporary file, resume, retry, validate.
+
+The file grows under `<dest>.part`; an interrupted transfer resumes from its
+last byte with an HTTP Range request; 5xx answers, timeouts and dropped
+connections are retried with exponential backoff; the length is checked
+against what the server declared, against the object's MD5 when the server
+sends one (Google Cloud Storage does, in `x-goog-hash`), and the whole file
+is validated before it is renamed to `dest`. So `dest` either does not exist
+or is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from quickdraw_dag.runtime.diskspace import disk_full_error, ensure_free, is_disk_full
+from quickdraw_dag.errors import DataError, FetchError, OfflineError
+from quickdraw_dag.data.hashing import file_digest
+from quickdraw_dag.runtime.progress import progress_bar
+from quickdraw_dag.runtime.redact import redact
+
+log = logging.getLogger(__name__)
+CHUNK_BYTES = 1 << 16
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 5
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    timeout_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: Path
+    bytes: int
+    sha256: str
+    attempts: int
+    validation: Any = None  # what `validate` returned for the complete file
+
+
+class _Transient(Exception):
+    """A failure worth retrying (the server or the network, not the request)."""
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    policy: RetryPolicy = RetryPolicy(),
+    validate: Callable[[Path], Any] | None = None,
+    label: str | None = None,
+    session: requests.Session | None = None,
+) -> DownloadResult:
+    """Download `url` to `dest` atomically; raises `FetchError` when it cannot."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    http = session or requests.Session()
+    attempt = 0
+    last_problem = ""
+    while True:
+        attempt += 1
+        try:
+            expected_md5 = _transfer(http, url, part, policy.timeout_s, label or dest.name)
+            if expected_md5 is not None and file_digest(part, "md5") != expected_md5:
+                # A wrong Content-Length or a proxy's cut can end a file at a
+                # record boundary, where parsing cannot tell; the hash can.
+                part.unlink(missing_ok=True)
+                raise _Transient("content does not match the server's MD5 (x-goog-hash); restarting")
+            validation = None
+            if validate is not None:
+                try:
+                    validation = validate(part)
+                except DataError as error:
+                    # Wrong content (an HTML error page, a cut file served as
+                    # whole): start again from byte 0 rather than resume it.
+                    part.unlink(missing_ok=True)
+                    raise _Transient(f"downloaded file is not valid: {error}") from None
+            digest = file_digest(part, "sha256")
+            size = part.stat().st_size
+            os.replace(part, dest)
+            return DownloadResult(dest, size, digest, attempt, validation)
+        except (
+            _Transient,
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as problem:
+            last_problem = _describe(problem)
+            if _is_offline(problem):
+                raise OfflineError(_offline_message(url)) from None
+            if attempt > policy.retries:
+                break
+            wait = policy.delay(attempt)
+            log.warning(
+                "%s: attempt %d failed (%s); retrying in %.1fs",
+                label or redact(url),
+                attempt,
+                redact(last_problem),
+                wait,
+            )
+            time.sleep(wait)
+    raise FetchError(
+        f"download of {redact(url)} failed after {attempt} attempt(s): {redact(last_problem)}. "
+        f"Nothing was written to {dest}; the partial file {part.name} is kept so a rerun resumes."
+    )
+
+
+def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, label: str) -> str | None:
+    """One attempt: resume `part` if it has bytes, else start it; returns the object's MD5 if sent."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {"Accept-Encoding": "identity"}
+    with http.get(url, stream=True, timeout=timeout_s, headers=headers) as response:
+        status = response.status_code
+        expected_md5 = _md5_from_goog_hash(response.headers.get("x-goog-hash", ""))
+        if status == 416 and have:
+            # Nothing after byte `have`: either complete already or stale.
+            total = _total_from_content_range(response.headers.get("Content-Range", ""))
+            if total == have:
+                return expected_md5
+            part.unlink(missing_ok=True)
+            raise _Transient(f"HTTP 416 for a resume at byte {have}; restarting")
+        if status >= 500 or status in (408, 429):
+            raise _Transient(f"HTTP {status} {response.reason}")
+        if status not in (200, 206):
+            raise FetchError(f"{redact(url)}: HTTP {status} {response.reason} (not retried)")
+        if status == 206:
+            start, total = _parse_content_range(response.headers.get("Content-Range", ""))
+            if start != have:
+                part.unlink(missing_ok=True)
+                raise _Transient(f"server resumed at byte {start}, expected {have}; restarting")
+            mode = "ab"
+        else:
+            have = 0
+            mode = "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        if total is not None:
+            ensure_free(part.parent, total - have, f"download of {label}")  # the server said how much is coming
+        with (
+            open(part, mode) as handle,
+            progress_bar(total=total, initial=have, desc=label, unit="B", unit_scale=True) as bar,
+        ):
+            try:
+                # read1 hands over whatever arrived, so bytes received before
+                # a dropped connection are kept and the resume starts after them.
+                while chunk := response.raw.read1(CHUNK_BYTES):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                if is_disk_full(error):  # a full disk is not a network problem: no retry
+                    raise disk_full_error(part, total) from None
+                handle.flush()
+                got = handle.tell()
+                raise _Transient(
+                    f"connection closed at byte {got} of {total if total is not None else '?'} ({type(error).__name__})"
+                ) from error
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise _Transient(f"connection closed at byte {size} of {total}")
+    if total is not None and size > total:
+        part.unlink(missing_ok=True)
+        raise _Transient(f"received {size} bytes, more than the declared {total}; restarting")
+    return expected_md5
+
+
+def _md5_from_goog_hash(value: str) -> str | None:
+    """Hex MD5 from `x-goog-hash: crc32c=…,md5=<base64>` (absent for composite objects)."""
+    import base64
+    import binascii
+
+    for item in value.split(","):
+        name, _, encoded = item.strip().partition("=")
+        if name == "md5" and encoded:
+            try:
+                return base64.b64decode(encoded, validate=True).hex()
+            except (binascii.Error, ValueError):
+                return None
+    return None
+
+
+def _parse_content_range(value: str) -> tuple[int, int | None]:
+    match = _CONTENT_RANGE.fullmatch(value.strip())
+    if not match:
+        raise _Transient(f"partial response without a valid Content-Range ({value!r})")
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), total
+
+
+def _total_from_content_range(value: str) -> int | None:
+    match = re.fullmatch(r"bytes \*/(\d+)", value.strip())
+    return int(match.group(1)) if match else None
+
+
+def _describe(problem: BaseException) -> str:
+    text = str(problem)
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+def ensure_resolvable(url: str) -> None:
+    """Raise `OfflineError` at once when the download host's name does not resolve.
+
+    Checked once before any download starts, so an offline run says so once,
+    not once per category.
+    """
+    host = urlsplit(url).hostname
+    if not host:
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        raise OfflineError(_offline_message(url)) from None
+
+
+def _is_offline(problem: BaseException) -> bool:
+    """True when the host name cannot be resolved: retrying will not help."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [problem]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
+            return True
+        stack.extend(
+            [item.__cause__, item.__context__, *[a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]]
+        )
+        reason = getattr(item, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return "Name or service not known" in str(problem) or "Failed to resolve" in str(problem)
+
+
+def _offline_message(url: str) -> str:
+    url = redact(url)
+    host = urlsplit(url).hostname
+    return (
+        f"cannot reach {host} (the host name does not resolve) to download {url}.\n"
+        "The 'quickdraw' source downloads from Google's bucket and needs the internet. "
+        "To work offline, use the real drawings that ship with the project:\n"
+        "  make run ARGS='--set data.source=samples/quickdraw'\n"
+        "or point data.source at a folder of Google's files (<name>.bin, <name>.ndjson, "
+        "full_simplified_<name>.ndjson, full_raw_<name>.ndjson, <name>.npy, full_numpy_bitmap_<name>.npy)."
+    )

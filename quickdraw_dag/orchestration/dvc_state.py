@@ -1,0 +1,189 @@
+"""DVC's view of the pipeline, for the Prefect flow: what is current, what to commit.
+
+The flow asks DVC whether a stage changed (its params or deps differ from
+`dvc.lock`), runs it only if so, and then records it with `dvc commit`, so
+the flow and `dvc repro` never disagree about what is current: after a flow
+run `dvc status` reports nothing to do.
+
+A flow holds DVC's own repository lock (`.dvc/tmp/lock`, the one every
+`dvc repro`, `dvc exp run` and `dvc checkout` takes first) for its whole run
+(`repository_lock`), so those commands refuse before they delete a single
+output the flow is writing. DVC's API calls take the same lock, so while the
+lock is held here the flow's own calls use a repository whose lock is DVC's
+no-op (`LockNoop`): this process already has the real one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from quickdraw_dag.config.loading import apply_override, read_params_file, validate_params
+from quickdraw_dag.config.schema import Params
+from quickdraw_dag.errors import ConfigError, WorkspaceBusyError, clip
+from quickdraw_dag.runtime.atomic import write_bytes_atomic
+
+# Repository roots (resolved) whose DVC lock this process holds, with the lock.
+_HELD: dict[Path, Any] = {}
+
+
+def _open(root: Path) -> Any:
+    """A `dvc.repo.Repo` at `root`; its lock is a no-op when this process holds the real one."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.lock import LockNoop
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        raise ConfigError(f"{Path(root).resolve()}: not a DVC repository (the flow needs dvc.yaml and .dvc/)") from None
+    if Path(repo.root_dir).resolve() in _HELD:
+        repo.lock = LockNoop()
+    return repo
+
+
+@contextmanager
+def repository_lock(root: Path = Path("."), wait_s: float = 0.0) -> Iterator[None]:
+    """Hold DVC's repository lock for the block, waiting at most `wait_s` seconds for it.
+
+    DVC's own `Lock` (or its hardlink lock, per `core.hardlink_lock`), so DVC
+    commands started meanwhile fail with "Unable to acquire lock" before doing
+    anything; one held by a running DVC command makes this refuse (exit 75).
+    """
+    from dvc.lock import LockError
+
+    repo = _open(root)
+    lock = repo.lock
+    deadline = time.monotonic() + max(0.0, wait_s)
+    try:
+        while True:
+            try:
+                lock.lock()  # DVC retries for about 3 seconds itself
+                break
+            except LockError:
+                if time.monotonic() >= deadline:
+                    raise WorkspaceBusyError(
+                        f"workspace {Path(repo.root_dir).resolve()} is in use by {_lock_holder(lock.lockfile)}, "
+                        f"which holds DVC's lock {lock.lockfile} (`dvc repro`, `dvc exp run`, `dvc checkout` or "
+                        "another flow); wait for it to finish, or pass --lock-wait SECONDS"
+                    ) from None
+                time.sleep(1.0)
+        key = Path(repo.root_dir).resolve()
+        _HELD[key] = lock
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+            lock.unlock()
+    finally:
+        repo.close()
+
+
+def _lock_holder(lockfile: str) -> str:
+    """Who holds DVC's lock: its file holds the holder's pid (zc.lockfile); on this host, its command too."""
+    try:
+        pid = int(Path(lockfile).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another DVC process"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"{clip(command, 120)} (pid {pid})"
+
+
+def open_repo(root: Path = Path(".")) -> Any:
+    """DVC's `Repo` at `root`, for the flow's own calls (versioning's too), under the flow's lock."""
+    return _open(root)
+
+
+def stage_is_current(name: str, root: Path = Path(".")) -> bool:
+    """True when `dvc status <name>` would report nothing to do."""
+    with _open(root) as repo:
+        return not repo.status(targets=[name])
+
+
+def commit_stage(name: str, root: Path = Path(".")) -> None:
+    """Record the stage's params, deps and outputs in dvc.lock (as `dvc commit -f`)."""
+    with _open(root) as repo:
+        repo.commit(name, force=True)
+
+
+def persist_overrides(path: Path, overrides: Sequence[str], model: type[BaseModel] = Params) -> None:
+    """Write validated `--set` overrides into params.yaml, keeping its comments.
+
+    Like `dvc exp run -S`: the file DVC reads must hold the values a run used,
+    or `dvc status` would call the run's outputs stale.
+    """
+    if not overrides:
+        return
+    raw = read_params_file(path)
+    for override in overrides:
+        apply_override(raw, override, model)
+    validate_params(raw, str(path), model)  # refuse before touching the file
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    # `null` stays `null` (ruamel writes an empty value), as params.yaml spells it
+    yaml.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    document: Any = yaml.load(Path(path).read_text(encoding="utf-8"))
+    for override in overrides:
+        key, _, _ = override.partition("=")
+        parts = key.strip().split(".")
+        node, value = document, raw
+        for part in parts[:-1]:
+            value = value[part]
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = _flow_style(value[parts[-1]])
+        _retire_comment_above(node, parts[-1], f"{key.strip()}: set with --set on {time.strftime('%Y-%m-%d')}")
+    buffer = StringIO()
+    yaml.dump(document, buffer)
+    write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def _flow_style(value: Any) -> Any:
+    """Lists as `[a, b]`, as params.yaml writes them."""
+    from ruamel.yaml.comments import CommentedSeq
+
+    if not isinstance(value, list):
+        return value
+    sequence = CommentedSeq(_flow_style(item) for item in value)
+    sequence.fa.set_flow_style()
+    return sequence
+
+
+def _retire_comment_above(mapping: Any, key: str, note: str) -> None:
+    """Replace the comment lines right above `key` (they described the value it replaced) with `note`.
+
+    ruamel keeps them as the trailing comment of the previous key's value;
+    that key's own end-of-line comment stays. A key first in its section
+    keeps its comment (it may describe the whole section).
+    """
+    keys = list(mapping.keys())
+    index = keys.index(key)
+    if index == 0 or not hasattr(mapping, "ca"):
+        return
+    item = mapping.ca.items.get(keys[index - 1])
+    token = item[2] if item and len(item) > 2 else None
+    if token is None:
+        return
+    own_line, newline, block = token.value.partition("\n")
+    lines = block.split("\n")
+    comments = [line for line in lines if line.strip().startswith("#")]
+    if not newline or not comments:
+        return
+    indent = comments[0][: len(comments[0]) - len(comments[0].lstrip())]
+    blank_tail = "\n" * (len(lines) - 2 - max(i for i, line in enumerate(lines) if line.strip()))
+    token.value = f"{own_line}\n{indent}# {note}\n{blank_tail}"

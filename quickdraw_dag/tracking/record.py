@@ -1,0 +1,281 @@
+"""The pipeline run's MLflow record, completed after evaluate; the model registry and its champion.
+
+The run itself is opened by the pipeline run's first stage and logged to live
+(`quickdraw_dag.tracking.live_run`: trials as nested runs while they train, every
+epoch as it ends); the store is `quickdraw_dag.tracking.store`. After evaluate
+this adds the pipeline's params sections (flattened), the best
+hyperparameters, lineage tags, the test metrics, the three splits as dataset
+inputs, the reports and plots as artifacts, the run's `params.yaml` and the
+`dvc.lock` it leaves (under `dvc/`: what `make reproduce` restores) and the
+model (with signature and input examples; an MLflow pyfunc that takes strokes
+or images, registered as `quickdraw-cnn`), and applies the promotion gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from quickdraw_dag.artifacts import Catalog, git_tracked_outputs, read_history, read_metrics, read_tuning_report
+from quickdraw_dag.config.schema import (
+    DataParams,
+    EvaluateParams,
+    FetchParams,
+    MlflowParams,
+    PathsParams,
+    PreprocessParams,
+    SplitParams,
+    TrainParams,
+    TuneParams,
+)
+from quickdraw_dag.tracking.live_run import LiveRun
+
+log = logging.getLogger(__name__)
+REGISTERED_MODEL = "quickdraw-cnn"
+CHAMPION = "champion"
+RUN_RECORD = "dvc"  # the run's artifact folder holding the params.yaml and dvc.lock it ran with
+REPORTS = "reports"  # the run's artifact folder holding its reports (those git keeps among them)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """The params sections a pipeline run's MLflow record holds (the paint flow's are not among them)."""
+
+    data: DataParams
+    fetch: FetchParams
+    split: SplitParams
+    preprocess: PreprocessParams
+    tune: TuneParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    mlflow: MlflowParams
+    paths: PathsParams
+
+    def as_dict(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name).model_dump(mode="json") for field in fields(self)}
+
+
+def run_name(data: DataParams) -> str:
+    source = data.source_kind if data.source_kind != "directory" else Path(data.source).name
+    return f"{source}-{len(data.categories)}cls-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def log_pipeline_run(
+    run: PipelineRun,
+    catalog: Catalog,
+    live: LiveRun,
+    *,
+    flow_run_id: str | None = None,
+    deployment: str | None = None,
+    root: Path = Path("."),
+) -> dict[str, Any]:
+    """Complete the pipeline run's record after evaluate: params, lineage, test metrics, datasets, reports,
+    the model and the promotion gate. Epochs and trials were logged live by train and tune."""
+    import mlflow
+
+    from quickdraw_dag.tracking.lineage import lineage_tags
+
+    metrics = read_metrics(catalog)
+    history = read_history(catalog) if catalog.history.exists() else {}
+    tuning = read_tuning_report(catalog) if catalog.tuning_report.exists() else {}
+    lineage = lineage_tags(str(catalog.processed), str(catalog.model), root, git_tracked_outputs(catalog))
+    live.set_tags(
+        {
+            "mlflow.runName": run_name(run.data),
+            **lineage,
+            "data_source": run.data.source,
+            "categories": json.dumps(list(run.data.categories)),
+            "prefect_flow_run_id": flow_run_id or "none",
+            "prefect_deployment": deployment or "none",
+            "orchestrator": "prefect" if flow_run_id else ("dvc" if os.environ.get("DVC_STAGE") else "cli"),
+            "keras_backend": str(history.get("backend")),
+            **budget_tags(history, tuning),
+        }
+    )
+    live.log_params(run.as_dict())
+    if history:
+        live.log_params(
+            {
+                "best": history["hyperparameters"],
+                "best.tuning_trial": history.get("tuning_trial"),
+                "train.planned_epochs": history.get("planned_epochs"),
+            }
+        )
+        live.log_metrics({"train_seconds": history["seconds"], "train_images_per_second": history["images_per_second"]})
+    live.log_params({"test_images": int(metrics["test_images"])})  # a count, not a metric
+    test_metrics = {f"test_{k}": float(v) for k, v in metrics.items() if k != "test_images"}
+    live.log_metrics(test_metrics)
+    log_datasets(live, catalog, run.data, lineage["dvc_processed_md5"])
+    with mlflow.start_run(run_id=live.run_id):
+        for path in (
+            catalog.metrics,
+            catalog.history,
+            catalog.tuning_report,
+            catalog.per_class,
+            catalog.training_log,
+            catalog.best_hparams,
+        ):
+            if path.exists():
+                mlflow.log_artifact(str(path), artifact_path=REPORTS)
+        if catalog.plots.is_dir():
+            mlflow.log_artifacts(str(catalog.plots), artifact_path="plots")
+        log_run_record(live, root)
+        version = log_and_register_model(catalog, test_metrics)
+        decision = promote_if_better(version, metrics["accuracy"], list(run.data.categories))
+        mlflow.set_tags(
+            {
+                "promotion.decision": decision["decision"],
+                "promotion.reason": decision["reason"],
+                "registered_model_version": str(version),
+            }
+        )
+    log.info(
+        "mlflow: run %s, model version %s, %s (%s)", live.run_id, version, decision["decision"], decision["reason"]
+    )
+    return {"run_id": live.run_id, "experiment_id": live.experiment_id, "model_version": version, **decision}
+
+
+def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> None:
+    """The params file and the dvc.lock this run leaves, as `dvc/params.yaml` and `dvc/dvc.lock`.
+
+    With the run's `git_commit` they pin everything it used: code, params, and the DVC hashes of its data
+    and model. A workspace that is not a DVC project (a model trained by hand) has no lock to record.
+    """
+    from dvc.exceptions import NotDvcRepoError
+
+    from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH
+    from quickdraw_dag.tracking.lineage import DVC_LOCK, pending_lock
+
+    try:
+        lock = pending_lock(last_stage, root)
+    except NotDvcRepoError:
+        log.warning("mlflow: %s is not a DVC project: the run records no dvc.lock", Path(root).resolve())
+        return
+    with tempfile.TemporaryDirectory(prefix="quickdraw-record-") as folder:
+        (Path(folder) / DVC_LOCK).write_bytes(lock)
+        (Path(folder) / DEFAULT_PARAMS_PATH.name).write_bytes((Path(root) / DEFAULT_PARAMS_PATH).read_bytes())
+        live.client.log_artifacts(live.run_id, folder, RUN_RECORD)
+
+
+def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> None:
+    """The train, validation and test splits as the run's dataset inputs (the UI's Dataset column).
+
+    Each is identified by the DVC hash of the processed data (the digest a user checks out with
+    `dvc checkout`) and sourced from `data.source` and the categories.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types import ColSpec, Schema
+
+    from quickdraw_dag.data.stream import open_split
+
+    source = dataset_source(data.source, list(data.categories))
+    inputs = []
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+        images, _ = open_split(catalog, split)
+        digest = processed_md5.removesuffix(".dir")[:32] if processed_md5 != "not in dvc.lock" else "unversioned"
+        schema = Schema(
+            [ColSpec("binary", f"image {images.shape[1]}x{images.shape[2]} uint8"), ColSpec("long", "label")]
+        )
+        dataset = MetaDataset(source=source, name=f"quickdraw-{split}", digest=f"{digest}-{split}"[:36], schema=schema)
+        inputs.append(
+            DatasetInput(
+                dataset=dataset._to_mlflow_entity(),
+                tags=[InputTag("mlflow.data.context", context), InputTag("images", str(int(images.shape[0])))],
+            )
+        )
+    live.client.log_inputs(live.run_id, datasets=inputs)
+
+
+def dataset_source(source: str, categories: list[str]) -> Any:
+    """MLflow's dataset source for the drawings: `data.source` (credentials redacted) and the categories."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    from quickdraw_dag.runtime.redact import redact
+
+    class QuickDrawSource(DatasetSource):
+        @staticmethod
+        def _get_source_type() -> str:
+            return "quickdraw"
+
+        def load(self, **kwargs: Any) -> Any:
+            raise NotImplementedError("fetch it with the pipeline's fetch stage")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> Any:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"data.source": redact(source), "categories": list(categories)}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> Any:
+            return cls()
+
+    return QuickDrawSource()
+
+
+def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, str]:
+    """What the budgets did to this run: a safety-limit cut, a step budget and its expected cost."""
+    cut = [stage for stage, report in (("tune", tuning), ("train", history)) if report.get("cut_by_safety_limit")]
+    tags = {"safety_cut": ",".join(cut) or "none", "deterministic": str(history.get("deterministic", "")).lower()}
+    budget = history.get("budget")
+    if budget:
+        tags["budget.limited_by"] = str(budget["limited_by"])
+        tags["budget.expected_accuracy_loss"] = f"{budget['expected_accuracy_loss']:.4f}"
+        tags["budget.note"] = str(budget["note"])[:5000]
+    return tags
+
+
+def log_and_register_model(catalog: Catalog, test_metrics: dict[str, float]) -> int:
+    """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`), with its test
+    metrics against it in MLflow 3's model view; register it; returns its registry version."""
+    import mlflow
+
+    from quickdraw_dag.serving.pyfunc import log_pyfunc_model
+
+    model = log_pyfunc_model(catalog, artifact_path="model")
+    mlflow.log_metrics(test_metrics, model_id=model.model_id)
+    version = mlflow.register_model(model.model_uri, REGISTERED_MODEL)
+    return int(version.version)
+
+
+def promote_if_better(version: int, accuracy: float, categories: list[str]) -> dict[str, str]:
+    """Move the `champion` alias only when `version` beats it on the same label set."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    labels = json.dumps(categories)
+    client.set_model_version_tag(REGISTERED_MODEL, str(version), "categories", labels)
+    client.set_model_version_tag(REGISTERED_MODEL, str(version), "test_accuracy", f"{accuracy:.6f}")
+    try:
+        champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is None:
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
+        return {"decision": "promoted", "reason": "no champion yet"}
+    if champion.tags.get("categories") != labels:
+        return {"decision": "kept", "reason": f"champion v{champion.version} was trained on another label set"}
+    best = float(champion.tags.get("test_accuracy", "nan"))
+    if accuracy > best:
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
+        return {
+            "decision": "promoted",
+            "reason": f"test accuracy {accuracy:.4f} beats champion v{champion.version} ({best:.4f})",
+        }
+    return {
+        "decision": "kept",
+        "reason": f"test accuracy {accuracy:.4f} does not beat champion v{champion.version} ({best:.4f})",
+    }

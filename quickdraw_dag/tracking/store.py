@@ -1,0 +1,231 @@
+"""The MLflow store: where runs go, who writes them, and closing the runs of killed writers.
+
+Default store: a SQLite file (`mlflow.db`) and an artifact folder
+(`mlartifacts/`) in the project, nothing to start; `MLFLOW_TRACKING_URI` (or
+`mlflow.tracking_uri`) points elsewhere. Shared by the pipeline's tracking
+and the paint flow.
+
+A fresh SQLite store is created (MLflow runs its schema migrations) under an
+`flock` on `<database>.lock`: two first runs at once would otherwise both
+migrate the same new file, and one fails ("duplicate column name").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from quickdraw_dag.config.schema import MlflowParams
+from quickdraw_dag.runtime.redact import redact
+
+log = logging.getLogger(__name__)
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
+def tracking_uri(params: MlflowParams) -> str:
+    """`MLFLOW_TRACKING_URI`, else `mlflow.tracking_uri`, else the project's SQLite file.
+
+    A relative SQLite path is relative to the DVC project (`DVC_ROOT`, which DVC sets for every stage
+    command): `dvc exp run --queue` runs stages in a temporary copy under `.dvc/tmp/exps/`, and their runs
+    belong in the project's store, not in the copy's (DVC sets `DVC_ROOT` to the project there too).
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri or DEFAULT_TRACKING_URI
+    root = os.environ.get("DVC_ROOT")
+    path = uri.removeprefix("sqlite:///")
+    if root and uri.startswith("sqlite:///") and not Path(path).is_absolute():
+        return f"sqlite:///{Path(root) / path}"
+    return uri
+
+
+def configure(params: MlflowParams) -> str:
+    """Point MLflow at the store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    with store_creation_lock(uri):  # the first call creates (migrates) a new store; so may another process
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
+    if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        # MLflow 3's UI opens an experiment on its GenAI overview unless told it is for model training.
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    close_abandoned_runs(experiment_id)
+    return experiment_id
+
+
+@contextmanager
+def store_creation_lock(uri: str, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold an flock on `<database>.lock` beside a local SQLite store (other stores: nothing to do)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(database.with_name(database.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"{database}: another process has been creating this MLflow store for {timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
+
+
+def mark_interrupted_runs(params: MlflowParams, since: float, why: str) -> list[str]:
+    """Mark KILLED, with a `killed_note`, this process's runs since `since` (epoch seconds) that did not finish.
+
+    Called when a stop signal ends a run: MLflow's own handling would leave the
+    active run FAILED (or, at exit, FINISHED). Nothing to do when this process
+    never imported MLflow.
+    """
+    if "mlflow" not in sys.modules:
+        return []
+    import socket
+
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run("KILLED")
+    client = mlflow.MlflowClient(tracking_uri(params))
+    experiment = client.get_experiment_by_name(params.experiment)
+    if experiment is None:
+        return []
+    pid, host = str(os.getpid()), socket.gethostname()
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.pid = '{pid}' and attributes.start_time >= {int(since * 1000)}",
+        max_results=1000,
+    )
+    marked = []
+    for run in found:
+        if run.data.tags.get("host") != host or run.info.status == "FINISHED":
+            continue
+        client.set_tag(run.info.run_id, "killed_note", f"{why}; marked KILLED by its own process {pid} on {host}")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        marked.append(run.info.run_id)
+    return marked
+
+
+def process_tags() -> dict[str, str]:
+    """Who writes this run: lets a later run tell a killed writer from a live one."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def close_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED, with a note, the RUNNING runs whose writer on this host is gone.
+
+    A run killed mid-way (SIGKILL, OOM, power) never reaches its end, so
+    MLflow would show it RUNNING forever. Only runs tagged by this project
+    with this host's name are judged; runs from other hosts are left alone.
+    """
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        note = (
+            f"process {pid} on {host} ended without finishing this run (killed or crashed); "
+            f"marked KILLED on {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()}"
+        )
+        client.set_tag(run.info.run_id, "killed_note", note)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        log.warning("MLflow run %s: %s", run.info.run_id, note)
+    return closed
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (`<db folder>/mlartifacts`); servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        return (database.resolve().parent / DEFAULT_ARTIFACT_DIR).as_uri()
+    if uri.startswith("file:") or "://" not in uri:
+        return Path(DEFAULT_ARTIFACT_DIR).resolve().as_uri()
+    return None
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} → {'a.b': '1'}; lists become their JSON text."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return {prefix.rstrip("."): redact(text)}  # no credentials of URLs in MLflow params
+
+
+def ui_url(params: MlflowParams, port: int, host: str = "127.0.0.1") -> str:
+    """Where `make ui` shows this project's runs: the experiment in MLflow's model-training view.
+
+    MLflow 3.17's UI opens every experiment in its GenAI view unless the link asks for the
+    model-training one (the experiment's kind tag alone does not switch it).
+    """
+    import mlflow
+
+    base = f"http://{host}:{port}/#"
+    mlflow.set_tracking_uri(tracking_uri(params))
+    try:
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+    except Exception:  # noqa: BLE001 - no store yet: the experiments list is the page to open
+        experiment = None
+    where = f"/experiments/{experiment.experiment_id}" if experiment else "/experiments"
+    return f"{base}{where}?workflowType=machine_learning"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from quickdraw_dag.config.loading import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m quickdraw_dag.tracking.store")
+    parser.add_argument("command", choices=["ui-url"], help="print the link that opens the runs in `make ui`")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    print(f"MLflow UI: {ui_url(load_params(args.params).mlflow, args.port)}")

@@ -1,0 +1,1 @@
+"""The network and how it learns: the CNN builder, callbacks and budgets, the tuner, checkpoints, plots."""
