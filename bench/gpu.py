@@ -58,6 +58,7 @@ def measure(
 
     from bench.throughput import StepClock, write_split
     from quickdraw_dag.artifacts import Scaling
+    from quickdraw_dag.config.schema import SearchSpace
     from quickdraw_dag.data.stream import MemmapBatches, open_split
     from quickdraw_dag.training.model import build_cnn
 
@@ -71,7 +72,14 @@ def measure(
         for index in range(served):
             batches[index]
         serve_s = (time.perf_counter() - started) / served
-        model = build_cnn(image_size=28, num_classes=6, filters=filters, scaling=Scaling("minmax", 1 / 255, 0))
+        model = build_cnn(
+            **{**SearchSpace().first_choices(), "filters": filters},
+            image_size=28,
+            num_classes=6,
+            scaling=Scaling("minmax", 1 / 255, 0),
+            augment=None,
+            seed=0,
+        )
         steps = min(steps, len(batches))
         clock = StepClock()
         model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[clock])  # epoch 1: compile

@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.corpus import seed_drawings, tiled
 from quickdraw_dag.artifacts import Catalog, Scaling, write_label_names
-from quickdraw_dag.config.schema import PreprocessParams
+from quickdraw_dag.config.schema import PreprocessParams, SearchSpace
 from quickdraw_dag.data.raster import rasterize
 from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.training.model import build_cnn
@@ -64,7 +64,14 @@ def measure(
             batches[index]
         input_rate = served / (time.perf_counter() - started)
 
-        model = build_cnn(image_size=image_size, num_classes=6, filters=filters, scaling=Scaling("minmax", 1 / 255, 0))
+        model = build_cnn(
+            **{**SearchSpace().first_choices(), "filters": filters},
+            image_size=image_size,
+            num_classes=6,
+            scaling=Scaling("minmax", 1 / 255, 0),
+            augment=None,
+            seed=0,
+        )
         clock = StepClock()
         model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[clock])
         step_s = clock.epoch_seconds[-1] / steps

@@ -40,6 +40,7 @@ def train_registered_model(
         TuneParams,
     )
     from quickdraw_dag.runtime.fanout import serial_map
+    from quickdraw_dag.serving.registry import register_model
     from quickdraw_dag.tracking.live_run import LiveRun
     from quickdraw_dag.tracking.record import PipelineRun, log_pipeline_run
     from tasks.evaluate import evaluate
@@ -66,6 +67,25 @@ def train_registered_model(
     fetch(data, run.fetch, catalog)
     split(data, run.split, catalog)
     preprocess(data, run.preprocess, catalog, serial_map)
+    write_tiny_candidate(catalog, filters, trial_id="tiny", val_accuracy=0.0)
+    train(run.train, catalog)
+    evaluate(run.evaluate, catalog)
+    previous = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store below root, whatever the caller's
+    try:
+        live = LiveRun.create(run.mlflow, run_name="tiny-champion", tags={"orchestrator": "bench.tiny_model"})
+        tracked = log_pipeline_run(run, catalog, live, root=root)
+        accuracy = tracked["test_metrics"]["test_accuracy"]
+        register_model(catalog, live.run_id, tracked["test_metrics"], accuracy, list(data.categories))
+        live.end("FINISHED")
+    finally:
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    return uri
+
+
+def write_tiny_candidate(catalog: Catalog, filters: int, trial_id: str, val_accuracy: float) -> None:
+    """A tuning result with one small candidate, as tune writes it: train then runs without a search."""
+
     hyperparameters = {
         "filters": filters,
         "learning_rate": 0.003,
@@ -76,17 +96,11 @@ def train_registered_model(
         "l1": 0.0,
         "batch_norm": False,
     }
-    candidate = {"trial_id": "tiny", "val_accuracy": 0.0, "images_per_second": 1e6, "hyperparameters": hyperparameters}
+    candidate = {
+        "trial_id": trial_id,
+        "val_accuracy": val_accuracy,
+        "images_per_second": 1e6,
+        "hyperparameters": hyperparameters,
+    }
     catalog.models.mkdir(parents=True, exist_ok=True)
     write_tuning_result(catalog, {**candidate, "candidates": [candidate]})  # type: ignore[typeddict-item]
-    train(run.train, catalog)
-    evaluate(run.evaluate, catalog)
-    previous = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store below root, whatever the caller's
-    try:
-        live = LiveRun.create(run.mlflow, run_name="tiny-champion", tags={"orchestrator": "bench.tiny_model"})
-        log_pipeline_run(run, catalog, live, root=root)
-        live.end("FINISHED")
-    finally:
-        if previous is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-    return uri

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from quickdraw_dag.artifacts import Catalog, Scaling, read_categories
+from quickdraw_dag.config.schema import SearchSpace
 from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.training.model import build_cnn
 
@@ -31,10 +32,12 @@ def main() -> None:
     classes = read_categories(catalog)
     batches = MemmapBatches(images, labels, batch_size=args.batch_size, shuffle=True, seed=0)
     model = build_cnn(
+        **{**SearchSpace().first_choices(), "filters": args.filters},
         image_size=images.shape[1],
         num_classes=len(classes),
-        filters=args.filters,
         scaling=Scaling("minmax", 1 / 255, 0.0),
+        augment=None,
+        seed=0,
     )
     started = time.perf_counter()
     model.fit(batches, epochs=1, steps_per_epoch=args.steps, verbose=0)

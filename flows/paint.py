@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from prefect.cache_policies import NO_CACHE
 from quickdraw_dag.artifacts import PAINT_PIPELINE
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.config.paint import PaintPipelineParams
-from quickdraw_dag.errors import QuickDrawDagError
 from quickdraw_dag.orchestration.dvc_state import (
     commit_stage,
     persist_overrides,
@@ -40,13 +38,11 @@ from quickdraw_dag.orchestration.prefect_server import temporary_server
 from quickdraw_dag.runtime.cli import (
     build_parser,
     configure_logging,
-    report_disk_full,
-    report_stop,
+    exit_code_of,
     require_dvc_params_file,
 )
-from quickdraw_dag.runtime.diskspace import is_disk_full
-from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
 from quickdraw_dag.runtime.lock import workspace_lock
+from quickdraw_dag.tracking.store import close_stopped_runs
 
 # The paint pipeline's folder in this checkout (flows/ sits at the project root).
 PAINT_ROOT = Path(__file__).resolve().parents[1] / PAINT_PIPELINE
@@ -85,28 +81,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     params_path = (
         Path(args.params).resolve() if args.params != parser.get_default("params") else PAINT_ROOT / "params.yaml"
     )
-    started, params = time.time(), None
-    with stop_on_signals():
-        try:
-            require_dvc_params_file(
-                args.params if args.params != parser.get_default("params") else params_path, PAINT_ROOT / "params.yaml"
-            )
-            os.chdir(PAINT_ROOT)  # where DVC runs the stage: relative params paths and paint/dvc.lock mean the same
-            params = load_params(params_path, args.overrides, PaintPipelineParams)
-            with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
-                persist_overrides(params_path, args.overrides, PaintPipelineParams)
-                with temporary_server():
-                    paint_flow(params, force=args.force)
-        except QuickDrawDagError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return error.exit_code
-        except Interrupted as stop:
-            return report_stop(stop, params.mlflow if params else None, started)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            return report_disk_full(error)
-    return 0
+    loaded: list[PaintPipelineParams] = []
+
+    def work() -> None:
+        require_dvc_params_file(
+            args.params if args.params != parser.get_default("params") else params_path, PAINT_ROOT / "params.yaml"
+        )
+        os.chdir(PAINT_ROOT)  # where DVC runs the stage: relative params paths and paint/dvc.lock mean the same
+        params = load_params(params_path, args.overrides, PaintPipelineParams)
+        loaded.append(params)
+        with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
+            persist_overrides(params_path, args.overrides, PaintPipelineParams)
+            with temporary_server():
+                paint_flow(params, force=args.force)
+
+    return exit_code_of(work, lambda why, since: close_stopped_runs(loaded[0], why, since) if loaded else [])
 
 
 if __name__ == "__main__":

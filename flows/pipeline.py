@@ -36,7 +36,6 @@ import importlib
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,15 +66,14 @@ from quickdraw_dag.orchestration.versioning import describe_push, push_outputs
 from quickdraw_dag.runtime.cli import (
     build_parser,
     configure_logging,
-    report_disk_full,
-    report_stop,
+    exit_code_of,
     require_dvc_params_file,
 )
-from quickdraw_dag.runtime.diskspace import is_disk_full
 from quickdraw_dag.runtime.fanout import Mapper
-from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
+from quickdraw_dag.runtime.interrupt import ending_status
 from quickdraw_dag.runtime.lock import workspace_lock
-from quickdraw_dag.tracking.live_run import FlowRun, ending_status
+from quickdraw_dag.tracking.live_run import FlowRun
+from quickdraw_dag.tracking.store import close_stopped_runs
 from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
 
 log = logging.getLogger(__name__)
@@ -245,17 +243,7 @@ def flow_mlflow_run(params: Params) -> FlowRun:
     from quickdraw_dag.tracking.record import PipelineRun, run_name
 
     flow_run_id, deployment = orchestrator_ids()
-    sections = PipelineRun(
-        data=params.data,
-        fetch=params.fetch,
-        split=params.split,
-        preprocess=params.preprocess,
-        tune=params.tune,
-        train=params.train,
-        evaluate=params.evaluate,
-        mlflow=params.mlflow,
-        paths=params.paths,
-    )
+    sections = PipelineRun.of(params)
     tags = {
         "orchestrator": "prefect",
         "prefect_flow_run_id": flow_run_id or "none",
@@ -325,31 +313,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[CHIEF_ENV] = args.tune_chief  # read by the tune stage, in this process
     runner_kind = "dask" if args.dask is not None else args.task_runner
     configure_logging()
-    started, params = time.time(), None
-    with stop_on_signals():
-        try:
-            require_dvc_params_file(args.params)
-            params = load_params(args.params, args.overrides)  # validate before writing anything
-            # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
-            with repository_lock(wait_s=args.lock_wait):
-                if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
-                    ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before writing anything
-                with workspace_lock(wait_s=args.lock_wait):
-                    persist_overrides(Path(args.params), args.overrides)
-                    runner = task_runner(runner_kind, args.workers, args.dask or None)
-                    # One temporary server for the flow and its workers, stopped however the run ends.
-                    with temporary_server():
-                        pipeline.with_options(task_runner=runner)(params, until=args.until)
-        except QuickDrawDagError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return error.exit_code
-        except Interrupted as stop:
-            return report_stop(stop, params.mlflow if params else None, started)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            return report_disk_full(error)
-    return 0
+    loaded: list[Params] = []
+
+    def work() -> None:
+        require_dvc_params_file(args.params)
+        params = load_params(args.params, args.overrides)  # validate before writing anything
+        loaded.append(params)
+        # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
+        with repository_lock(wait_s=args.lock_wait):
+            if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
+                ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before writing anything
+            with workspace_lock(wait_s=args.lock_wait):
+                persist_overrides(Path(args.params), args.overrides)
+                runner = task_runner(runner_kind, args.workers, args.dask or None)
+                # One temporary server for the flow and its workers, stopped however the run ends.
+                with temporary_server():
+                    pipeline.with_options(task_runner=runner)(params, until=args.until)
+
+    return exit_code_of(work, lambda why, since: close_stopped_runs(loaded[0], why, since) if loaded else [])
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from quickdraw_dag.errors import DataError
 from quickdraw_dag.runtime.cli import run_entry_point
 from quickdraw_dag.tracking.lineage import orchestrator_ids
 from quickdraw_dag.tracking.live_run import tracked_stage
+from quickdraw_dag.tracking.store import close_stopped_runs
 from quickdraw_dag.training import plots
 from quickdraw_dag.training.model import load_model
 
@@ -215,22 +216,15 @@ def run(params: Params) -> dict[str, Any]:
     with tracked_stage("evaluate", params.mlflow, closes=True) as live:
         metrics: dict[str, Any] = {**evaluate(params.evaluate, catalog), "per_class": read_per_class(catalog)}
         if live is not None:
+            from quickdraw_dag.serving.registry import register_model
             from quickdraw_dag.tracking.record import PipelineRun, log_pipeline_run
 
             flow_run_id, deployment_name = orchestrator_ids()
-            # Every section this run's MLflow record holds, named here so dvc.yaml can list them.
-            run = PipelineRun(
-                data=params.data,
-                fetch=params.fetch,
-                split=params.split,
-                preprocess=params.preprocess,
-                tune=params.tune,
-                train=params.train,
-                evaluate=params.evaluate,
-                mlflow=params.mlflow,
-                paths=params.paths,
-            )
+            run = PipelineRun.of(params)  # every section this run's MLflow record holds
             tracked = log_pipeline_run(run, catalog, live, flow_run_id=flow_run_id, deployment=deployment_name)
+            tracked |= register_model(
+                catalog, live.run_id, tracked["test_metrics"], metrics["accuracy"], list(params.data.categories)
+            )
             metrics = {
                 **metrics,
                 "mlflow_run_id": tracked["run_id"],
@@ -243,7 +237,7 @@ def run(params: Params) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_entry_point("python -m tasks.evaluate", __doc__.splitlines()[0], run, argv)
+    return run_entry_point("python -m tasks.evaluate", __doc__.splitlines()[0], run, argv, on_stop=close_stopped_runs)
 
 
 if __name__ == "__main__":

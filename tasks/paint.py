@@ -43,20 +43,10 @@ from quickdraw_dag.painting import (
 from quickdraw_dag.runtime.atomic import atomic_directory, write_json_atomic
 from quickdraw_dag.runtime.cli import run_entry_point
 from quickdraw_dag.runtime.progress import progress_bar
+from quickdraw_dag.tracking.store import close_stopped_runs
 
 log = logging.getLogger(__name__)
 SNAPSHOTS = 10  # paintings kept during training, for MLflow's image comparison
-
-
-def seed_everything(seed: int) -> None:
-    """Same seed, same painting: seeded initialisation and shuffling, deterministic ops."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
 
 
 def _epoch_callback(epochs: int, inputs: np.ndarray, to_image: Any, snapshots: dict[int, np.ndarray]):
@@ -88,7 +78,9 @@ def paint(params: PaintParams, catalog: PaintCatalog) -> dict[str, Any]:
     source = load_image(params.image, params.longest_side)
     height, width, _ = source.shape
     inputs = model_inputs(pixel_grid(height, width), params)
-    seed_everything(params.seed)
+    from quickdraw_dag.training.determinism import seed_everything
+
+    seed_everything(params.seed)  # same seed, same painting
     if params.mode == "regression":
         targets = source.reshape(-1, 3).astype(np.float32) / 255.0
 
@@ -215,7 +207,9 @@ def run(params: PaintPipelineParams) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_entry_point("python -m tasks.paint", __doc__.splitlines()[0], run, argv, PaintPipelineParams)
+    return run_entry_point(
+        "python -m tasks.paint", __doc__.splitlines()[0], run, argv, PaintPipelineParams, on_stop=close_stopped_runs
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from quickdraw_dag.errors import SafetyLimitCut
 from quickdraw_dag.runtime.atomic import atomic_path
 from quickdraw_dag.runtime.cli import run_entry_point
 from quickdraw_dag.tracking.live_run import LiveRun, tracked_stage
+from quickdraw_dag.tracking.store import close_stopped_runs
 from quickdraw_dag.training.callbacks import (
     EpochHook,
     LiveEpochMetrics,
@@ -205,7 +206,7 @@ def run(params: Params) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_entry_point("python -m tasks.train", __doc__.splitlines()[0], run, argv)
+    return run_entry_point("python -m tasks.train", __doc__.splitlines()[0], run, argv, on_stop=close_stopped_runs)
 
 
 if __name__ == "__main__":

@@ -255,6 +255,10 @@ class SearchSpace(StrictModel):
         """Each hyperparameter's choices, in declaration order."""
         return {name: getattr(self, name) for name in self.names()}
 
+    def first_choices(self) -> dict[str, Any]:
+        """The first choice of each hyperparameter: a network built without a search (benchmarks, tests)."""
+        return {name: choices[0] for name, choices in self.choices().items()}
+
     @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
         """Plain Python values of the declared type (KerasTuner stores booleans as ints).

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from quickdraw_dag.runtime.processes import process_alive
+
 log = logging.getLogger(__name__)
 MAX_RUNS = 200  # per query: the server's default page size
 
@@ -45,16 +47,6 @@ class RunProcess:
     @staticmethod
     def this() -> RunProcess:
         return RunProcess(socket.gethostname(), os.getpid())
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def is_abandoned(infrastructure_pid: str | None, host: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from quickdraw_dag.config.loading import load_params
-from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, MlflowParams, Params
+from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, Params
 from quickdraw_dag.errors import ConfigError, QuickDrawDagError
 from quickdraw_dag.runtime.diskspace import free_bytes, human, is_disk_full
 from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
@@ -73,14 +73,17 @@ def require_dvc_params_file(path: str | Path, expected: Path = DEFAULT_PARAMS_PA
         )
 
 
-def report_stop(stop: Interrupted, mlflow_params: MlflowParams | None, since: float) -> int:
-    """Close this process's unfinished MLflow runs as KILLED, say so, and return the exit code (130, 143)."""
-    closed = []
-    if mlflow_params is not None and "mlflow" in sys.modules:
-        from quickdraw_dag.tracking.store import mark_interrupted_runs
+# Called when a stop signal ends a run: closes what the run left open (its MLflow runs) and returns their ids.
+# The caller passes it in (a tracking function), so this shell never imports MLflow code itself.
+OnStop = Callable[[str, float], list[str]]
 
+
+def report_stop(stop: Interrupted, on_stop: OnStop | None, since: float) -> int:
+    """Close what the run left open (`on_stop`), say so, and return the exit code (130, 143)."""
+    closed: list[str] = []
+    if on_stop is not None:
         try:
-            closed = mark_interrupted_runs(mlflow_params, since, str(stop))
+            closed = on_stop(str(stop), since)
         except Exception as error:  # noqa: BLE001 - stopping anyway; say why the runs stay as they are
             print(f"warning: could not mark the MLflow run(s) KILLED: {type(error).__name__}", file=sys.stderr)
     runs = f"; MLflow run(s) {', '.join(closed)} marked KILLED" if closed else ""
@@ -99,29 +102,50 @@ def report_disk_full(error: OSError) -> int:
     return 2
 
 
+def exit_code_of(work: Callable[[], object], on_stop: OnStop | None = None) -> int:
+    """Run `work` under the stop signals; the one place that maps the project's errors to exit codes.
+
+    A `QuickDrawDagError` prints one line and exits with its code (2 for config, data and a full disk),
+    a stop signal 130 or 143, a full disk 2; anything else is a bug and keeps its traceback.
+    """
+    started = time.time()
+    with stop_on_signals():
+        try:
+            work()
+        except QuickDrawDagError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        except Interrupted as stop:
+            return report_stop(stop, on_stop, started)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return report_disk_full(error)
+    return 0
+
+
 def run_entry_point(
     prog: str,
     description: str,
     body: Callable[[Any], object],
     argv: Sequence[str] | None = None,
     model: type[BaseModel] = Params,
+    on_stop: Callable[[Any, str, float], list[str]] | None = None,
 ) -> int:
-    """Parse args, load params once (a `model` params file), run `body`; return the process exit code."""
+    """Parse args, load params once (a `model` params file), run `body`; return the process exit code.
+
+    `on_stop(params, why, since)` closes what a stopped stage left open (a tracked stage's MLflow runs).
+    """
     args = build_parser(prog, description).parse_args(argv)
     configure_logging()
-    started, params = time.time(), None
-    with stop_on_signals():
-        try:
-            params = load_params(args.params, args.overrides, model)
-            with workspace_lock(wait_s=args.lock_wait):
-                body(params)
-        except QuickDrawDagError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return error.exit_code
-        except Interrupted as stop:
-            return report_stop(stop, getattr(params, "mlflow", None), started)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            return report_disk_full(error)
-    return 0
+    loaded: list[Any] = []
+
+    def work() -> None:
+        loaded.append(load_params(args.params, args.overrides, model))
+        with workspace_lock(wait_s=args.lock_wait):
+            body(loaded[0])
+
+    def stopped(why: str, since: float) -> list[str]:
+        return on_stop(loaded[0], why, since) if on_stop is not None and loaded else []
+
+    return exit_code_of(work, stopped)

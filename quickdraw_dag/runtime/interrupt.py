@@ -95,3 +95,8 @@ def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
             signal.signal(number, handler)
         if not stopping:
             done.set()  # after a stop, the watchdog stays until the process has exited
+
+
+def ending_status(error: BaseException) -> str:
+    """KILLED for an interrupt (Ctrl-C, a signal turned into an exception), FAILED for anything else."""
+    return "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"

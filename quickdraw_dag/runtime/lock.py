@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,9 +41,12 @@ def _holder(handle: int) -> str:
 
 
 @contextmanager
-def workspace_lock(root: str | Path = ".", wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the workspace lock, waiting at most `wait_s` seconds for it."""
-    path = Path(root) / LOCK_NAME
+def file_lock(path: Path, wait_s: float, busy: Callable[[int], Exception], poll_s: float = 0.2) -> Iterator[int]:
+    """Hold an exclusive `flock` on `path`, waiting at most `wait_s` seconds; yields the open handle.
+
+    Past the wait, raises `busy(handle)` (the handle lets the caller read who holds it). The kernel
+    drops the lock when its holder exits or is killed, so a killed holder never leaves it stuck.
+    """
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + max(0.0, wait_s)
@@ -53,11 +56,28 @@ def workspace_lock(root: str | Path = ".", wait_s: float = 0.0) -> Iterator[None
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise WorkspaceBusyError(
-                        f"workspace {Path(root).resolve()} is in use by {_holder(handle)}; "
-                        f"wait for it to finish, or pass --lock-wait SECONDS to wait (lock file {path})"
-                    ) from None
-                time.sleep(0.2)
+                    raise busy(handle) from None
+                time.sleep(poll_s)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def workspace_lock(root: str | Path = ".", wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the workspace lock, waiting at most `wait_s` seconds for it."""
+    path = Path(root) / LOCK_NAME
+
+    def busy(handle: int) -> Exception:
+        return WorkspaceBusyError(
+            f"workspace {Path(root).resolve()} is in use by {_holder(handle)}; "
+            f"wait for it to finish, or pass --lock-wait SECONDS to wait (lock file {path})"
+        )
+
+    with file_lock(path, wait_s, busy) as handle:
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -70,6 +90,3 @@ def workspace_lock(root: str | Path = ".", wait_s: float = 0.0) -> Iterator[None
             yield
         finally:
             os.ftruncate(handle, 0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    finally:
-        os.close(handle)

@@ -8,6 +8,8 @@ would otherwise make an empty `mlflow.db`).
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.errors import ConfigError
 from quickdraw_dag.runtime.redact import redact
@@ -22,6 +25,7 @@ from quickdraw_dag.serving.classifier import Classifier
 from quickdraw_dag.tracking.record import CHAMPION, REGISTERED_MODEL
 from quickdraw_dag.tracking.store import tracking_uri
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL_URI = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
 HOW_TO_GET_ONE = "run `make demo` (or `make run`) to train and register one, or name another with --model URI_OR_PATH"
 
@@ -126,3 +130,70 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def register_model(
+    catalog: Catalog, run_id: str, test_metrics: dict[str, float], accuracy: float, categories: list[str]
+) -> dict[str, Any]:
+    """Log the model into the pipeline run `run_id`, register it and apply the promotion gate.
+
+    Returns the registry version and the decision, which are also tagged on the run.
+    """
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        version = log_and_register_model(catalog, test_metrics)
+        decision = promote_if_better(version, accuracy, categories)
+        mlflow.set_tags(
+            {
+                "promotion.decision": decision["decision"],
+                "promotion.reason": decision["reason"],
+                "registered_model_version": str(version),
+            }
+        )
+    log.info("mlflow: run %s, model version %s, %s (%s)", run_id, version, decision["decision"], decision["reason"])
+    return {"model_version": version, **decision}
+
+
+def log_and_register_model(catalog: Catalog, test_metrics: dict[str, float]) -> int:
+    """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`), with its test
+    metrics against it in MLflow 3's model view; register it; returns its registry version."""
+    import mlflow
+
+    from quickdraw_dag.serving.pyfunc import log_pyfunc_model
+
+    model = log_pyfunc_model(catalog, artifact_path="model")
+    mlflow.log_metrics(test_metrics, model_id=model.model_id)
+    version = mlflow.register_model(model.model_uri, REGISTERED_MODEL)
+    return int(version.version)
+
+
+def promote_if_better(version: int, accuracy: float, categories: list[str]) -> dict[str, str]:
+    """Move the `champion` alias only when `version` beats it on the same label set."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    labels = json.dumps(categories)
+    client.set_model_version_tag(REGISTERED_MODEL, str(version), "categories", labels)
+    client.set_model_version_tag(REGISTERED_MODEL, str(version), "test_accuracy", f"{accuracy:.6f}")
+    try:
+        champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is None:
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
+        return {"decision": "promoted", "reason": "no champion yet"}
+    if champion.tags.get("categories") != labels:
+        return {"decision": "kept", "reason": f"champion v{champion.version} was trained on another label set"}
+    best = float(champion.tags.get("test_accuracy", "nan"))
+    if accuracy > best:
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
+        return {
+            "decision": "promoted",
+            "reason": f"test accuracy {accuracy:.4f} beats champion v{champion.version} ({best:.4f})",
+        }
+    return {
+        "decision": "kept",
+        "reason": f"test accuracy {accuracy:.4f} does not beat champion v{champion.version} ({best:.4f})",
+    }

@@ -35,7 +35,7 @@ from typing import Any
 from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.errors import SafetyLimitCut
 from quickdraw_dag.runtime.atomic import write_json_atomic
-from quickdraw_dag.runtime.interrupt import on_forced_exit
+from quickdraw_dag.runtime.interrupt import ending_status, on_forced_exit
 from quickdraw_dag.tracking.session import (
     FLOW_RUN_ENV,
     RUN_STATE,
@@ -151,11 +151,6 @@ def _stop_system_metrics(monitor: Any) -> None:
             monitor.finish()
         except Exception as error:  # noqa: BLE001 - as above
             log.warning("mlflow: stopping system metrics failed (%s)", error)
-
-
-def ending_status(error: BaseException) -> str:
-    """KILLED for an interrupt (Ctrl-C, a signal turned into an exception), FAILED for anything else."""
-    return "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The pipeline run's MLflow record, completed after evaluate; the model registry and its champion.
+"""The pipeline run's MLflow record, completed after evaluate.
 
 The run itself is opened by the pipeline run's first stage and logged to live
 (`quickdraw_dag.tracking.live_run`: trials as nested runs while they train, every
@@ -6,9 +6,8 @@ epoch as it ends); the store is `quickdraw_dag.tracking.store`. After evaluate
 this adds the pipeline's params sections (flattened), the best
 hyperparameters, lineage tags, the test metrics, the three splits as dataset
 inputs, the reports and plots as artifacts, the run's `params.yaml` and the
-`dvc.lock` it leaves (under `dvc/`: what `make reproduce` restores) and the
-model (with signature and input examples; an MLflow pyfunc that takes strokes
-or images, registered as `quickdraw-cnn`), and applies the promotion gate.
+`dvc.lock` it leaves (under `dvc/`: what `make reproduce` restores). The model
+and its promotion are logged next, by `quickdraw_dag.serving.registry`.
 """
 
 from __future__ import annotations
@@ -57,8 +56,16 @@ class PipelineRun:
     mlflow: MlflowParams
     paths: PathsParams
 
+    @classmethod
+    def of(cls, params: Any) -> PipelineRun:
+        """The recorded sections of a whole `Params` (the contract test reads `RECORDED_SECTIONS` too)."""
+        return cls(**{name: getattr(params, name) for name in RECORDED_SECTIONS})
+
     def as_dict(self) -> dict[str, Any]:
         return {field.name: getattr(self, field.name).model_dump(mode="json") for field in fields(self)}
+
+
+RECORDED_SECTIONS: tuple[str, ...] = tuple(field.name for field in fields(PipelineRun))
 
 
 def run_name(data: DataParams) -> str:
@@ -75,8 +82,10 @@ def log_pipeline_run(
     deployment: str | None = None,
     root: Path = Path("."),
 ) -> dict[str, Any]:
-    """Complete the pipeline run's record after evaluate: params, lineage, test metrics, datasets, reports,
-    the model and the promotion gate. Epochs and trials were logged live by train and tune."""
+    """Complete the pipeline run's record after evaluate: params, lineage, test metrics, datasets, reports.
+
+    Epochs and trials were logged live by train and tune; the model and the promotion gate are
+    `quickdraw_dag.serving.registry.register_model`'s, called next by the evaluate stage."""
     import mlflow
 
     from quickdraw_dag.tracking.lineage import lineage_tags
@@ -126,19 +135,7 @@ def log_pipeline_run(
         if catalog.plots.is_dir():
             mlflow.log_artifacts(str(catalog.plots), artifact_path="plots")
         log_run_record(live, root)
-        version = log_and_register_model(catalog, test_metrics)
-        decision = promote_if_better(version, metrics["accuracy"], list(run.data.categories))
-        mlflow.set_tags(
-            {
-                "promotion.decision": decision["decision"],
-                "promotion.reason": decision["reason"],
-                "registered_model_version": str(version),
-            }
-        )
-    log.info(
-        "mlflow: run %s, model version %s, %s (%s)", live.run_id, version, decision["decision"], decision["reason"]
-    )
-    return {"run_id": live.run_id, "experiment_id": live.experiment_id, "model_version": version, **decision}
+    return {"run_id": live.run_id, "experiment_id": live.experiment_id, "test_metrics": test_metrics}
 
 
 def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> None:
@@ -235,47 +232,3 @@ def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, st
         tags["budget.expected_accuracy_loss"] = f"{budget['expected_accuracy_loss']:.4f}"
         tags["budget.note"] = str(budget["note"])[:5000]
     return tags
-
-
-def log_and_register_model(catalog: Catalog, test_metrics: dict[str, float]) -> int:
-    """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`), with its test
-    metrics against it in MLflow 3's model view; register it; returns its registry version."""
-    import mlflow
-
-    from quickdraw_dag.serving.pyfunc import log_pyfunc_model
-
-    model = log_pyfunc_model(catalog, artifact_path="model")
-    mlflow.log_metrics(test_metrics, model_id=model.model_id)
-    version = mlflow.register_model(model.model_uri, REGISTERED_MODEL)
-    return int(version.version)
-
-
-def promote_if_better(version: int, accuracy: float, categories: list[str]) -> dict[str, str]:
-    """Move the `champion` alias only when `version` beats it on the same label set."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    labels = json.dumps(categories)
-    client.set_model_version_tag(REGISTERED_MODEL, str(version), "categories", labels)
-    client.set_model_version_tag(REGISTERED_MODEL, str(version), "test_accuracy", f"{accuracy:.6f}")
-    try:
-        champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
-    except MlflowException:
-        champion = None
-    if champion is None:
-        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
-        return {"decision": "promoted", "reason": "no champion yet"}
-    if champion.tags.get("categories") != labels:
-        return {"decision": "kept", "reason": f"champion v{champion.version} was trained on another label set"}
-    best = float(champion.tags.get("test_accuracy", "nan"))
-    if accuracy > best:
-        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
-        return {
-            "decision": "promoted",
-            "reason": f"test accuracy {accuracy:.4f} beats champion v{champion.version} ({best:.4f})",
-        }
-    return {
-        "decision": "kept",
-        "reason": f"test accuracy {accuracy:.4f} does not beat champion v{champion.version} ({best:.4f})",
-    }

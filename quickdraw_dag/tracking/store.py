@@ -12,7 +12,6 @@ migrate the same new file, and one fails ("duplicate column name").
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from quickdraw_dag.config.schema import MlflowParams
+from quickdraw_dag.runtime.lock import file_lock
+from quickdraw_dag.runtime.processes import process_alive
 from quickdraw_dag.runtime.redact import redact
 
 log = logging.getLogger(__name__)
@@ -76,25 +77,12 @@ def store_creation_lock(uri: str, timeout_s: float = 300.0) -> Iterator[None]:
         return
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(database.with_name(database.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"{database}: another process has been creating this MLflow store for {timeout_s:.0f} s"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    finally:
-        os.close(handle)
+
+    def busy(handle: int) -> Exception:
+        return TimeoutError(f"{database}: another process has been creating this MLflow store for {timeout_s:.0f} s")
+
+    with file_lock(database.with_name(database.name + ".lock"), timeout_s, busy, poll_s=0.1):
+        yield
 
 
 def mark_interrupted_runs(params: MlflowParams, since: float, why: str) -> list[str]:
@@ -132,21 +120,16 @@ def mark_interrupted_runs(params: MlflowParams, since: float, why: str) -> list[
     return marked
 
 
+def close_stopped_runs(params: Any, why: str, since: float) -> list[str]:
+    """A tracked stage's `on_stop` (`run_entry_point`): its unfinished MLflow runs since `since`, marked KILLED."""
+    return mark_interrupted_runs(params.mlflow, since, why)
+
+
 def process_tags() -> dict[str, str]:
     """Who writes this run: lets a later run tell a killed writer from a live one."""
     import socket
 
     return {"host": socket.gethostname(), "pid": str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def close_abandoned_runs(experiment_id: str) -> list[str]:
@@ -166,7 +149,7 @@ def close_abandoned_runs(experiment_id: str) -> list[str]:
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
         tags = run.data.tags
         pid = tags.get("pid", "")
-        if tags.get("host") != host or not pid.isdigit() or _alive(int(pid)):
+        if tags.get("host") != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         note = (
             f"process {pid} on {host} ended without finishing this run (killed or crashed); "

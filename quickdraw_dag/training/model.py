@@ -58,20 +58,21 @@ def build_cnn(
     image_size: int,
     num_classes: int,
     scaling: Scaling,
-    filters: int = 32,
-    learning_rate: float = 1e-3,
-    dropout: float = 0.3,
-    activation: str = "relu",
-    optimizer: str = "adam",
-    l2: float = 1e-5,
-    l1: float = 0.0,
-    batch_norm: bool = False,
-    augment: AugmentParams | None = None,
-    seed: int = 0,
+    filters: int,
+    learning_rate: float,
+    dropout: float,
+    activation: str,
+    optimizer: str,
+    l2: float,
+    l1: float,
+    batch_norm: bool,
+    augment: AugmentParams | None,
+    seed: int,
 ) -> keras.Model:
     """Build and compile the CNN; every argument is a plain value.
 
-    The hyperparameters (filters … batch_norm) are exactly `SearchSpace`'s fields.
+    The hyperparameters (filters … batch_norm) are exactly `SearchSpace`'s fields, and the builder has
+    no defaults of its own: the defaults live in params.yaml's search space (and `SearchSpace`).
     """
     inputs = keras.Input(shape=(image_size, image_size), dtype="uint8", name="image")
     x = layers.Reshape((image_size, image_size, 1), name="channel")(inputs)

@@ -10,7 +10,7 @@ import numpy as np
 from quickdraw_dag.config.schema import DataParams, FetchParams
 from quickdraw_dag.data.formats import find_local_file, open_bitmaps
 from tasks.fetch import fetch
-from tests.conftest import SAMPLE_CATEGORIES, catalog_of
+from tests.helpers import SAMPLE_CATEGORIES, catalog_of
 
 
 def test_the_sample_holds_1000_bitmaps_and_25_drawings_of_each_category(samples: Path) -> None:

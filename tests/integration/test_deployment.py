@@ -13,7 +13,7 @@ import yaml
 
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config.loading import load_params
-from tests.conftest import TINY_PIPELINE, set_params
+from tests.helpers import TINY_PIPELINE, set_params
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import yaml
 
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.data.formats import read_binary
-from tests.conftest import dvc, set_params
+from tests.helpers import dvc, set_params
 
 STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate")
 

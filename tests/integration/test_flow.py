@@ -20,7 +20,7 @@ import yaml
 from quickdraw_dag.artifacts import Catalog, read_per_class
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.orchestration.run_summary import LOCAL_MLFLOW_UI, PER_CLASS_KEY, RESULTS_KEY
-from tests.conftest import TINY_PIPELINE, dvc_status, git_commit_all, run_module, set_params, tree_digest
+from tests.helpers import TINY_PIPELINE, dvc_status, git_commit_all, run_module, set_params, tree_digest
 
 ALL_STAGES = ["fetch", "split", "preprocess", "tune", "train", "evaluate"]  # the paint flow is another pipeline
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow")]  # one worker runs the shared flow runs

@@ -19,10 +19,11 @@ from quickdraw_dag.artifacts import Catalog, read_tuning_report
 from quickdraw_dag.config.schema import EvaluateParams, SearchSpace, TrainParams, TuneParams
 from quickdraw_dag.errors import SafetyLimitCut
 from quickdraw_dag.training.model import load_model
+from quickdraw_dag.training.tuner import rank_candidates
 from tasks.evaluate import classification_metrics, evaluate
 from tasks.train import best_candidate, train
-from tasks.tune import rank_candidates, tune
-from tests.conftest import REPO, write_best
+from tasks.tune import tune
+from tests.helpers import REPO, write_best
 
 SMALL_SPACE = SearchSpace(filters=(8, 16), learning_rate=(1e-3, 3e-3), batch_norm=(False,))
 

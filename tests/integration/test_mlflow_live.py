@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_PIPELINE, run_module, set_params
+from tests.helpers import TINY_PIPELINE, run_module, set_params
 
 
 def store(project: Path):

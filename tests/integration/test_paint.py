@@ -12,7 +12,7 @@ import pytest
 
 from quickdraw_dag.artifacts import PAINT_PIPELINE, PaintCatalog
 from quickdraw_dag.config.paint import PaintParams
-from tests.conftest import dvc, run_module, set_params
+from tests.helpers import dvc, run_module, set_params
 
 TINY = {"longest_side": 16, "epochs": 6, "hidden_layers": 2, "units": 16, "fourier": {"enabled": True, "size": 16}}
 

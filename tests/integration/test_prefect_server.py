@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, TINY_PIPELINE, kill_when, run_module, set_params, start
+from tests.helpers import REPO, TINY_PIPELINE, kill_when, run_module, set_params, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-server")]
 

@@ -12,7 +12,7 @@ import pytest
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.data import synthetic
 from quickdraw_dag.data.formats.binary import encode_binary
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 def corrupt_dir(tmp_path: Path, name: str, content: bytes) -> Path:
@@ -135,7 +135,7 @@ def test_skip_policy_reports_skipped_records(project: Path, tmp_path: Path) -> N
 
 
 def test_offline_flow_says_so_once_names_the_sample_and_writes_nothing(project: Path) -> None:
-    from tests.conftest import tree_digest
+    from tests.helpers import tree_digest
 
     before = tree_digest(project)
     args = ["--set", "data.source=quickdraw", "--set", "fetch.download.base_url=http://no-such-host.invalid/qd/"]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-from tests.conftest import TINY_PIPELINE, dvc, git_commit_all, set_params, tree_digest
+from tests.helpers import TINY_PIPELINE, dvc, git_commit_all, set_params, tree_digest
 
 pytestmark = [pytest.mark.slow]
 LAYOUT = Catalog.under(Path("."))

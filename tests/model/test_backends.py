@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import REPO, write_best
+from tests.helpers import REPO, write_best
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'jax[cpu]')")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import Catalog, Scaling, read_scaling
-from quickdraw_dag.config.schema import AugmentParams
+from quickdraw_dag.config.schema import AugmentParams, SearchSpace
 from quickdraw_dag.data.stream import MemmapBatches, open_split, stratified_subset
 from quickdraw_dag.training.model import build_cnn, load_model
 
@@ -22,13 +22,12 @@ def trained(tiny_processed: Catalog) -> tuple[keras.Model, list[float]]:
     train_x, train_y = open_split(tiny_processed, "train")
     val_x, val_y = open_split(tiny_processed, "val")
     model = build_cnn(
+        **{**SearchSpace().first_choices(), "filters": 16, "learning_rate": 1e-3, "batch_norm": True},
         image_size=28,
         num_classes=3,
         scaling=read_scaling(tiny_processed),
-        filters=16,
-        learning_rate=1e-3,
-        batch_norm=True,
         augment=AugmentParams(rotation=0.02, zoom=0.05, translation=0.05),
+        seed=0,
     )
     history = model.fit(
         MemmapBatches(train_x, train_y, batch_size=32, shuffle=True),
@@ -56,7 +55,8 @@ def test_overfits_a_tiny_batch() -> None:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8)
     labels = np.arange(16) % 4
-    model = build_cnn(image_size=28, num_classes=4, scaling=SCALE, filters=16, learning_rate=1e-3, dropout=0.1, l2=0.0)
+    hyperparameters = {**SearchSpace().first_choices(), "filters": 16, "dropout": 0.1, "l2": 0.0, "batch_norm": False}
+    model = build_cnn(**hyperparameters, image_size=28, num_classes=4, scaling=SCALE, augment=None, seed=0)
     history = model.fit(images, labels, batch_size=16, epochs=60, verbose=0)
     assert history.history["accuracy"][-1] == 1.0
     assert history.history["loss"][-1] < 0.1

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import REPO, write_best
+from tests.helpers import REPO, write_best
 
 # Relative difference allowed between one and two devices in each epoch's loss and val_loss (see above);
 # accuracies, counted on 36 validation drawings, may differ by a drawing or two (ACCURACY_TOLERANCE).

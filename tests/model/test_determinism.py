@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DRIVER = """
 import sys

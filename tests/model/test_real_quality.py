@@ -23,7 +23,7 @@ from quickdraw_dag.config.schema import (
     SplitParams,
     TrainParams,
 )
-from tests.conftest import SAMPLE_CATEGORIES
+from tests.helpers import SAMPLE_CATEGORIES
 
 EPOCHS = 8
 # This test measured 0.7278 on the 7 shipped categories (test split: 698 drawings; batch norm, learning

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_module, set_params
+from tests.helpers import REPO, run_module, set_params
 from tests.reliability.faults import TINY_DATA
 
 

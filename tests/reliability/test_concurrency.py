@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import REPO, tree_digest
+from tests.helpers import REPO, tree_digest
 
 ARGS = (
     "--set",

@@ -23,7 +23,7 @@ from quickdraw_dag.data import synthetic
 from quickdraw_dag.data.formats.binary import write_binary
 from quickdraw_dag.errors import FetchError
 from tasks.fetch import download_category, fetch
-from tests.conftest import catalog_of
+from tests.helpers import catalog_of
 from tests.http_server import FaultyServer
 
 CATEGORIES = ["apple", "banana", "cat", "dog", "house", "tree", "bicycle", "The Eiffel Tower", "fish", "star"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import REPO, dvc, git_commit_all, run_module, set_params, tree_digest
+from tests.helpers import REPO, dvc, git_commit_all, run_module, set_params, tree_digest
 from tests.reliability.faults import PAUSED_FLOW, TINY_DATA, wait_for
 
 

@@ -147,7 +147,7 @@ def peak_growth(tmp_path: Path, path: Path, fmt: str) -> tuple[str, float]:
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     valid = tmp_path / "valid.bin"
     with open(valid, "wb") as handle:

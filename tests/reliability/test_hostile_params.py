@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DEFAULT = (REPO / "params.yaml").read_bytes()
 TRAIN_EPOCHS = rb"\n  epochs: \d+"  # the first `  epochs:` of params.yaml is train's

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import PAINT_PIPELINE, Catalog
-from tests.conftest import REPO
-from tests.conftest import tree_digest as full_digest
+from tests.helpers import REPO
+from tests.helpers import tree_digest as full_digest
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
 PAINT_DEFAULT = yaml.safe_load((REPO / PAINT_PIPELINE / "params.yaml").read_text())

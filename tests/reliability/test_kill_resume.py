@@ -18,7 +18,7 @@ import yaml
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.data import synthetic
 from quickdraw_dag.data.formats.binary import write_binary
-from tests.conftest import kill_when, run_module, set_params, start, tree_digest, twin
+from tests.helpers import kill_when, run_module, set_params, start, tree_digest, twin
 from tests.http_server import FaultyServer
 
 
@@ -112,7 +112,7 @@ def test_killed_evaluate_leaves_no_running_mlflow_run(project: Path, record) -> 
     from quickdraw_dag.artifacts import Catalog
     from quickdraw_dag.config.schema import TrainParams
     from tasks.train import train
-    from tests.conftest import build_processed, write_best
+    from tests.helpers import build_processed, write_best
 
     set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line"]})
     catalog = build_processed(Catalog.under(project), drawings=60)  # the project's own layout

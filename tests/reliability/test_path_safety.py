@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import run_module, tree_digest
+from tests.helpers import run_module, tree_digest
 
 SYNTHETIC = ["--set", "data.source=synthetic", "--set", "data.categories=[circle, square, star]"]
 SYNTHETIC += ["--set", "fetch.synthetic_drawings=200"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.runtime.redact import redact
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SOURCES = [p for folder in ("quickdraw_dag", "tasks", "flows", "bench") for p in (REPO / folder).rglob("*.py")]
 # The releases that fixed the published safe_mode bypasses and related model-loading flaws.
@@ -113,7 +113,7 @@ def test_credentials_never_reach_logs_manifest_or_mlflow_params(
     from quickdraw_dag.errors import FetchError
     from quickdraw_dag.tracking.store import flatten
     from tasks.fetch import download_category
-    from tests.conftest import catalog_of
+    from tests.helpers import catalog_of
     from tests.http_server import FaultyServer
 
     assert (

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.conftest import REPO, set_params
+from tests.helpers import REPO, set_params
 from tests.reliability.faults import PAUSED_FLOW, TINY_DATA, survivors, wait_for
 
 
@@ -94,7 +94,7 @@ def test_a_stage_stopped_by_sigterm_marks_its_mlflow_run_killed(project: Path, r
 
     from quickdraw_dag.config.schema import TrainParams
     from tasks.train import train
-    from tests.conftest import build_processed, write_best
+    from tests.helpers import build_processed, write_best
 
     set_params(project, data={"source": "synthetic", "categories": ["circle", "square", "line"]})
     catalog = build_processed(Catalog.under(project), drawings=60)

@@ -22,7 +22,7 @@ import pytest
 
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.training.callbacks import BACKUP_DIR, BEST_CHECKPOINT, EPOCH_LOG
-from tests.conftest import REPO, write_best
+from tests.helpers import REPO, write_best
 
 WEIGHTS = "latest.weights.h5"  # Keras's BackupAndRestore file (quickdraw_dag.training.checkpoints.WEIGHTS)
 TRAIN = ["train.epochs=8", "train.max_seconds=null", "train.batch_size=16", "train.patience=50"]

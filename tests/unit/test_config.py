@@ -10,7 +10,7 @@ import yaml
 from quickdraw_dag.config.loading import apply_override, load_params, validate_params
 from quickdraw_dag.config.schema import Params
 from quickdraw_dag.errors import ConfigError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.fixture()

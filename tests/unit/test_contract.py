@@ -9,7 +9,9 @@
   paint one (its own DVC project in `paint/`);
 - git ignores exactly the outputs the DVC cache keeps, so after a run `git status`
   shows what a user commits (dvc.lock, params.yaml, the small reports);
-- every params section is read by a stage, or only by the flows (and then by no stage).
+- every params section is read by a stage, or only by the flows (and then by no stage);
+- the library is layered: each group imports only the groups below it (`LAYERS`), and the data
+  stages (fetch, split, preprocess) import no MLflow code.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import yaml
 
 from quickdraw_dag.artifacts import PIPELINES, Catalog, PaintCatalog, Pipeline, git_tracked_outputs, stage_outputs
 from quickdraw_dag.config.schema import FLOW_ONLY_SECTIONS, Params
-from tests.conftest import REPO
+from quickdraw_dag.tracking.record import RECORDED_SECTIONS
+from tests.helpers import REPO
 
 STAGES = tuple(stage for pipeline in PIPELINES.values() for stage in pipeline.outputs)
 PIPELINE_OF: dict[str, Pipeline] = {stage: pipeline for pipeline in PIPELINES.values() for stage in pipeline.outputs}
@@ -204,6 +207,94 @@ def test_the_deps_check_fails_when_a_dep_is_removed() -> None:
     )
 
 
+# ----- layers -----
+
+# Each library group, with the groups it may import besides itself: lower layers never import higher ones.
+# `errors` and `artifacts` are modules at the top of the package; the rest are folders.
+_BASE = {"errors", "config", "runtime"}
+LAYERS: dict[str, set[str]] = {
+    "errors": set(),
+    "config": {"errors"},
+    "runtime": {"errors", "config"},
+    "artifacts": _BASE,
+    "data": _BASE | {"artifacts"},
+    "training": _BASE | {"artifacts", "data"},
+    "painting": _BASE | {"artifacts", "data", "training"},
+    "tracking": _BASE | {"artifacts", "data", "training"},
+    "serving": _BASE | {"artifacts", "data", "training", "tracking"},
+    "orchestration": _BASE | {"artifacts", "data", "training", "tracking"},
+}
+DATA_STAGES = ("fetch", "split", "preprocess")
+
+
+def group_of(path: Path) -> str | None:
+    """The library group of a project file (quickdraw_dag/tracking/store.py → tracking), or None outside it."""
+    parts = path.relative_to(REPO).with_suffix("").parts
+    if parts[0] != "quickdraw_dag" or len(parts) < 2 or parts[1] == "__init__":
+        return None
+    return parts[1]
+
+
+def library_imports() -> dict[Path, set[Path]]:
+    """Each library file, with the project files it imports."""
+    imports = {}
+    for path in sorted((REPO / "quickdraw_dag").rglob("*.py")):
+        imports[path] = {module_file(name) for name in imported_modules(path)} - {None}
+    return imports
+
+
+def layer_problems(imports: dict[Path, set[Path]]) -> list[str]:
+    problems = []
+    for path, targets in imports.items():
+        group = group_of(path)
+        for target in sorted(targets):
+            other = group_of(target)
+            if group and other and other != group and other not in LAYERS[group]:
+                problems.append(f"{path.relative_to(REPO)} ({group}) imports {target.relative_to(REPO)} ({other})")
+    return problems
+
+
+def test_every_library_group_is_in_a_layer() -> None:
+    groups = {group_of(path) for path in (REPO / "quickdraw_dag").rglob("*.py")} - {None}
+    assert groups == set(LAYERS)
+    assert len(list((REPO / "quickdraw_dag").iterdir())) <= 12  # a top level a newcomer reads at a glance
+
+
+def test_library_groups_import_only_the_layers_below_them() -> None:
+    assert layer_problems(library_imports()) == []
+
+
+def test_the_layer_check_fails_when_a_lower_group_imports_a_higher_one() -> None:
+    imports = library_imports()
+    download = REPO / "quickdraw_dag" / "data" / "download.py"
+    imports[download] = imports[download] | {REPO / "quickdraw_dag" / "tracking" / "store.py"}
+    assert layer_problems(imports) == [
+        "quickdraw_dag/data/download.py (data) imports quickdraw_dag/tracking/store.py (tracking)"
+    ]
+
+
+def imports_mlflow(path: Path) -> bool:
+    return any(name == "mlflow" or name.startswith("mlflow.") for name in all_imported_names(path))
+
+
+def all_imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("stage", DATA_STAGES)
+def test_the_data_stages_import_no_mlflow_code(stage: str) -> None:
+    closure = import_closure(REPO / "tasks" / f"{stage}.py")
+    assert [p.relative_to(REPO).as_posix() for p in sorted(closure) if imports_mlflow(p)] == []
+    assert REPO / "quickdraw_dag" / "tracking" / "store.py" not in closure  # where MLflow's store is configured
+    assert imports_mlflow(REPO / "quickdraw_dag" / "tracking" / "store.py")  # the check sees lazy imports
+
+
 # ----- params -----
 
 
@@ -219,6 +310,8 @@ def params_read_by_run(stage: str) -> set[str]:
             node = node.value
         if isinstance(node, ast.Name) and node.id == "params" and chain:
             keys.add(".".join(chain[:2]) if chain[0] == "paths" else chain[0])
+    if "PipelineRun.of(params)" in ast.unparse(run):  # the sections a run's MLflow record holds, declared once
+        keys |= set(RECORDED_SECTIONS)
     # attribute chains nested in longer ones (params.paths inside params.paths.raw) are implied by them
     return {k for k in keys if not any(o != k and o.startswith(k + ".") for o in keys)}
 

@@ -15,7 +15,7 @@ from quickdraw_dag.data.formats import validate_file
 from quickdraw_dag.data.formats.binary import encode_binary, read_binary
 from quickdraw_dag.errors import FetchError, OfflineError
 from tasks.fetch import fetch
-from tests.conftest import catalog_of
+from tests.helpers import catalog_of
 from tests.http_server import FaultyServer
 
 FAST = RetryPolicy(retries=3, backoff_s=0.01, backoff_max_s=0.05, timeout_s=5)

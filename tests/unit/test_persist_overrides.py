@@ -10,7 +10,7 @@ import pytest
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.errors import ConfigError
 from quickdraw_dag.orchestration.dvc_state import persist_overrides
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_overrides_are_written_and_comments_kept(tmp_path: Path) -> None:

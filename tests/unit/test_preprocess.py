@@ -16,7 +16,7 @@ from quickdraw_dag.runtime.fanout import process_map, serial_map
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess, scaling_from_histogram
 from tasks.split import split
-from tests.conftest import catalog_of, tree_digest
+from tests.helpers import catalog_of, tree_digest
 
 
 def test_outputs_memory_map_with_labels_in_category_order(tiny_processed: Catalog) -> None:

@@ -15,7 +15,7 @@ from quickdraw_dag.data.formats import DrawingBatch, raw_file_name, read_binary
 from quickdraw_dag.data.formats.binary import encode_binary
 from tasks.fetch import fetch
 from tasks.split import assign_splits, split
-from tests.conftest import catalog_of, tree_digest
+from tests.helpers import catalog_of, tree_digest
 
 
 def ids_in(catalog: Catalog, category: str) -> dict[str, np.ndarray]:

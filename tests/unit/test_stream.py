@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from quickdraw_dag.data.stream import MemmapBatches, open_split, read_rows
-from tests.conftest import catalog_of
+from tests.helpers import catalog_of
 
 
 def test_read_rows_matches_indexing(tmp_path: Path) -> None:

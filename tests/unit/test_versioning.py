@@ -16,7 +16,7 @@ from quickdraw_dag.errors import PushError
 from quickdraw_dag.orchestration.versioning import default_remote, describe_push, push_outputs
 from quickdraw_dag.tracking.lineage import experiment_tags, git_state, not_code, pending_lock
 from quickdraw_dag.tracking.store import tracking_uri
-from tests.conftest import git_commit_all
+from tests.helpers import git_commit_all
 
 STAGE = """stages:
   make:
@@ -168,7 +168,7 @@ def test_reproduce_refuses_a_run_it_cannot_find_with_exit_code_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from quickdraw_dag.orchestration.reproduce import main
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
