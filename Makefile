@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp$(if $(filter 1 yes true,$(GPU)),-gpu)
 ARGS ?=
-# GPU=1: also JAX's CUDA build (the `gpu` extra); train on it with KERAS_BACKEND=jax (README "GPU").
+# GPU=1: also JAX's CUDA build (the `gpu` extra); train on it with KERAS_BACKEND=jax (docs/SCALING.md "A GPU").
 GPU ?=
 comma := ,
 EXTRAS := dev$(if $(filter 1 yes true,$(GPU)),$(comma)gpu)

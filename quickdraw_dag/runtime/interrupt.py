@@ -14,12 +14,14 @@ cleanups registered with `on_forced_exit` run and the process exits at once.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 20.0
@@ -65,6 +67,16 @@ def _watchdog(grace_s: float, code: int, done: threading.Event) -> None:
         force_exit(code, f"still stopping after {grace_s:.0f} s")
 
 
+def _swallows_exceptions(frame: FrameType | None, depth: int = 8) -> bool:
+    """Whether `frame` runs where Python ignores exceptions: a garbage-collector callback or a finalizer."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None and depth > 0:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
+
+
 @contextmanager
 def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
     """Turn SIGINT and SIGTERM into `Interrupted` in the main thread for the block (elsewhere: no change)."""
@@ -74,8 +86,13 @@ def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
     stopping: dict[str, int] = {}
     done = threading.Event()
 
-    def handle(signum: int, frame: object) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
         code = 128 + signum
+        if _swallows_exceptions(frame):
+            # Raised here, `Interrupted` would be printed as "Exception ignored" and lost (a GC callback, a
+            # finalizer): the stage would run on to the end and exit 0. Deliver the signal again, just after.
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         if stopping:
             force_exit(code, f"second signal ({signal.Signals(signum).name})")
         stopping["signal"] = signum

@@ -145,7 +145,7 @@ def test_each_registered_version_carries_the_strokes_pyfunc(champion_store: Cham
         "line_width": 16.0,
         "test_accuracy": pytest.approx(float(version.tags["test_accuracy"]), abs=1e-6),
     }
-    assert (local / "code" / "quickdraw_dag" / "raster.py").is_file()  # the code it was logged with
+    assert (local / "code" / "quickdraw_dag" / "data" / "raster.py").is_file()  # the code it was logged with
 
     example = mlflow.models.Model.load(local).load_input_example(local)
     strokes_row, image_row = example.to_dict(orient="records")

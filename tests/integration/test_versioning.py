@@ -114,7 +114,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
     params_logged, lock_logged = logged_record(run1.info.run_id, tmp_path / "record1")
     assert params_logged == (project / "params.yaml").read_bytes()
     assert lock_logged == (project / "dvc.lock").read_bytes()  # the lock the flow committed after the run closed
-    git(project, "add", "dvc.lock", "params.yaml", "reports")  # README's commit command
+    git(project, "add", "dvc.lock", "params.yaml", "reports")  # docs/VERSIONING.md's commit command
     git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "run 1")
     committed = git(project, "rev-parse", "HEAD")
     assert git(project, "status", "--porcelain", "--untracked-files=all") == ""

@@ -1,4 +1,4 @@
-"""Where README promises exit 2 with a message, not a traceback: seeds, absurd coordinates, huge images,
+"""Where the docs promise exit 2 with a message, not a traceback: seeds, absurd coordinates, huge images,
 two first runs on one MLflow store, unsafe models; and the small things (a BOM, a stale comment).
 """
 

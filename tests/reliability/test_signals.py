@@ -124,3 +124,39 @@ def test_a_stage_stopped_by_sigterm_marks_its_mlflow_run_killed(project: Path, r
         exit_code=143,
         runs_killed=len(statuses),
     )
+
+
+SIGNAL_IN_GC_CALLBACK = """
+import gc, os, signal, sys, threading, time
+from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
+
+def slow_callback(phase, info):
+    if phase == "start":
+        time.sleep(0.5)  # the signal arrives while the collector runs this
+
+try:
+    with stop_on_signals():
+        gc.callbacks.append(slow_callback)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        gc.collect()
+        gc.callbacks.remove(slow_callback)
+        time.sleep(5)
+    print("finished")
+except Interrupted as stop:
+    print("interrupted")
+    sys.exit(stop.exit_code)
+"""
+
+
+def test_a_signal_that_lands_in_a_gc_callback_still_stops_the_work() -> None:
+    # Raised inside a GC callback, the stop would be "Exception ignored" and the stage would finish (exit 0).
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_GC_CALLBACK],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert (result.returncode, result.stdout.strip()) == (143, "interrupted"), result.stderr[-2000:]
+    assert "Exception ignored" not in result.stderr
