@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 20.0
@@ -104,10 +105,23 @@ def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
         threading.Thread(target=_watchdog, args=(grace_s, code, done), daemon=True, name="stop-watchdog").start()
         raise Interrupted(signum)
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        # Python swallows exceptions raised in weakref callbacks, GC callbacks and finalizers ("Exception
+        # ignored in ..."): a stop raised there would be lost and the work would finish. Deliver it again.
+        if isinstance(info.exc_value, Interrupted):
+            stopping.clear()
+            threading.Timer(0.05, os.kill, (os.getpid(), info.exc_value.signum)).start()
+            return
+        previous_hook(info)
+
     previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for number, handler in previous.items():
             signal.signal(number, handler)
         if not stopping:

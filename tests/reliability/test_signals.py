@@ -130,16 +130,29 @@ SIGNAL_IN_GC_CALLBACK = """
 import gc, os, signal, sys, threading, time
 from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
 
+import weakref
+
+class Thing:
+    pass
+
 def slow_callback(phase, info):
     if phase == "start":
         time.sleep(0.5)  # the signal arrives while the collector runs this
 
+def slow_weakref_callback(ref):
+    time.sleep(0.5)  # or while a weakref callback runs (Python swallows its exceptions too)
+
 try:
     with stop_on_signals():
-        gc.callbacks.append(slow_callback)
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
-        gc.collect()
-        gc.callbacks.remove(slow_callback)
+        if sys.argv[1] == "gc":
+            gc.callbacks.append(slow_callback)
+            gc.collect()
+            gc.callbacks.remove(slow_callback)
+        else:
+            thing = Thing()
+            watcher = weakref.ref(thing, slow_weakref_callback)
+            del thing
         time.sleep(5)
     print("finished")
 except Interrupted as stop:
@@ -148,10 +161,11 @@ except Interrupted as stop:
 """
 
 
-def test_a_signal_that_lands_in_a_gc_callback_still_stops_the_work() -> None:
-    # Raised inside a GC callback, the stop would be "Exception ignored" and the stage would finish (exit 0).
+@pytest.mark.parametrize("where", ["gc", "weakref"])
+def test_a_signal_that_lands_in_a_gc_or_weakref_callback_still_stops_the_work(where: str) -> None:
+    # Raised inside such a callback, the stop would be "Exception ignored" and the stage would finish (exit 0).
     result = subprocess.run(
-        [sys.executable, "-c", SIGNAL_IN_GC_CALLBACK],
+        [sys.executable, "-c", SIGNAL_IN_GC_CALLBACK, where],
         cwd=REPO,
         capture_output=True,
         text=True,
