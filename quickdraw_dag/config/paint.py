@@ -9,8 +9,7 @@ from pydantic import (
     field_validator,
 )
 
-from quickdraw_dag.config.schema import MAX_SEED, MlflowParams, StrictModel
-from quickdraw_dag.config.workspace import output_parts
+from quickdraw_dag.config.schema import MAX_SEED, MlflowParams, OutputPaths, StrictModel
 
 
 class FourierParams(StrictModel):
@@ -47,16 +46,10 @@ class PaintParams(StrictModel):
         return image
 
 
-class PaintPathsParams(StrictModel):
+class PaintPathsParams(OutputPaths):
     """Where the paint stage writes, relative to the paint pipeline's folder."""
 
     reports: str = "reports"
-
-    @field_validator("*")
-    @classmethod
-    def _inside_project(cls, value: str) -> str:
-        output_parts(value)
-        return value
 
 
 class PaintPipelineParams(StrictModel):

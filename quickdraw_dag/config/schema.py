@@ -65,7 +65,17 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-class PathsParams(StrictModel):
+class OutputPaths(StrictModel):
+    """Output folders of a pipeline: every field is a relative path inside its project (checked once, here)."""
+
+    @field_validator("*")
+    @classmethod
+    def _inside_project(cls, value: str) -> str:
+        output_parts(value)
+        return value
+
+
+class PathsParams(OutputPaths):
     """Where each stage writes; `dvc.yaml` reads the same keys.
 
     Each is a folder of its own inside the project (`quickdraw_dag.config.workspace`): never the
@@ -77,12 +87,6 @@ class PathsParams(StrictModel):
     processed: str = "data/processed"
     models: str = "models"
     reports: str = "reports"
-
-    @field_validator("*")
-    @classmethod
-    def _inside_project(cls, value: str) -> str:
-        output_parts(value)
-        return value
 
     @model_validator(mode="after")
     def _apart(self) -> PathsParams:
