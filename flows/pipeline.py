@@ -51,7 +51,7 @@ import tasks.preprocess
 import tasks.split
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.config.schema import Params
-from quickdraw_dag.data.download import ensure_resolvable
+from quickdraw_dag.data.download import ensure_reachable
 from quickdraw_dag.errors import FetchError, OfflineError, PushError, QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.orchestration import run_summary
 from quickdraw_dag.orchestration.dvc_state import (
@@ -76,7 +76,7 @@ from quickdraw_dag.tracking.live_run import FlowRun
 from quickdraw_dag.tracking.store import close_stopped_runs
 from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flows.pipeline")  # also when run as __main__: a project logger the flow shows
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
 # this module's tasks and should not pay for importing TensorFlow. (The paint
 # flow is a pipeline of its own: paint/dvc.yaml, flows/paint.py.)
@@ -228,7 +228,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     if evaluated:
         if evaluated[0]["ran"]:
             summary["metrics"] = evaluated[0]["result"]
-        run_summary.publish(params, summary.get("metrics"))
+        summary["console"] = run_summary.publish(params, summary.get("metrics"))["console"]
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     if params.versioning.push:
         summary["push"] = PUSH_TASK()
@@ -277,6 +277,33 @@ def task_runner(kind: str, workers: int, dask_address: str | None = None) -> Tas
     )
 
 
+# The project's own loggers: the stages' INFO lines ("evaluate: accuracy …") belong in the flow's log.
+PROJECT_LOGGERS = ("tasks", "quickdraw_dag", "flows")
+
+
+def attach_project_loggers() -> None:
+    """Show the stages' INFO lines in the flow's console and Prefect UI, as PREFECT_LOGGING_EXTRA_LOGGERS would.
+
+    Prefect configures logging on import and leaves other loggers at the root's WARNING level; the
+    Makefile's PREFECT_LOGGING_EXTRA_LOGGERS is not set for `python -m flows.pipeline`, so the flow does it.
+    DVC prints its own lines ("Updating lock file") with its own handler: not again through the root's.
+    """
+    logging.getLogger("dvc").propagate = False
+    prefect_handlers = logging.getLogger("prefect.extra").handlers
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)  # the root's console handler (Prefect's) prints it; the API handler sends it
+        for handler in prefect_handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+
+
+def print_results(outcome: dict[str, Any]) -> None:
+    """The run's last lines: what it produced (`run_summary.console_summary`), after Prefect's own."""
+    if outcome.get("console"):
+        print(outcome["console"], flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("python -m flows.pipeline", __doc__.splitlines()[0])
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
@@ -322,13 +349,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
         with repository_lock(wait_s=args.lock_wait):
             if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
-                ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before writing anything
+                ensure_reachable(params.fetch.download.base_url)  # offline: say so once, before writing anything
             with workspace_lock(wait_s=args.lock_wait):
                 persist_overrides(Path(args.params), args.overrides)
                 runner = task_runner(runner_kind, args.workers, args.dask or None)
                 # One temporary server for the flow and its workers, stopped however the run ends.
                 with temporary_server():
-                    pipeline.with_options(task_runner=runner)(params, until=args.until)
+                    attach_project_loggers()
+                    outcome = pipeline.with_options(task_runner=runner)(params, until=args.until)
+        print_results(outcome)
 
     return exit_code_of(work, lambda why, since: close_stopped_runs(loaded[0], why, since) if loaded else [])
 

@@ -29,7 +29,7 @@ from quickdraw.names import QUICK_DRAWING_FILES
 from quickdraw_dag.artifacts import Catalog, Manifest, ManifestEntry, read_manifest, write_manifest
 from quickdraw_dag.config.schema import DataParams, FetchParams, Params
 from quickdraw_dag.data import synthetic
-from quickdraw_dag.data.download import RetryPolicy, download, ensure_resolvable
+from quickdraw_dag.data.download import RetryPolicy, download, ensure_reachable
 from quickdraw_dag.data.formats import (
     FORMAT_FOLDERS,
     FORMAT_PREFERENCE,
@@ -76,7 +76,7 @@ def fetch(data: DataParams, params: FetchParams, catalog: Catalog, mapper: Mappe
     elif kind == "synthetic":
         entries = mapper(make_synthetic, [(c, params, catalog) for c in data.categories], "synthesize")
     else:
-        ensure_resolvable(params.download.base_url)  # offline: one clear message, before any task starts
+        ensure_reachable(params.download.base_url)  # offline: one clear message, before any task starts
         entries = mapper(download_category, [(c, data, params, catalog) for c in data.categories], "download")
     return finish_manifest(data, entries, catalog, previous)
 

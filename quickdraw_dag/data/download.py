@@ -216,19 +216,40 @@ def _describe(problem: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "…"
 
 
-def ensure_resolvable(url: str) -> None:
-    """Raise `OfflineError` at once when the download host's name does not resolve.
+REACH_TIMEOUT_S = 10.0  # a connection to Google's bucket opens in well under a second when online
 
-    Checked once before any download starts, so an offline run says so once,
-    not once per category.
+
+def ensure_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Raise `OfflineError` at once when the download host (or the proxy for it) cannot be reached.
+
+    Checked once before any download starts (and before a flow writes anything), so an offline run
+    says so once, not once per category: the host name must resolve and a TCP connection must open.
+    A name that resolves on a machine without a route out (a cached DNS answer, a captive network)
+    is offline too.
     """
-    host = urlsplit(url).hostname
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    host = parts.hostname
     if not host:
         return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = getproxies().get(parts.scheme) if not proxy_bypass(host) else None
+    if proxy:  # downloads go through the proxy: it is what must answer
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or host, proxied.port or 80
     try:
-        socket.getaddrinfo(host, None)
+        socket.getaddrinfo(host, port)
     except (socket.gaierror, UnicodeError):
-        raise OfflineError(_offline_message(url)) from None
+        raise OfflineError(_offline_message(url, "the host name does not resolve")) from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except TimeoutError:
+        raise OfflineError(_offline_message(url, f"no answer from {host}:{port} within {timeout_s:g}s")) from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OfflineError(_offline_message(url, f"{host}:{port}: {reason.lower()}")) from None
 
 
 def _is_offline(problem: BaseException) -> bool:
@@ -251,11 +272,11 @@ def _is_offline(problem: BaseException) -> bool:
     return "Name or service not known" in str(problem) or "Failed to resolve" in str(problem)
 
 
-def _offline_message(url: str) -> str:
+def _offline_message(url: str, why: str = "the host name does not resolve") -> str:
     url = redact(url)
     host = urlsplit(url).hostname
     return (
-        f"cannot reach {host} (the host name does not resolve) to download {url}.\n"
+        f"cannot reach {host} ({why}) to download {url}.\n"
         "The 'quickdraw' source downloads from Google's bucket and needs the internet. "
         "To work offline, use the real drawings that ship with the project:\n"
         "  make run ARGS='--set data.source=samples/quickdraw'\n"

@@ -8,11 +8,13 @@ and `dvc.lock` as artifacts, so from any run a user gets back its exact code
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +108,21 @@ def pending_lock(stage: str, root: Path = Path(".")) -> bytes:
         current = Path(repo.root_dir) / DVC_LOCK
         if current.exists():
             shutil.copyfile(current, draft)
-        Lockfile(repo, str(draft)).dump(recorded)
+        with quiet_logger("dvc.dvcfile"):  # "Updating lock file '<scratch>/dvc.lock'": a draft, not news
+            Lockfile(repo, str(draft)).dump(recorded)
         return draft.read_bytes()
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Drop the INFO lines of logger `name` for the block (warnings still show)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def stage_target(root: str | Path, stage: str) -> str:

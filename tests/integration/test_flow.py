@@ -255,6 +255,21 @@ def test_a_run_that_skipped_evaluate_republishes_the_current_results_and_says_so
     assert flow_runs.parents[0].info.run_id in skipped
 
 
+def test_every_run_ends_with_what_it_produced_and_what_changed(flow_runs: FlowRuns) -> None:
+    first, unchanged, retrained = (outcome["console"] for outcome in flow_runs.outcomes)
+    for text, parent in ((first, flow_runs.parents[0]), (retrained, flow_runs.parents[1])):
+        metrics = parent.data.metrics
+        assert f"test accuracy {metrics['test_accuracy']:.4f}, MAP@3 {metrics['test_map_at_3']:.4f}" in text
+        assert f"{LOCAL_MLFLOW_UI}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in text
+        version, decision = parent.data.tags["registered_model_version"], parent.data.tags["promotion.decision"]
+        assert f"model version {version}: " + ("promoted" if decision == "promoted" else "not promoted") in text
+    assert "this is the experiment's first finished run" in first
+    assert "evaluate skipped" in unchanged and unchanged.endswith("since the previous run: nothing changed")
+    assert flow_runs.parents[0].info.run_id in unchanged  # the run that logged the model still in place
+    before = flow_runs.parents[0].data.metrics["test_accuracy"]
+    assert f"accuracy {before:.4f} -> " in retrained and "train.epochs: 3 -> 2" in retrained
+
+
 def test_the_per_class_table_is_the_evaluate_stages_table(flow_runs: FlowRuns) -> None:
     table = json.loads(flow_runs.artifacts[2][PER_CLASS_KEY].data)
     on_disk = read_per_class(Catalog.under(flow_runs.project))
