@@ -248,3 +248,34 @@ def rank_candidates(records: list[dict[str, Any]]) -> list[Candidate]:
     return [
         {"trial_id": r["trial_id"], "val_accuracy": r["score"], "hyperparameters": r["hyperparameters"]} for r in ranked
     ]
+
+
+TIE_TOLERANCE = 1e-6  # val_accuracy is a share of whole images: closer than this is the same count
+
+
+def ranking_note(candidates: list[Candidate], classes: int) -> dict[str, Any]:
+    """Whether the search could rank its best trial above the rest, and why not when it could not (pure).
+
+    `decided_by` is `score` when the best trial beats the runner-up, `tie-break` when it ties with
+    others (the smaller network, then the earlier trial, won), `single trial` when only one completed.
+    `at_chance` counts completed trials whose score is within 10% of chance, 1/classes.
+    """
+    chance = 1.0 / max(1, classes)
+    best = candidates[0]["val_accuracy"]
+    tied = [c["trial_id"] for c in candidates if abs(c["val_accuracy"] - best) <= TIE_TOLERANCE]
+    at_chance = sum(1 for c in candidates if c["val_accuracy"] <= 1.1 * chance)
+    if len(candidates) == 1:
+        decided_by = "single trial"
+    else:
+        decided_by = "tie-break" if len(tied) > 1 else "score"
+    note = {"decided_by": decided_by, "tied_trials": tied if len(tied) > 1 else [], "at_chance": at_chance}
+    if decided_by == "tie-break":
+        everyone = len(tied) == len(candidates)
+        note["note"] = (
+            f"{'all ' if everyone else ''}{len(tied)} trials tied at val_accuracy {best:.4f}"
+            + (f" (chance is {chance:.4f})" if at_chance >= len(tied) else "")
+            + ": the search could not rank them; trial "
+            f"{candidates[0]['trial_id']} won the tie-break (smaller network, then earlier trial). "
+            "Longer trials (tune.max_epochs) or more validation drawings separate them."
+        )
+    return note

@@ -45,6 +45,8 @@ def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: 
     assert all(isinstance(t["hyperparameters"]["batch_norm"], bool) for t in trials)
     scores = [c["val_accuracy"] for c in best["candidates"]]
     assert scores == sorted(scores, reverse=True) and best["val_accuracy"] == max(t["score"] for t in trials)
+    ranking = read_tuning_report(workspace)["ranking"]  # whether the winner won on its score or a tie-break
+    assert ranking["decided_by"] == ("tie-break" if abs(scores[0] - scores[1]) <= 1e-6 else "score")
     saved = json.loads(workspace.best_hparams.read_text())
     assert saved["hyperparameters"] == best["hyperparameters"]
     # Same config again: the tuner project is reloaded and no finished trial runs again.
