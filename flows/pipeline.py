@@ -239,7 +239,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
 def flow_mlflow_run(params: Params) -> FlowRun:
     """This flow run's MLflow run (opened lazily, with every params section of the pipeline and its ids)."""
     from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-    from quickdraw_dag.tracking.lineage import git_state, not_code, orchestrator_ids
+    from quickdraw_dag.tracking.lineage import demo_tags, git_state, not_code, orchestrator_ids
     from quickdraw_dag.tracking.record import PipelineRun, run_name
 
     flow_run_id, deployment = orchestrator_ids()
@@ -249,6 +249,7 @@ def flow_mlflow_run(params: Params) -> FlowRun:
         "prefect_flow_run_id": flow_run_id or "none",
         "prefect_deployment": deployment or "none",
         "data_source": params.data.source,
+        **demo_tags(),
         **git_state(not_code=not_code(git_tracked_outputs(Catalog.from_paths(params.paths)))),
     }
     return FlowRun(params.mlflow, run_name(params.data), tags, sections.as_dict())

@@ -68,6 +68,7 @@ class PastRun:
     metrics: dict[str, float]  # the test metrics, as logged (`test_accuracy`, ...)
     params_file: bytes
     lock_file: bytes
+    demo_workspace: str | None = None  # a `make demo` run: the workspace whose DVC cache holds its data and model
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def find_run(run_id: str, mlflow_params: MlflowParams) -> PastRun:
         metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
         params_file=params_file,
         lock_file=lock_file,
+        demo_workspace=tags.get("demo_workspace") if tags.get("demo") == "true" else None,
     )
 
 
@@ -158,6 +160,20 @@ def code_worktree(project: Path, commit: str, workdir: Path | None, keep: bool) 
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=top, capture_output=True)
             if not workdir:
                 shutil.rmtree(parent, ignore_errors=True)
+
+
+def storage_of(run: PastRun, project: Path) -> Path:
+    """The DVC project whose cache holds the run's outputs: the project, or a demo run's own workspace."""
+    if run.demo_workspace is None:
+        return project
+    workspace = Path(run.demo_workspace)
+    if not (workspace / ".dvc").is_dir():
+        raise NotReproduced(
+            f"run {run.run_id} is a `make demo` run: its data and model were in the DVC cache of its workspace "
+            f"{workspace}, which is gone. `make demo` makes a new one; this run cannot be restored."
+        )
+    print(f"a `make demo` run: its data and model come from the DVC cache of {workspace}")
+    return workspace
 
 
 def share_dvc_storage(project: Path, restored: Path) -> str:
@@ -300,10 +316,11 @@ def reproduce(run_id: str, project: Path, params_path: Path, workdir: Path | Non
     """Reproduce the run; returns the comparison table. NotReproduced when anything stands in the way."""
     run = find_run(run_id, load_params(params_path).mlflow)
     print(f"run {run.run_id} ({run.name}): code of commit {run.commit[:12]}, params.yaml and dvc.lock it recorded")
+    storage = storage_of(run, project)  # a demo run whose workspace is gone: say so before checking anything out
     with code_worktree(project, run.commit, workdir, keep) as restored:
         (restored / DEFAULT_PARAMS_PATH.name).write_bytes(run.params_file)
         (restored / DVC_LOCK).write_bytes(run.lock_file)
-        searched = share_dvc_storage(project, restored)
+        searched = share_dvc_storage(storage, restored)
         for item in restore_inputs(run, restored, searched):
             print(f"  {item.path:<28} md5 {item.md5:<40} from {item.source}")
         changes = changed_inputs(restored)

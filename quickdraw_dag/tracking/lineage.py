@@ -130,6 +130,17 @@ def stage_target(root: str | Path, stage: str) -> str:
     return f"{Path(root).resolve() / DVC_YAML}:{stage}"
 
 
+# Set by `make demo` (flows/demo.py) for the pipeline it runs: the demo's own workspace, whose DVC cache holds
+# its data and models. A run made there is tagged as a demo, so it is not taken for a run of the project.
+DEMO_WORKSPACE_ENV = "QUICKDRAW_DEMO_WORKSPACE"
+
+
+def demo_tags() -> dict[str, str]:
+    """`demo` (true/false) and, for a demo run, `demo_workspace`: where `make reproduce` finds its DVC cache."""
+    workspace = os.environ.get(DEMO_WORKSPACE_ENV, "").strip()
+    return {"demo": "true", "demo_workspace": workspace} if workspace else {"demo": "false"}
+
+
 def orchestrator_ids() -> tuple[str | None, str | None]:
     """The Prefect flow-run id and deployment name when Prefect runs us, else None."""
     try:

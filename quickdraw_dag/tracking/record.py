@@ -88,7 +88,7 @@ def log_pipeline_run(
     `quickdraw_dag.serving.registry.register_model`'s, called next by the evaluate stage."""
     import mlflow
 
-    from quickdraw_dag.tracking.lineage import lineage_tags
+    from quickdraw_dag.tracking.lineage import demo_tags, lineage_tags
 
     metrics = read_metrics(catalog)
     history = read_history(catalog) if catalog.history.exists() else {}
@@ -105,6 +105,7 @@ def log_pipeline_run(
             "orchestrator": "prefect" if flow_run_id else ("dvc" if os.environ.get("DVC_STAGE") else "cli"),
             "keras_backend": str(history.get("backend")),
             **budget_tags(history, tuning),
+            **demo_tags(),
         }
     )
     live.log_params(run.as_dict())

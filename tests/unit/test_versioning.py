@@ -174,3 +174,56 @@ def test_reproduce_refuses_a_run_it_cannot_find_with_exit_code_2(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
     assert main(["0123abcd", "--params", str(REPO / "params.yaml")]) == 2
     assert f"no MLflow store at {tmp_path / 'none.db'}" in capsys.readouterr().err
+
+
+def test_demo_runs_are_tagged_with_the_workspace_whose_cache_holds_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quickdraw_dag.tracking.lineage import DEMO_WORKSPACE_ENV, demo_tags
+
+    monkeypatch.delenv(DEMO_WORKSPACE_ENV, raising=False)
+    assert demo_tags() == {"demo": "false"}
+    monkeypatch.setenv(DEMO_WORKSPACE_ENV, "  ")
+    assert demo_tags() == {"demo": "false"}
+    monkeypatch.setenv(DEMO_WORKSPACE_ENV, "/home/u/project/.demo")
+    assert demo_tags() == {"demo": "true", "demo_workspace": "/home/u/project/.demo"}
+
+
+def test_reproduce_reads_a_demo_runs_own_dvc_cache_or_says_it_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    from quickdraw_dag.errors import NotReproduced
+    from quickdraw_dag.orchestration.reproduce import find_run, main, storage_of
+    from tests.helpers import REPO, dvc
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("quickdraw")
+    workspace = tmp_path / ".demo"
+    runs = {}
+    for name, tags in (("demo", {"demo": "true", "demo_workspace": str(workspace)}), ("real", {"demo": "false"})):
+        run = client.create_run(experiment, tags={"git_commit": "abc", **tags})
+        record = tmp_path / name
+        record.mkdir()
+        (record / "params.yaml").write_text("{}\n")
+        (record / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+        client.log_artifacts(run.info.run_id, str(record), "dvc")
+        client.set_terminated(run.info.run_id)
+        runs[name] = find_run(run.info.run_id, MlflowParams())
+    assert runs["real"].demo_workspace is None and storage_of(runs["real"], tmp_path) == tmp_path
+    assert runs["demo"].demo_workspace == str(workspace)
+    with pytest.raises(NotReproduced, match=r"is a `make demo` run: its data and model were in the DVC cache"):
+        storage_of(runs["demo"], tmp_path)  # the demo's workspace is gone: the truth, not "push them"
+    workspace.mkdir()
+    assert dvc(workspace, "init", "--no-scm", "-q").returncode == 0
+    assert storage_of(runs["demo"], tmp_path) == workspace
+    assert "DVC cache of " + str(workspace) in capsys.readouterr().out
+    # the whole command on a demo run whose workspace went: exit 1 and one line naming it, no traceback
+    import shutil
+
+    shutil.rmtree(workspace)
+    monkeypatch.chdir(REPO)
+    assert main([runs["demo"].run_id, "--params", str(REPO / "params.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "`make demo` run" in err and "Traceback" not in err
