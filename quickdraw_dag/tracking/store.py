@@ -126,10 +126,33 @@ def close_stopped_runs(params: Any, why: str, since: float) -> list[str]:
 
 
 def process_tags() -> dict[str, str]:
-    """Who writes this run: lets a later run tell a killed writer from a live one."""
+    """Who writes this run: lets a later run tell a killed writer from a live one.
+
+    Under `dvc repro` or `dvc exp run` each stage is a process of its own and the pipeline run outlives
+    them; the `dvc` process that runs them all (`dvc_process`, pid and start time) is then its owner.
+    """
     import socket
 
-    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+    from quickdraw_dag.tracking.session import current_session
+
+    tags = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    session = current_session()
+    if session.mode == "dvc" and session.key and session.key != "unknown":
+        tags["dvc_process"] = session.key
+    return tags
+
+
+def dvc_process_alive(key: str) -> bool:
+    """True while the `dvc` process `pid:start_time` (`session.dvc_process_key`) still runs (not a reused pid)."""
+    import psutil
+
+    pid, _, started = key.partition(":")
+    if not pid.isdigit() or not started:
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except psutil.Error:
+        return False
 
 
 def close_abandoned_runs(experiment_id: str) -> list[str]:
@@ -151,6 +174,8 @@ def close_abandoned_runs(experiment_id: str) -> list[str]:
         pid = tags.get("pid", "")
         if tags.get("host") != host or not pid.isdigit() or process_alive(int(pid)):
             continue
+        if dvc_process_alive(tags.get("dvc_process", "")):
+            continue  # its stage ended, its `dvc repro` / `dvc exp run` goes on: the next stage continues the run
         note = (
             f"process {pid} on {host} ended without finishing this run (killed or crashed); "
             f"marked KILLED on {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()}"

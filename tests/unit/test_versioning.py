@@ -227,3 +227,63 @@ def test_reproduce_reads_a_demo_runs_own_dvc_cache_or_says_it_is_gone(
     assert main([runs["demo"].run_id, "--params", str(REPO / "params.yaml")]) == 1
     err = capsys.readouterr().err
     assert "`make demo` run" in err and "Traceback" not in err
+
+
+def test_a_stage_that_ended_is_not_a_killed_run_while_its_dvc_process_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc exp run`: tune's process ends, train's opens the store: the run is the dvc process's, still alive."""
+    import os
+    import socket
+    import sys
+
+    import mlflow
+    import psutil
+
+    from quickdraw_dag.tracking.store import close_abandoned_runs, dvc_process_alive
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("quickdraw")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # a stage's process that is gone
+    live = f"{os.getpid()}:{psutil.Process().create_time():.3f}"  # stands for the running `dvc` process
+    reused = f"{os.getpid()}:{psutil.Process().create_time() - 100:.3f}"  # same pid, another process: gone
+    owners = {"dvc alive": live, "dvc gone": f"{ended.pid}:1.000", "pid reused": reused, "no dvc": None}
+    runs = {}
+    for name, owner in owners.items():
+        tags = {"host": socket.gethostname(), "pid": str(ended.pid), **({"dvc_process": owner} if owner else {})}
+        runs[name] = client.create_run(experiment, tags=tags).info.run_id
+    closed = close_abandoned_runs(experiment)
+    assert sorted(closed) == sorted(runs[name] for name in ("dvc gone", "pid reused", "no dvc"))
+    assert client.get_run(runs["dvc alive"]).info.status == "RUNNING"
+    assert "killed_note" not in client.get_run(runs["dvc alive"]).data.tags
+    assert "ended without finishing" in client.get_run(runs["no dvc"]).data.tags["killed_note"]
+    for key in ("", "abc", "123", "123:"):
+        assert not dvc_process_alive(key)
+
+
+@pytest.mark.parametrize(
+    "experiment,promote,held",
+    [
+        (None, None, False),  # a flow run or `dvc repro`: the gate decides
+        ("exp-a1b2", None, True),  # an experiment: held back, saying how to promote it
+        ("exp-a1b2", "1", False),
+        ("exp-a1b2", "true", False),
+        ("exp-a1b2", "0", True),
+        ("exp-a1b2", "", True),
+        (None, "1", False),
+    ],
+)
+def test_experiments_stay_out_of_promotion_unless_asked(
+    experiment: str | None, promote: str | None, held: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.evaluate import PROMOTE_EXPERIMENTS_ENV, experiment_held_back
+
+    for name, value in (("DVC_EXP_NAME", experiment), (PROMOTE_EXPERIMENTS_ENV, promote)):
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+    why = experiment_held_back()
+    assert (why is not None) == held
+    if held:
+        assert why == f"DVC experiment {experiment}: experiments are not promoted unless {PROMOTE_EXPERIMENTS_ENV}=1"
