@@ -21,7 +21,16 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint exp queue push pull reproduce ui serve prefect-server clean
+.PHONY: help install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint exp queue push pull reproduce ui serve prefect-server clean
+
+## Every command with its description (the `##` lines above each target).
+help:
+	@awk -v model=$(MODEL_PORT) -v play=$(PLAY_PORT) -v ui=$(UI_PORT) -v prefect=$(PREFECT_PORT) \
+		'/^## /{text = text (text ? " " : "") substr($$0, 4); next} /^[A-Z_]+ \?=/{next} \
+		/^[a-z][a-z-]*:/ && text {split($$0, t, ":"); gsub(/\$$\(MODEL_PORT\)/, model, text); \
+			gsub(/\$$\(PLAY_PORT\)/, play, text); gsub(/\$$\(UI_PORT\)/, ui, text); \
+			gsub(/\$$\(PREFECT_PORT\)/, prefect, text); printf "  make %-15s %s\n", t[1], text} {text = ""}' \
+		$(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +38,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
+## Create .venv if missing and install the pinned dependencies (every command does it first).
 install: $(STAMP)
 
 ## Run the pipeline with params.yaml (plus any --set overrides in ARGS).
@@ -40,7 +50,7 @@ run: $(STAMP)
 paint: $(STAMP)
 	$(PY) -m flows.paint $(ARGS)
 
-## The whole pipeline offline on synthetic doodles in .demo/ (logs to ./mlflow.db).
+## The whole pipeline offline on the shipped real sample, in a workspace of its own, .demo/ (logs to ./mlflow.db).
 demo: $(STAMP)
 	$(PY) -m flows.demo $(ARGS)
 
@@ -70,6 +80,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## Rewrite the files as ruff formats and fixes them.
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -113,10 +124,11 @@ queue: $(STAMP)
 	$(DVC) queue status
 	$(DVC) exp show --only-changed
 
-## Send data and models to the default DVC remote / get them from it (dvc push / dvc pull).
+## Send data and models to the default DVC remote (dvc push).
 push: $(STAMP)
 	$(DVC) push $(ARGS)
 
+## Get data and models from the default DVC remote (dvc pull).
 pull: $(STAMP)
 	$(DVC) pull $(ARGS)
 
@@ -149,5 +161,6 @@ PREFECT_PORT ?= 4200
 prefect-server: $(STAMP)
 	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
+## Remove .venv and the test caches.
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

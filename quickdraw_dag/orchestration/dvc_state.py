@@ -147,7 +147,9 @@ def persist_overrides(path: Path, overrides: Sequence[str], model: type[BaseMode
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = _flow_style(value[parts[-1]])
-        _retire_comment_above(node, parts[-1], f"{key.strip()}: set with --set on {time.strftime('%Y-%m-%d')}")
+        note = f"{key.strip()}: set with --set on {time.strftime('%Y-%m-%d')}"
+        if not _retire_own_comment(node, parts[-1], note):
+            _retire_comment_above(node, parts[-1], note)
     buffer = StringIO()
     yaml.dump(document, buffer)
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
@@ -162,6 +164,31 @@ def _flow_style(value: Any) -> Any:
     sequence = CommentedSeq(_flow_style(item) for item in value)
     sequence.fa.set_flow_style()
     return sequence
+
+
+def _retire_own_comment(mapping: Any, key: str, note: str) -> bool:
+    """Replace `key`'s end-of-line comment, and the lines that continue it, with `note`; False if it has none.
+
+    params.yaml gives a value's reason beside it (`epochs: 25  # the cosine ...`), continued below at the
+    same column; a reason for a value that is no longer there would mislead. Comments further left (above
+    the next key) are the next key's and stay.
+    """
+    item = mapping.ca.items.get(key) if hasattr(mapping, "ca") else None
+    token = item[2] if item and len(item) > 2 else None
+    if token is None or not token.value.lstrip(" ").startswith("#"):
+        return False
+    own_line, newline, rest = token.value.partition("\n")
+    padding = len(own_line) - len(own_line.lstrip(" "))
+    column = token.column + padding if token.column is not None else None
+    lines = rest.split("\n")
+    continued = 0
+    for line in lines:  # continuation lines: comments indented at the end-of-line comment's column
+        stripped = line.lstrip(" ")
+        if not stripped.startswith("#") or column is None or len(line) - len(stripped) != column:
+            break
+        continued += 1
+    token.value = f"{' ' * padding}# {note}{newline}" + "\n".join(lines[continued:])
+    return True
 
 
 def _retire_comment_above(mapping: Any, key: str, note: str) -> None:
