@@ -26,7 +26,7 @@ export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 ## Every command with its description (the `##` lines above each target).
 help:
 	@awk -v model=$(MODEL_PORT) -v play=$(PLAY_PORT) -v ui=$(UI_PORT) -v prefect=$(PREFECT_PORT) \
-		'/^## /{text = text (text ? " " : "") substr($$0, 4); next} /^[A-Z_]+ \?=/{next} \
+		'/^## /{text = text (text ? " " : "") substr($$0, 4); next} /^([A-Z_]+ \?=|# )/{next} \
 		/^[a-z][a-z-]*:/ && text {split($$0, t, ":"); gsub(/\$$\(MODEL_PORT\)/, model, text); \
 			gsub(/\$$\(PLAY_PORT\)/, play, text); gsub(/\$$\(UI_PORT\)/, ui, text); \
 			gsub(/\$$\(PREFECT_PORT\)/, prefect, text); printf "  make %-15s %s\n", t[1], text} {text = ""}' \
@@ -147,9 +147,12 @@ compare: $(STAMP)
 
 ## The MLflow UI on the default local store, on 127.0.0.1 only.
 UI_PORT ?= 5000
+# The link is printed once the port answers (the UI takes tens of seconds to start), not before.
 ui: $(STAMP)
-	@$(PY) -m quickdraw_dag.tracking.store ui-url --port $(UI_PORT) 2>/dev/null || true
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+	@$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server' INT TERM; \
+	$(PY) -m quickdraw_dag.tracking.store ui-url --port $(UI_PORT) --when-up $$server 2>/dev/null; \
+	wait $$server
 
 ## Serve the scheduled deployment (cron from params.yaml); set PREFECT_API_URL to use a server.
 serve: $(STAMP)

@@ -191,7 +191,7 @@ def write_images(
     first_conv = model.get_layer("block1_conv1")
     probe = keras.Model(model.inputs, first_conv.output)
     drawing = np.asarray(test_x[:1])
-    activations = keras.ops.convert_to_numpy(probe(drawing))[0]
+    activations = keras.ops.convert_to_numpy(probe([drawing]))[0]  # a list, as the model was built: no warning
     kernels = keras.ops.convert_to_numpy(first_conv.kernel)
     plots.feature_maps(drawing[0], kernels, activations, catalog.plot("feature_maps"))
 

@@ -226,7 +226,27 @@ def ui_url(params: MlflowParams, port: int, host: str = "127.0.0.1") -> str:
     return f"{base}{where}?workflowType=machine_learning"
 
 
-if __name__ == "__main__":
+def wait_for_port(port: int, pid: int | None, timeout_s: float = 300.0, host: str = "127.0.0.1") -> bool:
+    """True once `host:port` accepts a connection; False if process `pid` (the server) ends first, or on timeout.
+
+    `make ui` prints its link only then: the UI takes tens of seconds to start, and a link that does not
+    answer yet looks broken.
+    """
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pid is not None and not process_alive(pid):
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError:
+            time.sleep(0.25)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from quickdraw_dag.config.loading import load_params
@@ -235,5 +255,16 @@ if __name__ == "__main__":
     parser.add_argument("command", choices=["ui-url"], help="print the link that opens the runs in `make ui`")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    print(f"MLflow UI: {ui_url(load_params(args.params).mlflow, args.port)}")
+    parser.add_argument(
+        "--when-up", type=int, metavar="PID", help="print it once the port answers; nothing if server PID ends first"
+    )
+    args = parser.parse_args(argv)
+    link = ui_url(load_params(args.params).mlflow, args.port)
+    if args.when_up is not None and not wait_for_port(args.port, args.when_up):
+        return 1
+    print(f"MLflow UI: {link}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
