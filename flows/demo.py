@@ -39,6 +39,13 @@ def prepare_workspace() -> None:
         subprocess.run(
             [str(Path(sys.executable).parent / "dvc"), "config", "core.analytics", "false"], cwd=WORKSPACE, check=True
         )
+    # `dvc plots show` in the demo draws its Vega plots offline, as in the project (.dvc/plots_template.html)
+    shutil.copy2(ROOT / ".dvc" / "plots_template.html", WORKSPACE / ".dvc" / "plots_template.html")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "config", "plots.html_template", "plots_template.html"],
+        cwd=WORKSPACE,
+        check=True,
+    )
     if not (WORKSPACE / SAMPLE).is_dir():
         shutil.copytree(ROOT / SAMPLE, WORKSPACE / SAMPLE)
     for package in ("tasks", "quickdraw_dag"):  # dvc.yaml lists code deps by path
