@@ -43,7 +43,7 @@ from typing import Any
 from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.states import Completed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 import tasks.fetch
@@ -131,20 +131,23 @@ CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
     tasks.fetch.download_category: task(
         tasks.fetch.download_category,
         name="download-category",
-        task_run_name="download-{category}",
+        task_run_name="fetch-download-{category}",
         retries=2,
         retry_delay_seconds=[5, 30],
         retry_condition_fn=_retry_only_network,
         **_JOB,
     ),
     tasks.fetch.locate_local: task(
-        tasks.fetch.locate_local, name="validate-local-file", task_run_name="validate-{category}", **_JOB
+        tasks.fetch.locate_local, name="validate-local-file", task_run_name="fetch-validate-{category}", **_JOB
     ),
     tasks.fetch.copy_local: task(
-        tasks.fetch.copy_local, name="copy-local-file", task_run_name="copy-{item.category}", **_JOB
+        tasks.fetch.copy_local, name="copy-local-file", task_run_name="fetch-copy-{item.category}", **_JOB
     ),
     tasks.fetch.make_synthetic: task(
-        tasks.fetch.make_synthetic, name="synthesize-category", task_run_name="synthesize-{category}", **_JOB
+        tasks.fetch.make_synthetic,
+        name="synthesize-category",
+        task_run_name="fetch-synthesize-{category}",
+        **_JOB,
     ),
     tasks.split.split_category: task(
         tasks.split.split_category, name="split-category", task_run_name="split-{category}", **_JOB
@@ -153,26 +156,73 @@ CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
         tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}", **_JOB
     ),
     # tune.workers > 1: one task per KerasTuner worker, each watching its worker process (restarts are its own).
-    supervise_worker: task(supervise_worker, name="tune-worker", task_run_name="tune-{spec.tuner_id}", **_JOB),
+    supervise_worker: task(supervise_worker, name="tune-worker", task_run_name="tune-worker-{spec.tuner_id}", **_JOB),
 }
 FANNED_OUT = ("fetch", "split", "preprocess")
 
 
+# Prefect's graph draws an edge from each task run to the task runs it waited for: the flow passes the
+# previous step's states as `wait_for`, per category where both steps are per category (split-bear waits
+# for fetch-copy-bear), else all of them. Keyed by category; None holds a whole-stage task's state.
+_UPSTREAM: dict[str | None, list[Any]] = {}
+
+
+def category_of(job: tuple[Any, ...]) -> str | None:
+    """The category a fan-out job works on (its first argument, or that argument's `category`)."""
+    first = job[0] if job else None
+    return first if isinstance(first, str) else getattr(first, "category", None)
+
+
+def upstream(key: str | None = None) -> list[Any]:
+    """What a task should wait for: the same category's last task run, else every last task run."""
+    return _UPSTREAM.get(key) or [state for states in _UPSTREAM.values() for state in states]
+
+
 def prefect_map(function: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], desc: str) -> list[Any]:
-    """A `Mapper` that runs each category job as a mapped task on the flow's task runner."""
+    """A `Mapper` that runs each category job as a task on the flow's task runner, after its upstream."""
     if not jobs:
         return []
-    columns = [list(column) for column in zip(*jobs)]  # one list per argument: nothing is broadcast
-    return CATEGORY_TASKS[function].map(*columns).result()
+    futures = [CATEGORY_TASKS[function].submit(*job, wait_for=upstream(category_of(job))) for job in jobs]
+    results = [future.result() for future in futures]
+    _UPSTREAM.clear()
+    _UPSTREAM.update({category_of(job): [future] for job, future in zip(jobs, futures)})
+    return results
+
+
+def skipped_state(outcome: dict[str, Any]) -> State:
+    """A stage DVC found unchanged: Completed, named Skipped in Prefect's UI, with its outcome as result."""
+    return Completed(name="Skipped", message=f"{outcome['stage']}: unchanged since dvc.lock", data=outcome)
+
+
+@task(name="skipped-stage", task_run_name="{name}", cache_policy=NO_CACHE)
+def skipped_stage(name: str) -> State:
+    """A fan-out stage DVC skipped has no category tasks: this one shows it in the graph, as Skipped."""
+    return skipped_state({"stage": name, "ran": False})
+
+
+def run_stage_task(name: str, params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
+    """Run a stage as the graph shows it: after the previous stage, Skipped when DVC skips it."""
+    if mapper is not None:  # fan-out: its category tasks are the graph's bars
+        outcome = run_stage_if_changed(name, params, mapper)
+        if not outcome["ran"]:
+            _UPSTREAM.clear()
+            _UPSTREAM[None] = [skipped_stage(name, return_state=True, wait_for=upstream())]
+        return outcome
+    state = STAGE_TASKS[name](params, return_state=True, wait_for=upstream())
+    outcome = state.result()  # raises what the stage raised
+    _UPSTREAM.clear()
+    _UPSTREAM[None] = [state]
+    return outcome
 
 
 def _stage_task(name: str) -> Task:
     """A whole-stage task; called directly, so it runs in the flow's process, not on the runner."""
 
-    def stage(params: Params) -> dict[str, Any]:
-        return run_stage_if_changed(name, params)
+    def stage(params: Params) -> dict[str, Any] | State:
+        outcome = run_stage_if_changed(name, params)
+        return outcome if outcome["ran"] else skipped_state(outcome)
 
-    return task(stage, name=name, cache_policy=NO_CACHE)
+    return task(stage, name=name, task_run_name=name, cache_policy=NO_CACHE)
 
 
 STAGE_TASKS = {name: _stage_task(name) for name in STAGES if name not in FANNED_OUT}
@@ -212,12 +262,11 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     names = STAGES[: STAGES.index(until) + 1]
     outcomes = []
     _FLOW_RUN[:] = [flow_mlflow_run(params)]
+    _UPSTREAM.clear()
     try:
         for name in names:
-            if name in FANNED_OUT or (name == "tune" and params.tune.workers > 1):
-                outcomes.append(run_stage_if_changed(name, params, prefect_map))
-            else:
-                outcomes.append(STAGE_TASKS[name](params))
+            fanned = name in FANNED_OUT or (name == "tune" and params.tune.workers > 1)
+            outcomes.append(run_stage_task(name, params, prefect_map if fanned else None))
     except BaseException as error:
         _FLOW_RUN.pop().close(ending_status(error))
         raise
@@ -231,7 +280,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
         summary["console"] = run_summary.publish(params, summary.get("metrics"))["console"]
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     if params.versioning.push:
-        summary["push"] = PUSH_TASK()
+        summary["push"] = PUSH_TASK(wait_for=upstream())
         print(describe_push(summary["push"]))
     return summary
 

@@ -106,6 +106,7 @@ def log_pipeline_run(
             "keras_backend": str(history.get("backend")),
             **budget_tags(history, tuning),
             **demo_tags(),
+            **source_tags(flow_run_id, lineage.get("git_commit")),
         }
     )
     live.log_params(run.as_dict())
@@ -221,6 +222,19 @@ def dataset_source(source: str, categories: list[str]) -> Any:
             return cls()
 
     return QuickDrawSource()
+
+
+# What MLflow's UI shows in its Source column: the entry point that ran the pipeline, and its commit.
+SOURCES = {"prefect": "flows/pipeline.py", "dvc": "dvc.yaml", "cli": "tasks/evaluate.py"}
+
+
+def source_tags(flow_run_id: str | None, commit: str | None) -> dict[str, str]:
+    """`mlflow.source.*`: the flow, `dvc repro`/`dvc exp run`, or the stage alone; type LOCAL; the git commit."""
+    orchestrator = "prefect" if flow_run_id else ("dvc" if os.environ.get("DVC_STAGE") else "cli")
+    tags = {"mlflow.source.name": SOURCES[orchestrator], "mlflow.source.type": "LOCAL"}
+    if commit and commit != "none":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, str]:

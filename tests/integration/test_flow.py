@@ -36,6 +36,22 @@ class FlowRuns:
     runs: list  # every MLflow run of the experiment
     artifacts: list[dict[str, Any]]  # per flow run: its Prefect artifacts by key
     history: dict[str, list]  # per artifact key: every version, newest first (the Artifacts page's history)
+    task_runs: list[dict[str, Any]]  # per flow run: its task runs by name (what Prefect's graph draws)
+
+
+def read_task_runs(flow_run_id: Any) -> dict[str, Any]:
+    """A flow run's task runs by name, through Prefect's client."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+            limit=200,
+        )
+    return {run.name: run for run in runs}
 
 
 def read_artifacts(artifact_filter: dict) -> list:
@@ -69,7 +85,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
     os.environ["PYTHONPATH"] = str(project)
     cwd = Path.cwd()
     os.chdir(project)
-    outcomes, status_after, artifacts, history = [], [], [], {}
+    outcomes, status_after, artifacts, history, task_runs = [], [], [], {}, []
     try:
         with prefect_test_harness(server_startup_timeout=120):
             for change in ({}, {}, {"train": {"epochs": 2}}):
@@ -79,6 +95,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
                 status_after.append(dvc_status(project))
                 made = read_artifacts({"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}})
                 artifacts.append({artifact.key: artifact for artifact in made})
+                task_runs.append(read_task_runs(state.state_details.flow_run_id))
             for key in (RESULTS_KEY, PER_CLASS_KEY):
                 history[key] = read_artifacts({"key": {"any_": [key]}})
     finally:
@@ -89,7 +106,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
     experiment = mlflow.get_experiment_by_name("quickdraw")
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    return FlowRuns(project, commit, outcomes, status_after, parents, runs, artifacts, history)
+    return FlowRuns(project, commit, outcomes, status_after, parents, runs, artifacts, history, task_runs)
 
 
 def test_first_run_runs_every_stage_and_leaves_dvc_up_to_date(flow_runs: FlowRuns) -> None:
@@ -268,6 +285,35 @@ def test_every_run_ends_with_what_it_produced_and_what_changed(flow_runs: FlowRu
     assert flow_runs.parents[0].info.run_id in unchanged  # the run that logged the model still in place
     before = flow_runs.parents[0].data.metrics["test_accuracy"]
     assert f"accuracy {before:.4f} -> " in retrained and "train.epochs: 3 -> 2" in retrained
+
+
+def test_prefects_graph_names_tasks_by_stage_and_category_draws_edges_and_shows_skips(flow_runs: FlowRuns) -> None:
+    first, unchanged, retrained = flow_runs.task_runs
+    categories = ("circle", "square", "line")
+    expected = {f"{step}-{c}" for c in categories for step in ("fetch-synthesize", "split", "preprocess")}
+    assert set(first) == expected | {"tune", "train", "evaluate", "dvc-push"}
+
+    def upstream(run: Any) -> set[str]:
+        ids = {run_.id: name for name, run_ in first.items()}
+        return {ids[i.id] for inputs in run.task_inputs.values() for i in inputs if getattr(i, "id", None) in ids}
+
+    for c in categories:  # per category, each step after the same category's previous one
+        assert upstream(first[f"split-{c}"]) == {f"fetch-synthesize-{c}"}
+        assert upstream(first[f"preprocess-{c}"]) == {f"split-{c}"}
+    assert upstream(first["tune"]) == {f"preprocess-{c}" for c in categories}
+    assert upstream(first["train"]) == {"tune"} and upstream(first["evaluate"]) == {"train"}
+    assert upstream(first["dvc-push"]) == {"evaluate"}
+    assert {run.state.name for run in first.values()} == {"Completed"}
+    # nothing changed: one bar per stage, each Skipped (a Completed state), in order
+    assert set(unchanged) == set(ALL_STAGES) | {"dvc-push"}
+    assert {name: run.state.name for name, run in unchanged.items() if name != "dvc-push"} == dict.fromkeys(
+        ALL_STAGES, "Skipped"
+    )
+    assert all(unchanged[name].state.type.value == "COMPLETED" for name in ALL_STAGES)
+    assert {name: run.state.name for name, run in retrained.items()} == {
+        **dict.fromkeys(["fetch", "split", "preprocess", "tune"], "Skipped"),
+        **dict.fromkeys(["train", "evaluate", "dvc-push"], "Completed"),
+    }
 
 
 def test_the_per_class_table_is_the_evaluate_stages_table(flow_runs: FlowRuns) -> None:

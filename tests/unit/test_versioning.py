@@ -287,3 +287,23 @@ def test_experiments_stay_out_of_promotion_unless_asked(
     assert (why is not None) == held
     if held:
         assert why == f"DVC experiment {experiment}: experiments are not promoted unless {PROMOTE_EXPERIMENTS_ENV}=1"
+
+
+@pytest.mark.parametrize(
+    "flow_run,dvc_stage,commit,expected",
+    [
+        ("f1", None, "abc123", {"mlflow.source.name": "flows/pipeline.py", "mlflow.source.git.commit": "abc123"}),
+        (None, "evaluate", "abc123", {"mlflow.source.name": "dvc.yaml", "mlflow.source.git.commit": "abc123"}),
+        (None, None, "none", {"mlflow.source.name": "tasks/evaluate.py"}),  # no git: no commit to show
+        (None, None, None, {"mlflow.source.name": "tasks/evaluate.py"}),
+    ],
+)
+def test_runs_name_their_source_for_mlflows_source_column(
+    flow_run: str | None, dvc_stage: str | None, commit: str | None, expected: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quickdraw_dag.tracking.record import source_tags
+
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    if dvc_stage:
+        monkeypatch.setenv("DVC_STAGE", dvc_stage)
+    assert source_tags(flow_run, commit) == {**expected, "mlflow.source.type": "LOCAL"}
