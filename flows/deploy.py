@@ -66,11 +66,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    from prefect import serve
-
     state = "active" if params.schedule.enabled else "paused (schedule.enabled: false)"
     print(f"serving {DEPLOYMENT_NAME}: cron {params.schedule.cron!r} in {params.schedule.timezone}, {state}")
-    serve(build_deployment(params, str(Path(args.params))))
+    return serve_until_stopped(build_deployment(params, str(Path(args.params))))
+
+
+def serve_until_stopped(deployment: Any) -> int:
+    """`prefect.serve`, except that SIGTERM stops it: exit 143 (Ctrl-C: 130), the runner shut down.
+
+    Prefect 3.8's runner handles SIGTERM by waiting, inside the signal handler, on the event loop the
+    handler interrupted, so `make serve` hung (`coroutine 'Runner.astop' was never awaited`) until
+    SIGKILL. Here the handler raises instead, and `asyncio.run` unwinds the runner as for Ctrl-C.
+    """
+    import asyncio
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    class StoppableRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            raise TerminationSignal(signal.SIGTERM)
+
+    runner = StoppableRunner(pause_on_shutdown=True)
+    runner.add_deployment(deployment)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as stop:
+        print(f"stopped serving {DEPLOYMENT_NAME} ({'SIGTERM' if isinstance(stop, TerminationSignal) else 'Ctrl-C'})")
+        return 143 if isinstance(stop, TerminationSignal) else 130
     return 0
 
 

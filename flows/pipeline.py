@@ -64,6 +64,7 @@ from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_ru
 from quickdraw_dag.orchestration.prefect_server import temporary_server
 from quickdraw_dag.orchestration.versioning import describe_push, push_outputs
 from quickdraw_dag.runtime.cli import (
+    attach_project_loggers,
     build_parser,
     configure_logging,
     exit_code_of,
@@ -243,6 +244,7 @@ def _retry_only_transfers(task: Any, task_run: TaskRun, state: State) -> bool:
 PUSH_TASK = task(
     push_outputs,
     name="dvc-push",
+    task_run_name="dvc-push",
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=_retry_only_transfers,
@@ -327,27 +329,6 @@ def task_runner(kind: str, workers: int, dask_address: str | None = None) -> Tas
     )
 
 
-# The project's own loggers: the stages' INFO lines ("evaluate: accuracy …") belong in the flow's log.
-PROJECT_LOGGERS = ("tasks", "quickdraw_dag", "flows")
-
-
-def attach_project_loggers() -> None:
-    """Show the stages' INFO lines in the flow's console and Prefect UI, as PREFECT_LOGGING_EXTRA_LOGGERS would.
-
-    Prefect configures logging on import and leaves other loggers at the root's WARNING level; the
-    Makefile's PREFECT_LOGGING_EXTRA_LOGGERS is not set for `python -m flows.pipeline`, so the flow does it.
-    DVC prints its own lines ("Updating lock file") with its own handler: not again through the root's.
-    """
-    logging.getLogger("dvc").propagate = False
-    prefect_handlers = logging.getLogger("prefect.extra").handlers
-    for name in PROJECT_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)  # the root's console handler (Prefect's) prints it; the API handler sends it
-        for handler in prefect_handlers:
-            if handler not in logger.handlers:
-                logger.addHandler(handler)
-
-
 def print_results(outcome: dict[str, Any]) -> None:
     """The run's last lines: what it produced (`run_summary.console_summary`), after Prefect's own."""
     if outcome.get("console"):
@@ -405,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runner = task_runner(runner_kind, args.workers, args.dask or None)
                 # One temporary server for the flow and its workers, stopped however the run ends.
                 with temporary_server():
-                    attach_project_loggers()
+                    attach_project_loggers()  # the stages' INFO lines, in the console and Prefect's UI
                     outcome = pipeline.with_options(task_runner=runner)(params, until=args.until)
         print_results(outcome)
 

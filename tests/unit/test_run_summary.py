@@ -250,8 +250,10 @@ def test_the_flow_shows_the_stages_info_lines_once_without_the_makefiles_setting
     import os
 
     code = (
-        "import logging, flows.pipeline as fp\n"
-        "fp.attach_project_loggers()\n"
+        "import logging\n"
+        "from quickdraw_dag.runtime.cli import attach_project_loggers\n"
+        "import flows.pipeline  # as python -m flows.pipeline: Prefect loaded, its logging set up\n"
+        "attach_project_loggers()\n"
         "logging.getLogger('tasks.evaluate').info('evaluate: accuracy 0.5')\n"
         "logging.getLogger('quickdraw_dag.serving.registry').info('model version 4, promoted')\n"
         "logging.getLogger('flows.pipeline').info('fetch: unchanged since dvc.lock, skipped')\n"
