@@ -34,6 +34,7 @@ help:
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the pinned dependencies into $(VENV) (the first time takes a few minutes; later, only what changed)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
 	@touch $(STAMP)

@@ -157,13 +157,16 @@ def register_model(
 
 def log_and_register_model(catalog: Catalog, test_metrics: dict[str, float]) -> int:
     """Log the model as a pyfunc taking strokes or images (`quickdraw_dag.serving`), with its test
-    metrics against it in MLflow 3's model view; register it; returns its registry version."""
+    metrics against it in MLflow 3's model view; register it; returns its registry version.
+
+    `test_metrics` are already on the run (`record.log_test_metrics`), whence MLflow links them."""
     import mlflow
 
     from quickdraw_dag.serving.pyfunc import log_pyfunc_model
 
+    # MLflow links the run's step-0 metrics to the model as it logs it: the test metrics, logged once by
+    # the run's record with their dataset (`record.log_test_metrics`); logging them again here listed each twice.
     model = log_pyfunc_model(catalog, artifact_path="model")
-    mlflow.log_metrics(test_metrics, model_id=model.model_id)
     version = mlflow.register_model(model.model_uri, REGISTERED_MODEL)
     return int(version.version)
 

@@ -121,8 +121,8 @@ def log_pipeline_run(
         live.log_metrics({"train_seconds": history["seconds"], "train_images_per_second": history["images_per_second"]})
     live.log_params({"test_images": int(metrics["test_images"])})  # a count, not a metric
     test_metrics = {f"test_{k}": float(v) for k, v in metrics.items() if k != "test_images"}
-    live.log_metrics(test_metrics)
-    log_datasets(live, catalog, run.data, lineage["dvc_processed_md5"])
+    datasets = log_datasets(live, catalog, run.data, lineage["dvc_processed_md5"])
+    log_test_metrics(live, test_metrics, *datasets["test"])
     with mlflow.start_run(run_id=live.run_id):
         for path in (
             catalog.metrics,
@@ -162,8 +162,22 @@ def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> N
         live.client.log_artifacts(live.run_id, folder, RUN_RECORD)
 
 
-def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> None:
-    """The train, validation and test splits as the run's dataset inputs (the UI's Dataset column).
+def log_test_metrics(live: LiveRun, test_metrics: dict[str, float], dataset: str, digest: str) -> None:
+    """The test metrics, once, measured on the test split's dataset.
+
+    Logging the model (`mlflow.pyfunc.log_model`, next) links the run's step-0 metrics to it with their
+    dataset, so the model page lists each test metric once and names the dataset it was measured on.
+    """
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, v, now, 0, dataset_name=dataset, dataset_digest=digest) for k, v in test_metrics.items()]
+    live.client.log_batch(live.run_id, metrics=batch)
+
+
+def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> dict[str, tuple[str, str]]:
+    """The train, validation and test splits as the run's dataset inputs (the UI's Dataset column); their
+    (name, digest) by split.
 
     Each is identified by the DVC hash of the processed data (the digest a user checks out with
     `dvc checkout`) and sourced from `data.source` and the categories.
@@ -175,7 +189,7 @@ def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md
     from quickdraw_dag.data.stream import open_split
 
     source = dataset_source(data.source, list(data.categories))
-    inputs = []
+    inputs, identities = [], {}
     for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
         images, _ = open_split(catalog, split)
         digest = processed_md5.removesuffix(".dir")[:32] if processed_md5 != "not in dvc.lock" else "unversioned"
@@ -183,6 +197,7 @@ def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md
             [ColSpec("binary", f"image {images.shape[1]}x{images.shape[2]} uint8"), ColSpec("long", "label")]
         )
         dataset = MetaDataset(source=source, name=f"quickdraw-{split}", digest=f"{digest}-{split}"[:36], schema=schema)
+        identities[split] = (dataset.name, dataset.digest)
         inputs.append(
             DatasetInput(
                 dataset=dataset._to_mlflow_entity(),
@@ -190,6 +205,7 @@ def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md
             )
         )
     live.client.log_inputs(live.run_id, datasets=inputs)
+    return identities
 
 
 def dataset_source(source: str, categories: list[str]) -> Any:

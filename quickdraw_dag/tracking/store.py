@@ -49,6 +49,25 @@ def tracking_uri(params: MlflowParams) -> str:
     return uri
 
 
+# The runs list as `make ui` opens it: MLflow's UI shows no metric column until a user picks some (from
+# 130-odd), unless the link names a view the experiment holds (its Share feature: the `viewStateShareKey`
+# in the link, the view in the tag `mlflow.sharedViewState.<key>`). The UI offers to keep it as the user's own.
+RUNS_VIEW_KEY = "quickdraw-runs"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
+RUNS_VIEW = json.dumps(
+    {
+        "selectedColumns": [
+            *(f"attributes.`{name}`" for name in ("Source", "Models", "Dataset")),
+            *(f"metrics.`{name}`" for name in ("test_accuracy", "test_map_at_3", "test_macro_f1", "train_seconds")),
+            *(f"params.`{name}`" for name in ("train.epochs", "train.seed", "data.source")),
+        ],
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    },
+    sort_keys=True,
+)
+
+
 def configure(params: MlflowParams) -> str:
     """Point MLflow at the store and experiment; returns the experiment id."""
     import mlflow
@@ -61,9 +80,12 @@ def configure(params: MlflowParams) -> str:
             experiment_id = experiment.experiment_id
         else:
             experiment_id = mlflow.create_experiment(params.experiment, artifact_location=artifact_location(uri))
-    if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+    tags = experiment.tags if experiment else {}
+    if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
         # MLflow 3's UI opens an experiment on its GenAI overview unless told it is for model training.
         mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    if tags.get(RUNS_VIEW_TAG) != RUNS_VIEW:
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, RUNS_VIEW_TAG, RUNS_VIEW)
     mlflow.set_experiment(experiment_id=experiment_id)
     close_abandoned_runs(experiment_id)
     return experiment_id
@@ -222,8 +244,10 @@ def ui_url(params: MlflowParams, port: int, host: str = "127.0.0.1") -> str:
         experiment = mlflow.get_experiment_by_name(params.experiment)
     except Exception:  # noqa: BLE001 - no store yet: the experiments list is the page to open
         experiment = None
-    where = f"/experiments/{experiment.experiment_id}" if experiment else "/experiments"
-    return f"{base}{where}?workflowType=machine_learning"
+    if experiment is None:  # no store yet: the experiments list is the page to open
+        return f"{base}/experiments?workflowType=machine_learning"
+    view = f"&viewStateShareKey={RUNS_VIEW_KEY}" if RUNS_VIEW_TAG in experiment.tags else ""
+    return f"{base}/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning{view}"
 
 
 def wait_for_port(port: int, pid: int | None, timeout_s: float = 300.0, host: str = "127.0.0.1") -> bool:

@@ -189,6 +189,11 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
     )
     assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_logged_model_artifacts(model.model_id)}
     assert model.metrics and {m.key for m in model.metrics} >= {"test_accuracy"}
+    # each test metric once on the model (it was logged twice), measured on the test split's dataset
+    tested = [m for m in model.metrics if m.key.startswith("test_")]
+    assert sorted(m.key for m in tested) == sorted(k for k in last.data.metrics if k.startswith("test_"))
+    assert {m.dataset_name for m in tested} == {"quickdraw-test"}
+    assert tested[0].value == last.data.metrics[tested[0].key]
     decisions = [p.data.tags["promotion.decision"] for p in flow_runs.parents]
     assert decisions[0] == "promoted"  # the first model has no champion to beat
     champion = client.get_model_version_by_alias("quickdraw-cnn", "champion")
@@ -396,6 +401,23 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
     assert len({line for line in expanded.splitlines() if line.startswith("trial-")}) >= 2
     browser.screenshot(tmp_path / "experiment.png")
 
+    # The link `make ui` prints opens the runs with the experiment's view: test metrics and params as columns,
+    # and the Source column filled (it was "-" for every run).
+    from quickdraw_dag.tracking.store import RUNS_VIEW_KEY, RUNS_VIEW_TAG
+
+    assert RUNS_VIEW_TAG in client.get_experiment(experiment).tags
+    browser.get(
+        f"{mlflow_ui}/#/experiments/{experiment}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+    )
+    headers = browser.wait_for(
+        "const h = [...document.querySelectorAll('[role=columnheader]')].map(e => e.innerText.trim());"
+        "return h.includes('test_accuracy') && h",
+        timeout=120,
+    )
+    assert {"test_accuracy", "test_map_at_3", "Source", "Models", "Dataset"} <= set(headers)
+    browser.wait_for("return document.body.innerText.includes('flows/pipeline.py')", timeout=60)
+    browser.screenshot(tmp_path / "runs-view.png")
+
     # A run's metric charts: its per-epoch validation accuracy and learning rate.
     browser.get(
         f"{mlflow_ui}/#/experiments/{experiment}/runs/{last.info.run_id}/model-metrics?workflowType=machine_learning"
@@ -416,7 +438,7 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
     model = browser.wait_for("const t = document.body.innerText; return t.includes('champion') && t", timeout=90)
     assert "Version 1" in model and "Version 2" in model
     browser.screenshot(tmp_path / "model.png")
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+    assert sorted(p.name for p in tmp_path.glob("*.png") if p.name != "runs-view.png") == [
         "compare.png",
         "experiment.png",
         "model.png",
