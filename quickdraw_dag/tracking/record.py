@@ -136,8 +136,21 @@ def log_pipeline_run(
                 mlflow.log_artifact(str(path), artifact_path=REPORTS)
         if catalog.plots.is_dir():
             mlflow.log_artifacts(str(catalog.plots), artifact_path="plots")
+        for path in compared_artifacts(catalog):
+            mlflow.log_artifact(str(path))
         log_run_record(live, root)
     return {"run_id": live.run_id, "experiment_id": live.experiment_id, "test_metrics": test_metrics}
+
+
+# MLflow's compare view lists, in its Artifacts tab, only the files at the root of every run compared
+# (never folders): so the headline plots and metrics sit there too, small copies of reports/ and plots/.
+COMPARED_PLOTS = ("training_curves", "confusion_matrix")
+
+
+def compared_artifacts(catalog: Catalog) -> list[Path]:
+    """The files logged at the run's root, for the compare view: the test metrics and the headline plots."""
+    paths = [catalog.metrics, *(catalog.plot(name) for name in COMPARED_PLOTS)]
+    return [path for path in paths if path.exists()]
 
 
 def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> None:

@@ -181,6 +181,11 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
     client = mlflow.MlflowClient()
     last = flow_runs.parents[-1]
     assert {"plots", "reports"} <= {a.path for a in client.list_artifacts(last.info.run_id)}
+    # files every run holds at its root: what MLflow's compare view shows in its Artifacts tab (folders never)
+    roots = [{a.path for a in client.list_artifacts(p.info.run_id) if not a.is_dir} for p in flow_runs.parents]
+    catalog = Catalog.under(flow_runs.project)
+    expected = {catalog.metrics.name, catalog.plot("training_curves").name, catalog.plot("confusion_matrix").name}
+    assert set.intersection(*roots) >= expected
     # MLflow 3: the model is a logged model of the run, with its own artifacts, not a run artifact
     (model,) = mlflow.search_logged_models(
         experiment_ids=[last.info.experiment_id],
