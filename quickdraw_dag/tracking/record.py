@@ -176,10 +176,11 @@ def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> N
 
 
 def log_test_metrics(live: LiveRun, test_metrics: dict[str, float], dataset: str, digest: str) -> None:
-    """The test metrics, once, measured on the test split's dataset.
+    """The test metrics, once, on the run, each naming the test split's dataset.
 
-    Logging the model (`mlflow.pyfunc.log_model`, next) links the run's step-0 metrics to it with their
-    dataset, so the model page lists each test metric once and names the dataset it was measured on.
+    Logging the model (`mlflow.pyfunc.log_model`, next) links the run's step-0 metrics to it, so the
+    model page lists each test metric once. (MLflow 3.17's copy drops the dataset: the model page still
+    says "Datasets used: None".)
     """
     from mlflow.entities import Metric
 

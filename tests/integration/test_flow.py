@@ -415,7 +415,7 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
     browser.get(
         f"{mlflow_ui}/#/experiments/{experiment}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
     )
-    browser.wait_for("return document.body.innerText.includes('flows/pipeline.py')", timeout=120)
+    browser.wait_for("return document.body.innerText.includes('pipeline.py')", timeout=120)  # Source: the file's name
     # the grid draws only the columns in sight: scroll it to the right end, where the metric columns are
     headers = browser.wait_for(
         "document.querySelectorAll('.ag-body-horizontal-scroll-viewport, .ag-center-cols-viewport, "
