@@ -314,8 +314,11 @@ def test_prefects_graph_names_tasks_by_stage_and_category_draws_edges_and_shows_
         assert upstream(first[f"preprocess-{c}"]) <= earlier  # Prefect adds the tasks whose results it reads
     fanned = {name for name in first if name.startswith(("fetch-", "split-", "preprocess-"))}
     assert {f"preprocess-{c}" for c in categories} <= upstream(first["tune"]) <= fanned
-    assert upstream(first["train"]) == {"tune"} and upstream(first["evaluate"]) == {"train"}
-    assert upstream(first["dvc-push"]) == {"evaluate"}
+    # each stage waits for the one before; Prefect adds edges of its own from the tasks whose result objects
+    # it finds inside a task's inputs (the fetch tasks', in params), never a later stage's
+    assert "tune" in upstream(first["train"]) <= fanned | {"tune"}
+    assert "train" in upstream(first["evaluate"]) <= fanned | {"tune", "train"}
+    assert "evaluate" in upstream(first["dvc-push"])
     assert {run.state.name for run in first.values()} == {"Completed"}
     # nothing changed: one bar per stage, each Skipped (a Completed state), in order
     assert set(unchanged) == set(ALL_STAGES) | {"dvc-push"}
