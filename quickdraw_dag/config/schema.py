@@ -11,7 +11,6 @@ import typing
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -22,6 +21,7 @@ from pydantic import (
 )
 from quickdraw.names import QUICK_DRAWING_NAMES
 
+from quickdraw_dag.config.cron import check_cron, check_timezone
 from quickdraw_dag.config.workspace import check_output_roots, output_parts
 from quickdraw_dag.errors import excerpt
 
@@ -361,27 +361,12 @@ class ScheduleParams(StrictModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, cron: str) -> str:
-        fields = cron.split()
-        if len(fields) != 5:
-            raise ValueError("must have 5 fields 'minute hour day-of-month month day-of-week'")
-        from datetime import datetime
-
-        from cronsim import CronSim, CronSimError  # prefect's own cron dependency
-
-        try:
-            next(CronSim(cron, datetime(2026, 1, 1)))
-        except (CronSimError, StopIteration) as error:
-            raise ValueError(f"invalid or impossible cron expression: {excerpt(str(error), 120)}") from None
-        return cron
+        return check_cron(cron)  # as Prefect, which runs it, reads it
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("unknown IANA time zone (e.g. 'UTC', 'Europe/Madrid')") from None
-        return zone
+        return check_timezone(zone)
 
 
 class Params(StrictModel):

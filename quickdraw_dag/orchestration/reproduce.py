@@ -40,10 +40,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import yaml
-
 from quickdraw_dag.artifacts import Catalog, read_metrics
 from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.config.params_yaml import MAX_LOCK_BYTES, load_yaml_bytes
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, MlflowParams, PathsParams
 from quickdraw_dag.errors import ConfigError, NotReproduced, QuickDrawDagError
 from quickdraw_dag.orchestration.dvc_state import open_repo
@@ -191,7 +190,7 @@ def restore_inputs(run: PastRun, restored: Path, searched: str) -> list[Restored
     """Put the evaluate stage's data and model back by hash; NotReproduced naming whatever is missing."""
     from dvc.exceptions import CheckoutError, DvcException
 
-    inputs = evaluate_inputs(yaml.safe_load(run.lock_file))
+    inputs = evaluate_inputs(load_yaml_bytes(run.lock_file, f"the run's {DVC_LOCK}", max_bytes=MAX_LOCK_BYTES))
     done: list[Restored] = []
     missing: list[str] = []
     with open_repo(restored) as repo:
@@ -281,7 +280,7 @@ def run_last_stage(restored: Path) -> None:
 
 def compare(run: PastRun, restored: Path) -> tuple[list[str], bool]:
     """A table of each test metric, logged against reproduced; whether all are exactly equal."""
-    raw = yaml.safe_load(run.params_file) or {}
+    raw = load_yaml_bytes(run.params_file, f"the run's {DEFAULT_PARAMS_PATH.name}") or {}
     paths = PathsParams.model_validate(raw.get("paths") or {}).model_dump()
     got = read_metrics(Catalog.from_paths(SimpleNamespace(**{k: restored / v for k, v in paths.items()})))
     rows = [f"{'metric':<18} {'logged':>22} {'reproduced':>22}"]
