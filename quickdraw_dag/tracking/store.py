@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from quickdraw_dag.config.redact import redact
 from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.runtime.lock import file_lock
 from quickdraw_dag.runtime.processes import process_alive
-from quickdraw_dag.runtime.redact import redact
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
