@@ -126,6 +126,10 @@ def git(*args: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
+# The temporary folder each reproduction's worktree lives in (unless --workdir): how its leftovers are known.
+WORKTREE_PREFIX = "quickdraw-reproduce-"
+
+
 @contextmanager
 def code_worktree(project: Path, commit: str, workdir: Path | None, keep: bool) -> Iterator[Path]:
     """The project's folder in a git worktree of `commit` (removed afterwards unless `keep`)."""
@@ -141,12 +145,14 @@ def code_worktree(project: Path, commit: str, workdir: Path | None, keep: bool) 
         raise NotReproduced(
             f"the run's code, commit {commit}, is not in this repository: `git fetch` it from where it was pushed"
         ) from None
-    parent = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="quickdraw-reproduce-"))
+    parent = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=WORKTREE_PREFIX))
     parent.mkdir(parents=True, exist_ok=True)
     tree = parent / f"{commit[:12]}"
     if tree.exists():
         raise ConfigError(f"{tree} exists already: remove it or pass another --workdir")
-    git("worktree", "prune", cwd=top)  # forget worktrees of earlier runs that were killed
+    # Never `git worktree prune`: it also forgets a user's worktree whose folder is away for a moment (an
+    # unmounted drive), and what was staged there is lost. Only our own leftovers are removed, by path.
+    forget_own_stale_worktrees(top, also=tree)
     git("worktree", "add", "--detach", "--quiet", str(tree), commit, cwd=top)
     try:
         yield tree / Path(project).resolve().relative_to(top.resolve())
@@ -157,6 +163,28 @@ def code_worktree(project: Path, commit: str, workdir: Path | None, keep: bool) 
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=top, capture_output=True)
             if not workdir:
                 shutil.rmtree(parent, ignore_errors=True)
+
+
+def forget_own_stale_worktrees(top: Path, also: Path) -> list[str]:
+    """Remove the registrations of worktrees this command made earlier and a kill left behind; their paths.
+
+    Only entries whose folder is gone and that are ours: under a `quickdraw-reproduce-` temporary folder,
+    or the very path about to be added (`--workdir` reused after its folder was deleted).
+    """
+    listing = git("worktree", "list", "--porcelain", cwd=top)
+    removed = []
+    for entry in listing.split("\n\n"):
+        fields = dict(line.partition(" ")[::2] for line in entry.splitlines() if line)
+        path = fields.get("worktree")
+        if not path or "prunable" not in fields or Path(path).exists():
+            continue
+        folder = Path(path).parent
+        temporary = Path(tempfile.gettempdir()).resolve()
+        ours = folder.name.startswith(WORKTREE_PREFIX) and folder.parent.resolve() == temporary
+        if ours or Path(path).resolve() == Path(also).resolve():
+            git("worktree", "remove", "--force", path, cwd=top)
+            removed.append(path)
+    return removed
 
 
 def share_dvc_storage(project: Path, restored: Path) -> str:
