@@ -23,6 +23,13 @@ from typing import Any
 from quickdraw_dag.runtime.interrupt import on_forced_exit
 
 STARTUP_TIMEOUT_S = 120
+# Every server the project starts itself runs with telemetry off, whatever the caller's environment says
+# (the Makefile sets the same, but `python -m flows.pipeline` is a documented command too).
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
 
 
 def _server_class() -> type:
@@ -60,6 +67,7 @@ def _server_class() -> type:
                     **os.environ,
                     **server_env,
                     **get_current_settings().to_environment_variables(exclude_unset=True),
+                    **TELEMETRY_OFF,
                 },
                 start_new_session=True,
             )
