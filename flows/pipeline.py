@@ -61,7 +61,7 @@ from quickdraw_dag.orchestration.dvc_state import (
     stage_is_current,
 )
 from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
-from quickdraw_dag.orchestration.prefect_server import temporary_server
+from quickdraw_dag.orchestration.prefect_server import check_prefect_api, temporary_server
 from quickdraw_dag.orchestration.versioning import describe_push, push_outputs
 from quickdraw_dag.runtime.cli import (
     build_parser,
@@ -73,7 +73,7 @@ from quickdraw_dag.runtime.fanout import Mapper
 from quickdraw_dag.runtime.interrupt import ending_status
 from quickdraw_dag.runtime.lock import workspace_lock
 from quickdraw_dag.tracking.live_run import FlowRun
-from quickdraw_dag.tracking.store import close_stopped_runs
+from quickdraw_dag.tracking.store import check_store, close_stopped_runs
 from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
 
 log = logging.getLogger(__name__)
@@ -318,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def work() -> None:
         require_dvc_params_file(args.params)
         params = load_params(args.params, args.overrides)  # validate before writing anything
+        check_prefect_api()  # services answer, or one line naming them, before anything is written
+        if params.mlflow.enabled:
+            check_store(params.mlflow)
         loaded.append(params)
         # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
         with repository_lock(wait_s=args.lock_wait):

@@ -84,11 +84,12 @@ def find_run(run_id: str, mlflow_params: MlflowParams) -> PastRun:
     from mlflow.exceptions import MlflowException
 
     from quickdraw_dag.tracking.record import RUN_RECORD
-    from quickdraw_dag.tracking.store import tracking_uri
+    from quickdraw_dag.tracking.store import check_store, tracking_uri
 
     uri = tracking_uri(mlflow_params)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise ConfigError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing was logged here yet")
+    check_store(mlflow_params)  # a dead server: one line in seconds, not "no such run" after minutes of retries
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     try:
