@@ -74,7 +74,7 @@ from quickdraw_dag.runtime.interrupt import ending_status
 from quickdraw_dag.runtime.lock import workspace_lock
 from quickdraw_dag.tracking.live_run import FlowRun
 from quickdraw_dag.tracking.store import check_store, close_stopped_runs
-from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
+from quickdraw_dag.training.tune_workers import CHIEF_ENV, check_worker_memory, parse_address, supervise_worker
 
 log = logging.getLogger(__name__)
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -321,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_prefect_api()  # services answer, or one line naming them, before anything is written
         if params.mlflow.enabled:
             check_store(params.mlflow)
+        if runner_kind != "dask":  # tuning workers on this machine
+            check_worker_memory(params.tune.workers)
         loaded.append(params)
         # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
         with repository_lock(wait_s=args.lock_wait):

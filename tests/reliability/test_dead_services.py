@@ -100,3 +100,37 @@ def test_a_live_server_that_answers_any_status_counts_as_reachable(tmp_path: Pat
     with server.running():
         assert check_store(MlflowParams(tracking_uri=server.url.rstrip("/"))) == server.url.rstrip("/")
     assert server.requests == [("health", None)]
+
+
+@pytest.mark.parametrize("workers", [256, 64])
+def test_more_tuning_workers_than_memory_holds_are_refused_before_any_starts(
+    project: Path, workers: int, record: Callable[..., None]
+) -> None:
+    """Issue 25, point 6: tune.workers is bounded by the memory available (1.6 GB per TensorFlow worker)."""
+    import psutil
+
+    from quickdraw_dag.errors import ConfigError
+    from quickdraw_dag.training.tune_workers import WORKER_MEMORY_BYTES, check_worker_memory
+
+    fit = max(1, int(psutil.virtual_memory().available) // WORKER_MEMORY_BYTES)
+    assert workers > fit, "this machine holds that many workers: the case cannot be made here"
+    before = (project / "params.yaml").read_bytes()
+    started = time.monotonic()
+    done = run_module("flows.pipeline", "--set", f"tune.workers={workers}", cwd=project, code=REPO, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"tune.workers: {workers} workers need about" in done.stderr and "at most" in done.stderr
+    assert (project / "params.yaml").read_bytes() == before and not (project / "data").exists()
+    # the bound itself, on figures: 8 GB holds 5 workers, 1 is never refused, 2 GB holds 1
+    with pytest.raises(ConfigError, match="at most 5 on this machine"):
+        check_worker_memory(6, available=8_000_000_000)
+    check_worker_memory(5, available=8_000_000_000)
+    check_worker_memory(1, available=1)
+    with pytest.raises(ConfigError, match="at most 1 on"):
+        check_worker_memory(2, available=2_000_000_000)
+    record(
+        "bounded resources",
+        case=f"tune.workers={workers}",
+        bound=f"{fit} workers ({WORKER_MEMORY_BYTES / 1e9:.1f} GB each)",
+        stopped_within_s=round(time.monotonic() - started, 1),
+        left_behind=0,
+    )
