@@ -93,8 +93,9 @@ def _check_sqlite(path: Path, uri: str) -> None:
 
     folder = path.parent if str(path.parent) else Path(".")
     if not path.exists():
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"MLflow store {uri}: cannot create it: {folder} is not a writable folder")
+        existing = next(parent for parent in [folder.absolute(), *folder.absolute().parents] if parent.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):  # missing folders are created
+            raise ConfigError(f"MLflow store {uri}: cannot create it: {existing} is not a writable folder")
         return
     if not path.is_file() or not os.access(path, os.R_OK | os.W_OK) or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(

@@ -42,15 +42,15 @@ def _flow(project: Path, env: dict[str, str]) -> tuple[object, float]:
 CASES = {
     "dead MLflow server": lambda project, port: {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
     "corrupt mlflow.db": lambda project, port: {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'broken.db'}"},
-    "MLflow store in a missing folder": lambda project, port: {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'no' / 'such' / 'mlflow.db'}"
+    "MLflow store under a file": lambda project, port: {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'params.yaml' / 'store' / 'mlflow.db'}"
     },
     "dead Prefect API": lambda project, port: {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"},
 }
 NAMED = {
     "dead MLflow server": "MLflow tracking server http://127.0.0.1:",
     "corrupt mlflow.db": "not a usable SQLite database",
-    "MLflow store in a missing folder": "not a writable folder",
+    "MLflow store under a file": "params.yaml is not a writable folder",
     "dead Prefect API": "Prefect API http://127.0.0.1:",
 }
 
