@@ -140,8 +140,10 @@ def _spellings(value: Any) -> st.SearchStrategy[str]:
 
 
 def _json(value: Any) -> str:
-    """JSON, which is YAML 1.2; astral characters as they are (YAML has no surrogate-pair escapes)."""
-    return json.dumps(value, ensure_ascii=False)
+    """JSON, which is YAML 1.2: astral characters as they are (YAML has no surrogate-pair escapes), and the
+    characters YAML does not allow raw (DEL, C1 controls, U+FEFF, U+FFFE/F) as \\u escapes, as a user types them."""
+    text = json.dumps(value, ensure_ascii=False)
+    return re.sub("[\x7f-\x9f\ufeff\ufffe\uffff]", lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _spell(value: Any) -> str:
