@@ -40,10 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.workspace import copy_project
 from quickdraw_dag.artifacts import Catalog, read_metrics
+from quickdraw_dag.config.params_yaml import MAX_VALUE_BYTES, dump_yaml, load_yaml, load_yaml_bytes
 
 BIN = Path(sys.executable).parent
 STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate")
@@ -81,9 +80,9 @@ def merge(into: dict, values: dict) -> None:
 
 def run_pipeline(root: Path, settings: dict) -> dict[str, Any]:
     """The stages one after another in a project copy, as `dvc repro` runs them; seconds per stage."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_yaml_bytes((root / "params.yaml").read_bytes(), "params.yaml")
     merge(params, settings)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(dump_yaml(params))
     seconds = {}
     for stage in STAGES:
         started = time.perf_counter()
@@ -171,9 +170,9 @@ def epochs_curve(
     curve: dict[int, list[float]] = {n: [] for n in epochs_list}
     with tempfile.TemporaryDirectory() as scratch:
         root = copy_project(Path(scratch) / "curve")
-        params = yaml.safe_load((root / "params.yaml").read_text())
+        params = load_yaml_bytes((root / "params.yaml").read_bytes(), "params.yaml")
         merge(params, {"data": {"source": source, "categories": categories}, "mlflow": {"enabled": False}})
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (root / "params.yaml").write_text(dump_yaml(params))
         for stage in ("fetch", "split", "preprocess", "tune"):
             done = subprocess.run(
                 [sys.executable, "-m", f"tasks.{stage}"],
@@ -301,7 +300,7 @@ def main() -> None:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = load_yaml(value, f"--set {key}", max_bytes=MAX_VALUE_BYTES)
     if args.source == "synthetic":
         from quickdraw_dag.config.schema import SYNTHETIC_CATEGORIES
 

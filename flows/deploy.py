@@ -23,7 +23,7 @@ from prefect.schedules import Cron
 from flows.pipeline import pipeline
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, Params
-from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.errors import ConfigError, QuickDrawDagError, excerpt
 from quickdraw_dag.orchestration.dvc_state import repository_lock
 from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
 from quickdraw_dag.runtime.cli import configure_logging, require_dvc_params_file
@@ -66,9 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    try:  # Prefect's own check of the schedule, before saying "serving" (params validation asks the same croniter)
+        deployment = build_deployment(params, str(Path(args.params)))
+    except ValueError as error:  # pydantic's ValidationError is one
+        print(f"error: {args.params}: schedule refused by Prefect: {excerpt(str(error), 200)}", file=sys.stderr)
+        return ConfigError.exit_code
     state = "active" if params.schedule.enabled else "paused (schedule.enabled: false)"
     print(f"serving {DEPLOYMENT_NAME}: cron {params.schedule.cron!r} in {params.schedule.timezone}, {state}")
-    return serve_until_stopped(build_deployment(params, str(Path(args.params))))
+    return serve_until_stopped(deployment)
 
 
 def serve_until_stopped(deployment: Any) -> int:

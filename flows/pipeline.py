@@ -61,7 +61,7 @@ from quickdraw_dag.orchestration.dvc_state import (
     stage_is_current,
 )
 from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
-from quickdraw_dag.orchestration.prefect_server import temporary_server
+from quickdraw_dag.orchestration.prefect_server import check_prefect_api, temporary_server
 from quickdraw_dag.orchestration.versioning import describe_push, push_outputs
 from quickdraw_dag.runtime.cli import (
     attach_project_loggers,
@@ -74,8 +74,8 @@ from quickdraw_dag.runtime.fanout import Mapper
 from quickdraw_dag.runtime.interrupt import ending_status
 from quickdraw_dag.runtime.lock import workspace_lock
 from quickdraw_dag.tracking.live_run import FlowRun
-from quickdraw_dag.tracking.store import close_stopped_runs
-from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
+from quickdraw_dag.tracking.store import check_store, close_stopped_runs
+from quickdraw_dag.training.tune_workers import CHIEF_ENV, check_worker_memory, parse_address, supervise_worker
 
 log = logging.getLogger("flows.pipeline")  # also when run as __main__: a project logger the flow shows
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
@@ -376,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def work() -> None:
         require_dvc_params_file(args.params)
         params = load_params(args.params, args.overrides)  # validate before writing anything
+        check_prefect_api()  # services answer, or one line naming them, before anything is written
+        if params.mlflow.enabled:
+            check_store(params.mlflow)
+        if runner_kind != "dask":  # tuning workers on this machine
+            check_worker_memory(params.tune.workers)
         loaded.append(params)
         # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
         with repository_lock(wait_s=args.lock_wait):

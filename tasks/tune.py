@@ -74,6 +74,7 @@ from quickdraw_dag.training.tune_workers import (
     ChiefServer,
     WorkerReport,
     WorkerSpec,
+    check_worker_memory,
     chief_bind,
     parse_address,
     start_supervising,
@@ -369,6 +370,8 @@ def run(params: Params, mapper: Mapper | None = None) -> TuningResult:
     `mapper` starts the workers of a distributed search (`tune.workers` > 1): the flow passes its task
     runner's; without one they run on threads of this process, each watching its worker process.
     """
+    if mapper is None:  # every worker on this machine: refuse before starting any that would not fit
+        check_worker_memory(params.tune.workers)
     with tracked_stage("tune", params.mlflow) as live:
         if live is not None:
             live.log_params({"tune": params.tune.model_dump(mode="json")})

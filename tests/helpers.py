@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.config.params_yaml import dump_yaml, load_yaml_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,9 +95,9 @@ def set_params(project: Path, **sections: dict) -> None:
             else:
                 into[key] = value
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_yaml_bytes((project / "params.yaml").read_bytes(), "params.yaml")
     merge(params, sections)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "params.yaml").write_text(dump_yaml(params))  # YAML 1.2, the dialect params are read in
 
 
 def dvc(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -23,16 +23,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 import urllib3
 
 from quickdraw_dag.runtime.diskspace import disk_full_error, ensure_free, is_disk_full
-from quickdraw_dag.errors import DataError, FetchError, OfflineError
+from quickdraw_dag.config.schema import DOWNLOAD_AUTH_ENV
+from quickdraw_dag.errors import ConfigError, DataError, FetchError, OfflineError
 from quickdraw_dag.data.hashing import file_digest
 from quickdraw_dag.runtime.progress import progress_bar
-from quickdraw_dag.runtime.redact import redact
+from quickdraw_dag.config.redact import redact
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 16
+# One category file: Google's largest binary file is under 1 GiB; a server that streams without end stops here.
+MAX_DOWNLOAD_BYTES = 4 << 30
+MAX_DOWNLOAD_ENV = "QUICKDRAW_MAX_DOWNLOAD_BYTES"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -74,13 +79,16 @@ def download(
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    cap = download_cap()
     http = session or requests.Session()
+    if http.auth is None:
+        http.auth = auth_from_environment()
     attempt = 0
     last_problem = ""
     while True:
         attempt += 1
         try:
-            expected_md5 = _transfer(http, url, part, policy.timeout_s, label or dest.name)
+            expected_md5 = _transfer(http, url, part, policy.timeout_s, label or dest.name, cap)
             if expected_md5 is not None and file_digest(part, "md5") != expected_md5:
                 # A wrong Content-Length or a proxy's cut can end a file at a
                 # record boundary, where parsing cannot tell; the hash can.
@@ -125,7 +133,35 @@ def download(
     )
 
 
-def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, label: str) -> str | None:
+def auth_from_environment() -> Any:
+    """The download credential from `QUICKDRAW_DOWNLOAD_AUTH`, never from params; None leaves `~/.netrc` to requests.
+
+    `user:password` is HTTP Basic; a value with a space (`Bearer <token>`) is sent as the Authorization header.
+    requests drops either when a redirect leads to another host.
+    """
+    value = os.environ.get(DOWNLOAD_AUTH_ENV, "").strip()
+    if not value:
+        return None
+    if " " in value:
+        return _AuthorizationHeader(value)
+    user, sep, password = value.partition(":")
+    if not sep:
+        raise ConfigError(f"{DOWNLOAD_AUTH_ENV}: expected user:password or '<scheme> <credentials>' (e.g. Bearer ...)")
+    return requests.auth.HTTPBasicAuth(user, password)
+
+
+class _AuthorizationHeader(requests.auth.AuthBase):
+    """A whole Authorization header value (`Bearer <token>`), as requests' auth hook."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self.value
+        return request
+
+
+def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, label: str, cap: int) -> str | None:
     """One attempt: resume `part` if it has bytes, else start it; returns the object's MD5 if sent."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {"Accept-Encoding": "identity"}
@@ -141,6 +177,11 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
             raise _Transient(f"HTTP 416 for a resume at byte {have}; restarting")
         if status >= 500 or status in (408, 429):
             raise _Transient(f"HTTP {status} {response.reason}")
+        if status in (401, 403):
+            raise FetchError(
+                f"{redact(url)}: HTTP {status} {response.reason} (not retried): the server wants credentials; "
+                f"set {DOWNLOAD_AUTH_ENV}=user:password (or 'Bearer <token>') or add the host to ~/.netrc"
+            )
         if status not in (200, 206):
             raise FetchError(f"{redact(url)}: HTTP {status} {response.reason} (not retried)")
         if status == 206:
@@ -154,6 +195,9 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
             mode = "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if total is not None and total > cap:
+            part.unlink(missing_ok=True)
+            raise FetchError(_too_large(url, f"the server announces {total} bytes", cap))
         if total is not None:
             ensure_free(part.parent, total - have, f"download of {label}")  # the server said how much is coming
         with (
@@ -164,10 +208,16 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
                 # read1 hands over whatever arrived, so bytes received before
                 # a dropped connection are kept and the resume starts after them.
                 while chunk := response.raw.read1(CHUNK_BYTES):
+                    if handle.tell() + len(chunk) > cap:  # no or a false Content-Length: never past the cap
+                        handle.close()
+                        part.unlink(missing_ok=True)
+                        raise FetchError(_too_large(url, f"it sent more than {cap} bytes", cap))
                     handle.write(chunk)
                     bar.update(len(chunk))
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 if is_disk_full(error):  # a full disk is not a network problem: no retry
+                    handle.close()
+                    part.unlink(missing_ok=True)  # so that "nothing was written there" is true
                     raise disk_full_error(part, total) from None
                 handle.flush()
                 got = handle.tell()
@@ -181,6 +231,23 @@ def _transfer(http: requests.Session, url: str, part: Path, timeout_s: float, la
         part.unlink(missing_ok=True)
         raise _Transient(f"received {size} bytes, more than the declared {total}; restarting")
     return expected_md5
+
+
+def download_cap() -> int:
+    """The most bytes one file may have: MAX_DOWNLOAD_BYTES, or QUICKDRAW_MAX_DOWNLOAD_BYTES when set."""
+    value = os.environ.get(MAX_DOWNLOAD_ENV, "").strip()
+    if not value:
+        return MAX_DOWNLOAD_BYTES
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{MAX_DOWNLOAD_ENV}: expected a positive number of bytes (got {value[:40]!r})")
+    return int(value)
+
+
+def _too_large(url: str, what: str, cap: int) -> str:
+    return (
+        f"{redact(url)}: {what}, more than the {cap} bytes allowed for one file; stopped and removed the partial "
+        f"file (raise {MAX_DOWNLOAD_ENV} if the file really is that large)"
+    )
 
 
 def _md5_from_goog_hash(value: str) -> str | None:

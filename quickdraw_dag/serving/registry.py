@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.config.redact import redact
 from quickdraw_dag.config.schema import MlflowParams
 from quickdraw_dag.errors import ConfigError
-from quickdraw_dag.runtime.redact import redact
 from quickdraw_dag.serving.classifier import Classifier
 from quickdraw_dag.tracking.record import CHAMPION, REGISTERED_MODEL
 from quickdraw_dag.tracking.store import tracking_uri

@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from quickdraw_dag.config.params_yaml import MAX_LOCK_BYTES, load_yaml_bytes
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH
 
 DVC_YAML = "dvc.yaml"  # DVC's pipeline file, and its lock beside it
@@ -64,7 +63,7 @@ def dvc_output_hashes(root: Path = Path(".")) -> dict[str, str]:
     lock = Path(root) / DVC_LOCK
     if not lock.exists():
         return {}
-    data: dict[str, Any] = yaml.safe_load(lock.read_text()) or {}
+    data: dict[str, Any] = load_yaml_bytes(lock.read_bytes(), str(lock), max_bytes=MAX_LOCK_BYTES) or {}
     hashes = {}
     for stage in (data.get("stages") or {}).values():
         for out in stage.get("outs") or []:

@@ -226,7 +226,7 @@ def dataset_source(source: str, categories: list[str]) -> Any:
     """MLflow's dataset source for the drawings: `data.source` (credentials redacted) and the categories."""
     from mlflow.data.dataset_source import DatasetSource
 
-    from quickdraw_dag.runtime.redact import redact
+    from quickdraw_dag.config.redact import redact
 
     class QuickDrawSource(DatasetSource):
         @staticmethod

@@ -12,6 +12,7 @@ migrate the same new file, and one fails ("duplicate column name").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,10 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from quickdraw_dag.config.redact import redact
 from quickdraw_dag.config.schema import MlflowParams
+from quickdraw_dag.errors import ConfigError
 from quickdraw_dag.runtime.lock import file_lock
 from quickdraw_dag.runtime.processes import process_alive
-from quickdraw_dag.runtime.redact import redact
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -68,11 +70,77 @@ RUNS_VIEW = json.dumps(
 )
 
 
+REACH_TIMEOUT_S = 5.0
+
+
+def check_store(params: MlflowParams) -> str:
+    """The tracking URI, once it answers: a ConfigError naming it when it cannot be used (seconds, not minutes).
+
+    MLflow's client retries a dead server for minutes and then prints a
+    traceback; a corrupt or read-only SQLite file fails deep inside a run.
+    Checked before anything is written: an http(s) server must accept a
+    connection (any HTTP answer will do), a SQLite file must be a readable,
+    writable database in a writable folder (or that folder must exist).
+    """
+    uri = tracking_uri(params)
+    if uri.startswith(("http://", "https://")):
+        _check_http(uri.rstrip("/") + "/health", f"the MLflow tracking server {redact(uri)}", MLFLOW_HINT)
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(Path(uri.removeprefix("sqlite:///")), uri)
+    return uri
+
+
+MLFLOW_HINT = "start it, or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri) at a running one"
+
+
+def _check_http(url: str, what: str, hint: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=REACH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered: reachable (a proxy may not know /health)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError(f"{what} is not reachable ({redact(str(reason))[:120]}): {hint}") from None
+
+
+def _check_sqlite(path: Path, uri: str) -> None:
+    import sqlite3
+
+    folder = path.parent if str(path.parent) else Path(".")
+    if not path.exists():
+        existing = next(parent for parent in [folder.absolute(), *folder.absolute().parents] if parent.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):  # missing folders are created
+            raise ConfigError(f"MLflow store {uri}: cannot create it: {existing} is not a writable folder")
+        return
+    if not path.is_file() or not os.access(path, os.R_OK | os.W_OK) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"MLflow store {uri}: {path} (or its folder, for SQLite's journal) is not writable: fix its permissions, "
+            "or point MLFLOW_TRACKING_URI at another store"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=REACH_TIMEOUT_S)) as db:
+            # the header and the schema: a garbage or truncated file fails here ("file is not a database");
+            # no integrity_check, which reads every page (seconds for a large store, at every stage)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            problem = "ok"
+    except sqlite3.Error as error:
+        problem = str(error)
+    if problem != "ok":
+        raise ConfigError(
+            f"MLflow store {uri}: not a usable SQLite database ({problem[:120]}): restore it from a backup, "
+            "or point MLFLOW_TRACKING_URI at another store"
+        )
+
+
 def configure(params: MlflowParams) -> str:
     """Point MLflow at the store and experiment; returns the experiment id."""
     import mlflow
 
-    uri = tracking_uri(params)
+    uri = check_store(params)
     mlflow.set_tracking_uri(uri)
     with store_creation_lock(uri):  # the first call creates (migrates) a new store; so may another process
         experiment = mlflow.get_experiment_by_name(params.experiment)
