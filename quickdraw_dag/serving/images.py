@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from quickdraw_dag.data.formats.bitmap import BITMAP_PIXELS, BITMAP_SIDE
+from quickdraw_dag.data.pictures import open_picture
 from quickdraw_dag.data.raster import BOX, PADDING, resize_bitmaps
-from quickdraw_dag.errors import DataError
 
 INK_LEVEL = 48  # grey levels above the background that count as ink when cropping a photo or scan
 
@@ -75,18 +75,5 @@ def normalize_image(value: Any, image_size: int, line_width: float) -> np.ndarra
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    """A PNG, JPEG or any picture Pillow reads, as grey levels (transparency composited on white)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, rgba)
-            return np.asarray(image.convert("L"))
-    except UnidentifiedImageError:
-        raise DataError("not an image Pillow can read", path=path, offset=0) from None
-    except OSError as error:
-        raise DataError(f"unreadable image ({error})", path=path) from None
+    """A PNG, JPEG or any picture Pillow reads, as 8-bit grey levels (by value range; transparency on white)."""
+    return np.asarray(open_picture(path, "L"))
