@@ -72,6 +72,7 @@ DEFAULT_SAVE_LIMIT_MB = 64  # all saved files together: about 30,000 drawings of
 SOCKET_TIMEOUT = 20.0
 MAX_CONNECTIONS = 32  # served at once; a browser opens at most 6 to one host
 SAVE_TOKEN_HEADER = "X-Save-Token"
+SAVING_OFF = "saving is off: start the page with --save"
 SAME_ORIGIN_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page's own fetches, or typed by hand
 
 
@@ -107,7 +108,7 @@ class Game:
     def save(self, body: dict[str, Any]) -> dict[str, Any]:
         """Append one drawing to `<save_dir>/<label>.ndjson` in Google's raw format, checked as fetch reads it."""
         if self.save_dir is None:
-            raise PermissionError("saving is off: start the page with --save")
+            raise RequestRefused(HTTPStatus.FORBIDDEN, SAVING_OFF)
         label = body.get("label")
         if not isinstance(label, str) or label not in OFFICIAL_CATEGORIES:
             raise ValueError(f"label {excerpt(label)} is not one of Quick, Draw!'s category names")
@@ -145,10 +146,15 @@ class Game:
                     f"{self.save_dir} holds {saved} bytes of drawings, and this one would pass the "
                     f"{self.save_limit} bytes allowed (--save-limit-mb); move them elsewhere to save more",
                 )
-            before = path.read_bytes() if path.exists() else b""
-            if before and not before.endswith(b"\n"):
-                before += b"\n"
-            write_bytes_atomic(path, before + line)
+            try:
+                before = path.read_bytes() if path.exists() else b""
+                if before and not before.endswith(b"\n"):
+                    before += b"\n"
+                write_bytes_atomic(path, before + line)
+            except OSError as error:  # a full disk, a read-only folder: the file stays as it was
+                raise RequestRefused(
+                    HTTPStatus.INSUFFICIENT_STORAGE, f"cannot save into {path} ({error.strerror or error})"
+                ) from None
             count = sum(1 for kept in before.splitlines() if kept.strip()) + 1
         return {"saved": str(path), "drawings": count, "recognized": recognized}
 
@@ -195,8 +201,6 @@ def make_handler(game: Game, timeout: float = SOCKET_TIMEOUT) -> type[BaseHTTPRe
                 self._json(HTTPStatus.OK, routes[self.path](body))
             except RequestRefused as refused:
                 self._error(refused.status, str(refused))
-            except PermissionError as error:
-                self._error(HTTPStatus.FORBIDDEN, str(error))
             except (ValueError, MlflowException) as error:  # orjson's decode error is a ValueError
                 self._error(HTTPStatus.BAD_REQUEST, error.message if isinstance(error, MlflowException) else str(error))
             except TimeoutError:
@@ -217,6 +221,8 @@ def make_handler(game: Game, timeout: float = SOCKET_TIMEOUT) -> type[BaseHTTPRe
                 raise RequestRefused(HTTPStatus.FORBIDDEN, f"origin {excerpt(origin)} is not this page's")
 
         def _check_save_token(self) -> None:
+            if game.save_dir is None:
+                raise RequestRefused(HTTPStatus.FORBIDDEN, SAVING_OFF)
             sent = self.headers.get(SAVE_TOKEN_HEADER) or ""
             if not secrets.compare_digest(sent.encode(), game.save_token.encode()):
                 raise RequestRefused(

@@ -241,6 +241,14 @@ def test_saving_stops_at_the_total_limit_with_507(served: ServedModel, tmp_path:
     assert "--save-limit-mb" in one_line_error(statuses[kept])
     lines = (user / "bear.ndjson").read_bytes()
     assert len(lines) <= 3000 and len(lines.splitlines()) == kept  # the refused ones left the file as it was
+    # a save folder that cannot be written (here: a file in its place) is a 507 too, not a traceback
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder")
+    with page(Game(served, blocked)) as url:
+        mine = {"Origin": url, "X-Save-Token": requests.get(f"{url}/api/model", timeout=10).json()["save_token"]}
+        answer = post(url, "/api/save", {"label": "bear", "strokes": HOUSE}, **mine)
+    assert answer.status_code == 507 and "cannot save into" in one_line_error(answer)
+    assert blocked.read_text() == "not a folder"
 
 
 # ----- point 2: framing, values, sizes, connections -----
