@@ -214,7 +214,11 @@ def serving_rows(families: dict[str, list[dict]]) -> list[str]:
             figures += f"; {r['cpu_s']} s of CPU"
         lines.append(f"| server requests | {r['check']} | {figures} | 0 tracebacks, 0 files written |")
     for r in families.get("champion gate", []):
-        extra = f", {r['promoted_in_turn']} promoted one after the other" if "promoted_in_turn" in r else ""
+        extra = (
+            f" ({r['promoted_in_turn']} with the worse promoted first, then replaced)"
+            if "promoted_in_turn" in r
+            else ""
+        )
         lines.append(
             f"| champion gate | {r['check']} | {r['cases']} cases compared on the same drawings{extra} | "
             f"{r['wrong_promotions']} worse models crowned |"

@@ -165,7 +165,7 @@ def test_concurrent_promotions_never_crown_the_worse_model(gate_store: GateStore
             assert version_tags(better)["gate.replaced"] == f"v{gate_store.versions['weakest']}"
     record(
         FAMILY,
-        check="20 races of two promotions at once (0.8-like against 0.9-like)",
+        check=f"20 races of two promotions at once (accuracy {accuracy['good']:.2f} against {accuracy['weaker']:.2f})",
         cases=races,
         wrong_promotions=0,
         promoted_in_turn=both_promoted,
