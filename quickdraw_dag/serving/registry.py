@@ -257,7 +257,11 @@ def judge(challenger: Any, champion: Any) -> tuple[dict[str, str], dict[str, str
     if champion.tags.get("categories") != challenger.tags.get("categories"):
         reason = f"champion v{champion.version} was trained on another label set"
         return {"decision": "kept", "reason": reason}, {"gate.compared_with": f"v{champion.version}"}
-    sets = {"champion": _gate_set(champion), "own": _gate_set(challenger)}
+    try:
+        sets = {"champion": _gate_set(champion), "own": _gate_set(challenger)}
+    except GateUnavailable as missing:  # never judged on fewer drawings than the champion asks for
+        reason = f"not compared with champion v{champion.version}: {missing}; the alias stays"
+        return {"decision": "kept", "reason": reason}, {"gate.compared_with": f"v{champion.version}"}
     sets = {name: drawings for name, drawings in sets.items() if drawings is not None}
     if not sets:  # versions registered before the gate kept their drawings: the old rule, said as such
         return _by_own_accuracy(challenger, champion)
@@ -324,6 +328,10 @@ def promotion_lock(store: str, wait_s: float = PROMOTION_WAIT_S) -> Iterator[Non
         yield
 
 
+class GateUnavailable(Exception):
+    """A version's test drawings, which its tags name, cannot be read as they were registered."""
+
+
 def _champion(client: Any) -> Any:
     from mlflow.exceptions import MlflowException
 
@@ -338,11 +346,14 @@ def _gate_set(version: Any) -> tuple[np.ndarray, np.ndarray, str] | None:
     run_id, digest = version.tags.get("gate.drawings_run"), version.tags.get("gate.drawings_sha256")
     if not run_id or not digest:
         return None
-    images, names = _download_gate_set(run_id)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        images, names = _download_gate_set(run_id)
+    except (MlflowException, OSError, KeyError, ValueError) as error:
+        raise GateUnavailable(f"v{version.version}'s test drawings (run {run_id}) cannot be read ({error})") from None
     if drawings_digest(images, names) != digest:
-        raise ConfigError(
-            f"model v{version.version}: its test drawings in run {run_id} changed since it was registered"
-        )
+        raise GateUnavailable(f"v{version.version}'s test drawings (run {run_id}) changed since it was registered")
     return images, names, digest
 
 
