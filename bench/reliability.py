@@ -207,11 +207,15 @@ def serving_rows(families: dict[str, list[dict]]) -> list[str]:
     """Issue 25's servers (origins, framing, values, sizes, connections) and the champion gate."""
     lines = []
     for r in families.get("server requests", []):
-        figures = f"{r['cases']} cases, {r['accepted']} accepted"
         if "peak_threads" in r:
-            figures += f"; peak {r['peak_threads']} threads, {r['503']} answered 503 at once, {r['closed']} closed"
-        if "cpu_s" in r:
-            figures += f"; {r['cpu_s']} s of CPU"
+            figures = (
+                f"peak {r['peak_threads']} threads; {r['503']} answered 503 at once, {r['closed']} closed, "
+                f"{r['waiting']} held until their timeout"
+            )
+        elif "cpu_s" in r:
+            figures = f"answered in {r['cpu_s']} s of CPU"
+        else:
+            figures = f"{r['refused']} of {r['cases']} refused with a one-line 4xx (or exit 2)"
         lines.append(f"| server requests | {r['check']} | {figures} | 0 tracebacks, 0 files written |")
     for r in families.get("champion gate", []):
         extra = (
