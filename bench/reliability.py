@@ -140,6 +140,7 @@ def table(rows: list[dict], outcomes: dict[str, int], audit_result: str, seconds
         lines.append(f"| security | {r['check']} | {r['sites']} sites checked | {r['violations']} violations |")
     lines += issue_12_rows(families)
     lines += params_and_services_rows(families)
+    lines += serving_rows(families)
     lines.append(f"| dependency audit | pip-audit of requirements.lock | {audit_result} | – |")
     summary = (
         f"{outcomes['tests']} tests, {outcomes['failures']} failures, {outcomes['errors']} errors, "
@@ -200,6 +201,33 @@ def issue_12_rows(families: dict[str, list[dict]]) -> list[str]:
         )
     for r in families.get("simplification cost", []):
         lines.append(f"| cost bounded by size | raw simplification, ndjson line length | {r['detail']} | – |")
+    return lines
+
+
+def serving_rows(families: dict[str, list[dict]]) -> list[str]:
+    """Issue 25's servers (origins, framing, values, sizes, connections) and the champion gate."""
+    lines = []
+    for r in families.get("server requests", []):
+        if "peak_threads" in r:
+            figures = (
+                f"peak {r['peak_threads']} threads; {r['503']} answered 503 at once, {r['closed']} closed, "
+                f"{r['waiting']} held until their timeout"
+            )
+        elif "cpu_s" in r:
+            figures = f"answered in {r['cpu_s']} s of CPU"
+        else:
+            figures = f"{r['refused']} of {r['cases']} refused with a one-line 4xx (or exit 2)"
+        lines.append(f"| server requests | {r['check']} | {figures} | 0 tracebacks, 0 files written |")
+    for r in families.get("champion gate", []):
+        extra = (
+            f" ({r['promoted_in_turn']} with the worse promoted first, then replaced)"
+            if "promoted_in_turn" in r
+            else ""
+        )
+        lines.append(
+            f"| champion gate | {r['check']} | {r['cases']} cases compared on the same drawings{extra} | "
+            f"{r['wrong_promotions']} worse models crowned |"
+        )
     return lines
 
 
