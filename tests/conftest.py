@@ -21,6 +21,7 @@ from tests.helpers import (
     SAMPLES,
     SHARED,
     build_processed,
+    skip_outside_ci,
 )
 
 # Fails the run when a process the tests started outlives the session (tests/process_guard.py).
@@ -158,9 +159,7 @@ def browser() -> Iterator[Browser]:
         with chromium() as session:
             yield session
     except BrowserMissing as missing:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{missing}; .ci/run installs them")
-        pytest.skip(str(missing))
+        skip_outside_ci(str(missing))
 
 
 @dataclass(frozen=True)
