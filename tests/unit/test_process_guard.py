@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run_bounded
 
 LEAKY = """
 import os
 import subprocess
 import sys
+import time
 import time
 from pathlib import Path
 
@@ -93,10 +95,10 @@ def test_a_run_that_leaves_processes_fails_names_each_with_its_test_and_stops_th
     assert [pid for pid in pids if alive(pid)] == [], "the check stops what it reports"
 
 
-@pytest.mark.parametrize("mode", [("-n", "2"), ("-p", "no:xdist")], ids=["xdist-workers", "one-process"])
-def test_a_run_that_reaps_its_children_passes_with_no_report(tmp_path: Path, mode: tuple[str, str]) -> None:
+def test_a_run_that_reaps_its_children_passes_with_no_report(tmp_path: Path) -> None:
+    # One process only: the whole suite, on two workers, is the check that xdist's own processes never count.
     clean = LEAKY.split("def test_leaves_a_child")[0] + "def test_cleans_up" + LEAKY.split("def test_cleans_up")[1]
-    result = run_inner(tmp_path, clean, *mode)
+    result = run_inner(tmp_path, clean, "-p", "no:xdist")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "1 passed" in out and "outlived" not in out, out
@@ -106,3 +108,19 @@ def test_a_failing_run_keeps_its_own_exit_status(tmp_path: Path) -> None:
     result = run_inner(tmp_path, LEAKY + "\n\ndef test_fails():\n    assert 1 == 2\n", "-p", "no:xdist")
     out = result.stdout + result.stderr
     assert result.returncode == 1 and "1 failed, 4 passed" in out and "processes outlived" in out, out
+
+
+def test_a_timed_out_command_is_killed_with_every_process_it_started(tmp_path: Path) -> None:
+    # subprocess.run would kill the shell alone and orphan its sleeper, as a flow's server was orphaned.
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_bounded(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; sleep 60"], timeout=2)
+    assert time.monotonic() - started < 30
+    grandchild = int(pidfile.read_text())
+    assert not alive(grandchild)
+
+
+def test_a_command_within_its_time_returns_its_output_and_status(tmp_path: Path) -> None:
+    done = run_bounded(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=30, cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
