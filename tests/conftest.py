@@ -196,3 +196,61 @@ def champion_store(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Champ
     """`champion`, with MLFLOW_TRACKING_URI pointing at its store for this test."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", champion.tracking_uri)
     return champion
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect server per xdist worker, in a Prefect home of its own; yields its API URL.
+
+    A flow run without PREFECT_API_URL starts and migrates a temporary server of its own, tens of seconds
+    on a busy machine (docs/PERFORMANCE.md, "The test suite"). Tests whose flows are not about that
+    server share this one through `shared_prefect`; the temporary server's own tests do not.
+    """
+    import subprocess
+    import time
+
+    import prefect
+    import requests
+
+    from tests.browser import free_port
+    from tests.helpers import kill_tree
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    # Prefect's own command for its temporary server (prefect.server.api.server.SubprocessASGIServer).
+    env.update({"PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"})
+    command = ["-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory"]
+    command += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, *command, "--log-level", "error", "--lifespan", "on"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"the shared Prefect server exited with {server.returncode}"
+            assert time.monotonic() < deadline, "the shared Prefect server did not answer in 180 s"
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet
+                pass
+            time.sleep(0.25)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_tree(server.pid)
+
+
+@pytest.fixture()
+def shared_prefect(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PREFECT_API_URL set to the worker's server for this test, so the flows it starts skip their own."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    return prefect_server
