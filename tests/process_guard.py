@@ -55,6 +55,7 @@ class ProcessGuard:
         self.me = psutil.Process()
         self.started_by: dict[tuple[int, float], str] = {}
         self.leaks: dict[tuple[int, float], Leak] = {}
+        self.workers: set[int] = set()  # xdist's own: they exit on their own after reporting (slowly under load)
         if not self.worker:
             # Fresh per run: a run started from inside a test must not count as its parent's processes.
             os.environ[TOKEN] = uuid.uuid4().hex
@@ -79,7 +80,7 @@ class ProcessGuard:
 
     def _ours(self) -> list[psutil.Process]:
         """This session's processes other than this one and its ancestors (in a worker: only its own)."""
-        skip = {self.me.pid, *(p.pid for p in self.me.parents())}
+        skip = {self.me.pid, *(p.pid for p in self.me.parents()), *self.workers}
         found = {p.pid: p for p in self.me.children(recursive=True)}
         for proc in psutil.process_iter():
             if proc.pid in skip or proc.pid in found:
@@ -128,6 +129,7 @@ class ProcessGuard:
         if self.worker:
             # Sent to the controller with xdist's "workerfinished" event.
             self.config.workeroutput["leaked_processes"] = [vars(leak) for leak in self.leaks.values()]
+            self.config.workeroutput["worker_pid"] = self.me.pid
             return
         if self.leaks:
             if session.exitstatus == pytest.ExitCode.OK:
@@ -136,7 +138,10 @@ class ProcessGuard:
 
     @pytest.hookimpl(optionalhook=True)  # xdist's hook: absent under -p no:xdist
     def pytest_testnodedown(self, node, error) -> None:  # noqa: ANN001 (xdist's node type is private)
-        for fields in getattr(node, "workeroutput", {}).get("leaked_processes", []):
+        output = getattr(node, "workeroutput", {})
+        if "worker_pid" in output:
+            self.workers.add(output["worker_pid"])
+        for fields in output.get("leaked_processes", []):
             leak = Leak(**fields)
             self.leaks[(leak.pid, leak.created)] = leak
 
