@@ -207,6 +207,7 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
 
 
 @pytest.mark.xdist_group("dask")
+@pytest.mark.usefixtures("shared_prefect")  # the runners' bytes, not the flow's Prefect server
 def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path) -> None:
     """Per-category tasks on a local Dask cluster (2 worker processes) versus threads."""
     from bench.workspace import copy_project
@@ -219,7 +220,8 @@ def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path)
             data={"source": "synthetic", "categories": ["circle", "square", "line", "triangle"]},
             fetch={"synthetic_drawings": 150},
         )
-        result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=300)
+        # a generous limit: it only stops a hung run (two Dask worker processes start on 2 busy cores)
+        result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "stages run: ['fetch', 'split', 'preprocess']" in result.stdout + result.stderr
         if runner[0] == "--dask":

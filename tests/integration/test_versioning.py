@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-from tests.helpers import TINY_PIPELINE, dvc, git_commit_all, set_params, tree_digest
+from tests.helpers import TINY_PIPELINE, dvc, git_commit_all, run_bounded, set_params, tree_digest
 
 pytestmark = [pytest.mark.slow]
 LAYOUT = Catalog.under(Path("."))
@@ -42,9 +42,7 @@ def python(project: Path, module: str, *args: str, home: Path) -> subprocess.Com
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         }
     )
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
-    )
+    return run_bounded([sys.executable, "-m", module, *args], cwd=project, env=env, timeout=900)
 
 
 def dvc_ok(project: Path, *args: str, timeout: float = 900) -> str:
