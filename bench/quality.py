@@ -143,6 +143,7 @@ def run_recipe(catalog: Catalog, seed: int, max_epochs: int, patience: int) -> d
             MemmapBatches(train_x, train_y, batch_size=128, shuffle=True, seed=seed),
             validation_data=MemmapBatches(val_x, val_y, batch_size=128, shuffle=False),
             epochs=max_epochs,
+            shuffle=False,  # MemmapBatches shuffles itself, seeded
             callbacks=[
                 keras.callbacks.EarlyStopping("val_loss", patience=patience),
                 keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", mode="max", save_best_only=True),

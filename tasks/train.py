@@ -137,6 +137,7 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
             train_data,
             validation_data=val_data,
             epochs=epochs,
+            shuffle=False,  # MemmapBatches shuffles itself, seeded; Keras would reorder batches with global `random`
             callbacks=[EpochHook(train_data.set_epoch), *callbacks.all, *([LiveEpochMetrics(live)] if live else [])],
             verbose=2,
         )
