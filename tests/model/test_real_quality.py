@@ -28,7 +28,8 @@ from tests.helpers import SAMPLE_CATEGORIES, SHARED
 EPOCHS = 8
 # This test measured 0.7206 on the 7 shipped categories (test split: 698 drawings; batch norm, learning
 # rate 1e-3, cosine over 8 epochs, final weights; 0.7278 before the initial weights were seeded from the
-# builder's seed), deterministic on this machine; the floor leaves 1.1 points for another CPU's kernels. (The full default, 25 epochs: 0.7813 over 3 seeds, bench.quality.)
+# builder's seed), deterministic on this machine; the floor leaves 1.1 points for another CPU's kernels.
+# (The full default, 25 epochs: 0.7813 over 3 seeds, bench.quality.)
 FLOOR = 0.71
 
 
