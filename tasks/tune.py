@@ -136,6 +136,7 @@ class Search:
             self.train_data,
             validation_data=self.val_data,
             epochs=self.params.max_epochs,
+            shuffle=False,  # MemmapBatches shuffles itself, seeded; Keras would reorder batches with global `random`
             callbacks=[
                 EpochHook(self.train_data.set_epoch),  # every trial reads epoch k in the same order
                 keras.callbacks.EarlyStopping(OBJECTIVE, patience=self.params.patience),

@@ -49,6 +49,10 @@ class CnnHyperModel(kt.HyperModel):
             "seed": seed,
         }
 
+    def reseed(self, seed: int) -> None:
+        """The seed of the models built next (their initial weights and dropout): each trial's own."""
+        self.fixed["seed"] = seed
+
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         values = {
             name: hp.Choice(name, list(choices)) if len(choices) > 1 else hp.Fixed(name, choices[0])
@@ -145,7 +149,9 @@ class BudgetedHyperband(kt.Hyperband):
     def run_trial(self, trial: kt.engine.trial.Trial, *fit_args: Any, **fit_kwargs: Any) -> Any:
         # Each trial's initialisation, dropout and data order depend on the seed and its id only,
         # not on the trials before it: the same search in another order (or resumed) gives the same trials.
-        keras.utils.set_random_seed(trial_seed(self.seed, trial.trial_id))
+        seed = trial_seed(self.seed, trial.trial_id)
+        keras.utils.set_random_seed(seed)
+        self.hypermodel.reseed(seed)
         values = trial.hyperparameters.values
         child = None
         if self.tracker is not None:

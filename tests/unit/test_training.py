@@ -124,3 +124,19 @@ def test_a_search_that_cannot_rank_its_trials_says_so(
         assert note["note"].startswith("all ") == (len(tied) == len(scores))
     else:
         assert "note" not in note
+
+
+def test_network_flops_counts_each_convolution_and_the_dense_layer_by_hand() -> None:
+    """bench.throughput's FLOP count: 2 per multiply-add, worked out layer by layer for 28×28 and 32 filters."""
+    from bench.throughput import network_flops
+    from quickdraw_dag.artifacts import Scaling
+    from quickdraw_dag.config.schema import SearchSpace
+    from quickdraw_dag.training.model import build_cnn
+
+    values = {**SearchSpace().first_choices(), "filters": 32}
+    model = build_cnn(
+        **values, image_size=28, num_classes=8, scaling=Scaling("minmax", 1 / 255, 0), augment=None, seed=0
+    )
+    conv = 9 * (28 * 28 * (1 * 32 + 32 * 32) + 14 * 14 * (32 * 64 + 64 * 64) + 7 * 7 * (64 * 128 + 128 * 128))
+    dense = 3 * 3 * 128 * 8
+    assert network_flops(model) == 2 * (conv + dense) == 58_272_768
