@@ -34,7 +34,6 @@ with temporary_server() as url:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads a process's environment from /proc")
 @pytest.mark.parametrize("inherited", [{}, {"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "DO_NOT_TRACK": "0"}])
 def test_the_flows_temporary_prefect_server_runs_with_telemetry_off(
     tmp_path: Path, inherited: dict[str, str], record: Callable[..., None]
