@@ -43,7 +43,7 @@ def two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]
 
 def test_compare_prints_both_runs_with_only_the_params_that_differ(two_runs, capsys, tmp_path: Path) -> None:
     from quickdraw_dag.tracking.compare import main
-    from tests.helpers import REPO, skip_outside_ci
+    from tests.helpers import REPO
 
     assert main(["-n", "5", "--params", str(REPO / "params.yaml"), "--plot", str(tmp_path / "curves.png")]) == 0
     out = capsys.readouterr().out
@@ -64,7 +64,7 @@ def test_compare_prints_both_runs_with_only_the_params_that_differ(two_runs, cap
 
 def test_compare_without_runs_says_how_to_get_one(tmp_path: Path, monkeypatch, capsys) -> None:
     from quickdraw_dag.tracking.compare import main
-    from tests.helpers import REPO, skip_outside_ci
+    from tests.helpers import REPO
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["--params", str(REPO / "params.yaml")]) == 2
