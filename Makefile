@@ -21,14 +21,25 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tasks,quickdraw_dag
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint exp queue push pull reproduce ui serve prefect-server clean
+.PHONY: help install run paint test lint format demo compare predict serve-model play bench bench-parse bench-raster bench-paint reliability repro repro-paint exp queue push pull reproduce ui serve prefect-server clean
+
+## Every command with its description (the `##` lines above each target).
+help:
+	@awk -v model=$(MODEL_PORT) -v play=$(PLAY_PORT) -v ui=$(UI_PORT) -v prefect=$(PREFECT_PORT) \
+		'/^## /{text = text (text ? " " : "") substr($$0, 4); next} /^([A-Z_]+ \?=|# )/{next} \
+		/^[a-z][a-z-]*:/ && text {split($$0, t, ":"); gsub(/\$$\(MODEL_PORT\)/, model, text); \
+			gsub(/\$$\(PLAY_PORT\)/, play, text); gsub(/\$$\(UI_PORT\)/, ui, text); \
+			gsub(/\$$\(PREFECT_PORT\)/, prefect, text); printf "  make %-15s %s\n", t[1], text} {text = ""}' \
+		$(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the pinned dependencies into $(VENV) (the first time takes a few minutes; later, only what changed)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
+## Create .venv if missing and install the pinned dependencies (every command does it first).
 install: $(STAMP)
 
 ## Run the pipeline with params.yaml (plus any --set overrides in ARGS).
@@ -40,7 +51,7 @@ run: $(STAMP)
 paint: $(STAMP)
 	$(PY) -m flows.paint $(ARGS)
 
-## The whole pipeline offline on synthetic doodles in .demo/ (logs to ./mlflow.db).
+## The whole pipeline offline on the shipped real sample, in a workspace of its own, .demo/ (logs to ./mlflow.db).
 demo: $(STAMP)
 	$(PY) -m flows.demo $(ARGS)
 
@@ -70,6 +81,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## Rewrite the files as ruff formats and fixes them.
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -113,10 +125,11 @@ queue: $(STAMP)
 	$(DVC) queue status
 	$(DVC) exp show --only-changed
 
-## Send data and models to the default DVC remote / get them from it (dvc push / dvc pull).
+## Send data and models to the default DVC remote (dvc push).
 push: $(STAMP)
 	$(DVC) push $(ARGS)
 
+## Get data and models from the default DVC remote (dvc pull).
 pull: $(STAMP)
 	$(DVC) pull $(ARGS)
 
@@ -135,9 +148,12 @@ compare: $(STAMP)
 
 ## The MLflow UI on the default local store, on 127.0.0.1 only.
 UI_PORT ?= 5000
+# The link is printed once the port answers (the UI takes tens of seconds to start), not before.
 ui: $(STAMP)
-	@$(PY) -m quickdraw_dag.tracking.store ui-url --port $(UI_PORT) 2>/dev/null || true
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+	@$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server' INT TERM; \
+	$(PY) -m quickdraw_dag.tracking.store ui-url --port $(UI_PORT) --when-up $$server 2>/dev/null; \
+	wait $$server
 
 ## Serve the scheduled deployment (cron from params.yaml); set PREFECT_API_URL to use a server.
 serve: $(STAMP)
@@ -149,5 +165,6 @@ PREFECT_PORT ?= 4200
 prefect-server: $(STAMP)
 	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
+## Remove .venv and the test caches.
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -99,21 +99,22 @@ def main() -> int:
             r["ratio"] >= 10,
         )
         row(
-            f"training on CPU ({r['backend']}, {r['filters']} filters, batch {r['batch_size']})",
-            f"{r['images_per_s']:,.0f} images/s",
-            f"step {r['step_ms']:.0f} ms",
-            "",
+            f"training on CPU ({r['backend']}, default network: {r['filters']} filters, batch norm "
+            f"{r['batch_norm']}, batch {r['batch_size']})",
+            f"{r['images_per_s']:,.0f} images/s = {r['train_gflops']:.1f} GFLOP/s",
+            f"float32 matmul peak {r['peak_gflops']:.1f} GFLOP/s",
+            f"{r['train_of_peak']:.0%}",
+            "≥ 50% of peak",
+            "python -m bench.throughput",
+            r["train_of_peak"] >= 0.5,
+        )
+        row(
+            "prediction on CPU (default network, batch 512)",
+            f"{r['predict_images_per_s']:,.0f} images/s = {r['predict_gflops']:.1f} GFLOP/s",
+            f"float32 matmul peak {r['peak_gflops']:.1f} GFLOP/s",
+            f"{r['predict_of_peak']:.0%}",
             "",
             "python -m bench.throughput",
-        )
-        small = run("throughput", "--filters", "32")
-        row(
-            f"training on CPU ({small['backend']}, 32 filters, batch 128)",
-            f"{small['images_per_s']:,.0f} images/s",
-            f"step {small['step_ms']:.0f} ms",
-            "",
-            "",
-            "python -m bench.throughput --filters 32",
         )
     if "streaming" not in skip:
         r = run("streaming")

@@ -20,6 +20,16 @@ over the seeds with the worst seed, the wall time, and for the pipeline the
 seconds of each stage. "Better" needs the pipeline's worst seed above the
 recipe's mean.
 
+Time to accuracy: after every epoch of both sides a `TestClock` scores the
+model on the test split and notes the wall-clock seconds so far, less its own
+scoring time. The pipeline's clock starts when its first stage starts (fetch,
+split, preprocess and tune all count; the evaluate stage counts in its last
+point, the model it scores); the recipe's when its training starts. Prints
+the curves as a table, draws them (`--plot`, a PNG), and the ratio of the
+times at which each side first reaches the recipe's final test accuracy
+(the recipe's own time is the epoch of its best-val_accuracy checkpoint, or
+the first epoch as good; below 1: the pipeline gets there sooner).
+
 `--epochs-curve` measures instead the test accuracy of the pipeline's train
 stage (default params, its own tuned candidate) when it trains N epochs with
 no step budget, for each N and seed: the learning curve that
@@ -40,13 +50,57 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+import keras
+import numpy as np
 
-from bench.workspace import copy_project
+from bench.workspace import REPO, copy_project
 from quickdraw_dag.artifacts import Catalog, read_metrics
+from quickdraw_dag.config.params_yaml import MAX_VALUE_BYTES, dump_yaml, load_yaml, load_yaml_bytes
 
 BIN = Path(sys.executable).parent
 STAGES = ("fetch", "split", "preprocess", "tune", "train", "evaluate")
+
+
+class TestClock(keras.callbacks.Callback):
+    """Test accuracy after each epoch against wall-clock seconds since `start` (`time.time()`), less its own time."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, start: float) -> None:
+        super().__init__()
+        self.images = np.ascontiguousarray(images)
+        self.labels = np.asarray(labels, np.int64)
+        self.start = start
+        self.own_s = 0.0
+        self.points: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.time()
+        probabilities = self.model.predict(self.images, batch_size=512, verbose=0)
+        accuracy = float(np.mean(np.argmax(probabilities, axis=1) == self.labels))
+        self.points.append({"epoch": epoch + 1, "seconds": now - self.start - self.own_s, "accuracy": accuracy})
+        self.own_s += time.time() - now
+
+
+# The pipeline's train stage as `python -m tasks.train` runs it (tasks.train.run), with a TestClock watching.
+TRAIN_WITH_CLOCK = """
+import json, sys
+from pathlib import Path
+
+from bench.quality import TestClock
+from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.data.stream import open_split
+from quickdraw_dag.tracking.live_run import tracked_stage
+from tasks.train import train
+
+params = load_params("params.yaml")
+catalog = Catalog.from_paths(params.paths)
+clock = TestClock(*open_split(catalog, "test"), start=float(sys.argv[1]))
+with tracked_stage("train", params.mlflow) as live:
+    if live is not None:
+        live.log_params({"train": params.train.model_dump(mode="json")})
+    train(params.train, catalog, live, extra_callbacks=[clock])
+Path(sys.argv[2]).write_text(json.dumps({"points": clock.points, "own_s": clock.own_s}))
+"""
 
 
 def categories_in(directory: Path) -> list[str]:
@@ -81,21 +135,34 @@ def merge(into: dict, values: dict) -> None:
 
 def run_pipeline(root: Path, settings: dict) -> dict[str, Any]:
     """The stages one after another in a project copy, as `dvc repro` runs them; seconds per stage."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_yaml_bytes((root / "params.yaml").read_bytes(), "params.yaml")
     merge(params, settings)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(dump_yaml(params))
     seconds = {}
+    clock_file = root / "test_clock.json"
+    curve: list[dict[str, float]] = []
     for stage in STAGES:
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", f"tasks.{stage}"], cwd=root, env=environment(root), capture_output=True, text=True
-        )
-        seconds[stage] = time.perf_counter() - started
+        started = time.time()
+        command = ["-m", f"tasks.{stage}"]
+        env = environment(root)
+        if stage == "train":
+            command = ["-c", TRAIN_WITH_CLOCK, str(started), str(clock_file)]
+            env["PYTHONPATH"] = f"{root}{os.pathsep}{REPO}"  # the copy's code first; bench from the checkout
+        done = subprocess.run([sys.executable, *command], cwd=root, env=env, capture_output=True, text=True)
+        seconds[stage] = time.time() - started
         if done.returncode != 0:
             raise SystemExit(f"{stage} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        if stage == "train":
+            clocked = json.loads(clock_file.read_text())
+            seconds[stage] -= clocked["own_s"]  # the clock's scoring is not the pipeline's time
+            before = sum(seconds[s] for s in STAGES[: STAGES.index("train")])
+            curve = [{**p, "seconds": before + p["seconds"]} for p in clocked["points"]]
     metrics = read_metrics(Catalog.under(root))
     history = json.loads(Catalog.under(root).history.read_text())
+    # The last point: the model the evaluate stage scored, once every stage has run.
+    curve.append({"epoch": history["epochs_run"], "seconds": sum(seconds.values()), "accuracy": metrics["accuracy"]})
     return {
+        "curve": curve,
         "accuracy": metrics["accuracy"],
         "map_at_3": metrics["map_at_3"],
         "seconds": seconds,
@@ -107,16 +174,13 @@ def run_pipeline(root: Path, settings: dict) -> dict[str, Any]:
 
 def run_recipe(catalog: Catalog, seed: int, max_epochs: int, patience: int) -> dict[str, Any]:
     """The tutorial's fixed recipe on the pipeline's own split, scored like the evaluate stage."""
-    import keras
-    import numpy as np
-
     from quickdraw_dag.artifacts import read_categories, read_scaling
     from quickdraw_dag.data.stream import MemmapBatches, open_split
     from quickdraw_dag.training.determinism import seed_everything
     from quickdraw_dag.training.model import build_cnn, load_model
     from tasks.evaluate import classification_metrics
 
-    started = time.perf_counter()
+    started = time.time()
     seed_everything(seed)
     categories = read_categories(catalog)
     train_x, train_y = open_split(catalog, "train")
@@ -137,15 +201,18 @@ def run_recipe(catalog: Catalog, seed: int, max_epochs: int, patience: int) -> d
         augment=None,
         seed=seed,
     )
+    clock = TestClock(test_x, test_y, start=started)
     with tempfile.TemporaryDirectory() as scratch:
         best = Path(scratch) / "best.keras"
         history = model.fit(
             MemmapBatches(train_x, train_y, batch_size=128, shuffle=True, seed=seed),
             validation_data=MemmapBatches(val_x, val_y, batch_size=128, shuffle=False),
             epochs=max_epochs,
+            shuffle=False,  # MemmapBatches shuffles itself, seeded
             callbacks=[
                 keras.callbacks.EarlyStopping("val_loss", patience=patience),
                 keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", mode="max", save_best_only=True),
+                clock,
             ],
             verbose=0,
         )
@@ -155,8 +222,9 @@ def run_recipe(catalog: Catalog, seed: int, max_epochs: int, patience: int) -> d
     return {
         "accuracy": result["accuracy"],
         "map_at_3": result["map_at_3"],
-        "wall_s": time.perf_counter() - started,
+        "wall_s": time.time() - started - clock.own_s,
         "epochs": len(history.history["loss"]),
+        "curve": clock.points,
     }
 
 
@@ -171,9 +239,9 @@ def epochs_curve(
     curve: dict[int, list[float]] = {n: [] for n in epochs_list}
     with tempfile.TemporaryDirectory() as scratch:
         root = copy_project(Path(scratch) / "curve")
-        params = yaml.safe_load((root / "params.yaml").read_text())
+        params = load_yaml_bytes((root / "params.yaml").read_bytes(), "params.yaml")
         merge(params, {"data": {"source": source, "categories": categories}, "mlflow": {"enabled": False}})
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (root / "params.yaml").write_text(dump_yaml(params))
         for stage in ("fetch", "split", "preprocess", "tune"):
             done = subprocess.run(
                 [sys.executable, "-m", f"tasks.{stage}"],
@@ -199,6 +267,74 @@ def epochs_curve(
                 )
                 print(f"{epochs} epochs, seed {seed}: {curve[epochs][-1]:.4f}", flush=True)
     return curve
+
+
+def time_to(curve: list[dict[str, float]], accuracy: float) -> float | None:
+    """Seconds at the first point of `curve` at or above `accuracy` (None: never)."""
+    return next((p["seconds"] for p in curve if p["accuracy"] >= accuracy - 1e-9), None)
+
+
+def time_to_accuracy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per seed: when each side first reaches the recipe's final test accuracy, and their ratio."""
+    rows = []
+    for ours, theirs in zip(result["pipeline"], result["recipe"]):
+        target = theirs["accuracy"]
+        pipeline_s, recipe_s = time_to(ours["curve"], target), time_to(theirs["curve"], target)
+        ratio = pipeline_s / recipe_s if pipeline_s is not None and recipe_s else None
+        rows.append(
+            {"seed": ours["seed"], "target": target, "pipeline_s": pipeline_s, "recipe_s": recipe_s, "ratio": ratio}
+        )
+    return rows
+
+
+def curve_table(result: dict[str, Any]) -> str:
+    """Test accuracy against seconds, epoch by epoch, each side and seed."""
+    lines = ["| side | seed | epoch | seconds | test accuracy |", "|---|---:|---:|---:|---:|"]
+    for side in ("pipeline", "recipe"):
+        for run in result[side]:
+            for point in run["curve"]:
+                lines.append(
+                    f"| {side} | {run['seed']} | {point['epoch']} | {point['seconds']:.0f} | "
+                    f"{100 * point['accuracy']:.2f} |"
+                )
+    return "\n".join(lines)
+
+
+def plot_curves(result: dict[str, Any], path: Path) -> None:
+    """Both sides' curves, one line per seed, and the recipe's final accuracy (mean) as a line."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), dpi=110)
+    axes = figure.add_subplot()
+    for side, colour in (("pipeline", "tab:blue"), ("recipe", "tab:orange")):
+        for index, run in enumerate(result[side]):
+            axes.plot(
+                [p["seconds"] for p in run["curve"]],
+                [100 * p["accuracy"] for p in run["curve"]],
+                marker="o",
+                markersize=3,
+                color=colour,
+                alpha=0.85,
+                label=f"{'pipeline, end to end' if side == 'pipeline' else 'tutorial recipe, training'}"
+                if index == 0
+                else None,
+            )
+    target = 100 * statistics.fmean(r["accuracy"] for r in result["recipe"])
+    axes.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"recipe's final accuracy ({target:.2f}%)")
+    finals = [100 * p["accuracy"] for side in ("pipeline", "recipe") for r in result[side] for p in r["curve"]]
+    axes.set_ylim(max(min(finals), target - 30) - 1, max(finals) + 1)  # early epochs far below: cut off
+    axes.set_xlim(left=0)
+    axes.set_xlabel("wall-clock seconds (pipeline: from the start of fetch; recipe: from the start of its training)")
+    axes.set_ylabel("test accuracy (%)")
+    counts = result["counts"]
+    axes.set_title(
+        f"Time to accuracy: {len(result['categories'])} classes, {sum(counts.values()) if isinstance(counts, dict) else counts} "
+        f"drawings, seeds {result['seeds']}"
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
 
 
 def spread(values: list[float]) -> tuple[float, float, float]:
@@ -268,6 +404,18 @@ def table(result: dict[str, Any]) -> str:
         f"pipeline − recipe: {gain:+.2f} points (means); worst pipeline seed {100 * ours[2]:.2f} vs recipe "
         f"mean {100 * theirs[0]:.2f}: {verdict}"
     )
+    lines += [
+        "",
+        "time to the recipe's final test accuracy (pipeline: end to end from fetch; recipe: its training):",
+        "",
+        "| seed | recipe's final accuracy | pipeline s | recipe s | ratio (pipeline / recipe) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in time_to_accuracy(result):
+        reached = "not reached" if row["pipeline_s"] is None else f"{row['pipeline_s']:.0f}"
+        ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        recipe = "—" if row["recipe_s"] is None else f"{row['recipe_s']:.0f}"
+        lines.append(f"| {row['seed']} | {100 * row['target']:.2f} | {reached} | {recipe} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -287,12 +435,21 @@ def main() -> None:
         help="a params override for the pipeline side (YAML value), e.g. train.epochs=20",
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as one JSON line too")
+    parser.add_argument(
+        "--fewer-seeds", action="store_true", help="allow fewer than 3 seeds on real drawings (no spread: say so)"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("bench/out/time_to_accuracy.png"),
+        help="where to draw test accuracy against seconds (a PNG)",
+    )
     parser.add_argument("--epochs-curve", action="store_true", help="measure accuracy against epochs instead")
     parser.add_argument("--curve-epochs", nargs="+", type=int, default=[5, 10, 15, 25])
     args = parser.parse_args()
     # Real drawings: at least 3 seeds, so that the spread means something. Synthetic shapes sit near
     # 100% for any recipe (the spread says nothing there), and the learning curve is an estimate.
-    if len(args.seeds) < 3 and args.source != "synthetic" and not args.epochs_curve:
+    if len(args.seeds) < 3 and args.source != "synthetic" and not args.epochs_curve and not args.fewer_seeds:
         parser.error("--seeds: at least 3 on real drawings, so that the spread means something")
     extra: dict = {}
     for override in args.overrides:
@@ -301,7 +458,7 @@ def main() -> None:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = load_yaml(value, f"--set {key}", max_bytes=MAX_VALUE_BYTES)
     if args.source == "synthetic":
         from quickdraw_dag.config.schema import SYNTHETIC_CATEGORIES
 
@@ -323,6 +480,10 @@ def main() -> None:
         return
     result = measure(source, categories, args.seeds, args.recipe_epochs, extra, drawings)
     print(table(result))
+    print()
+    print(curve_table(result))
+    plot_curves(result, args.plot)
+    print(f"\nplot: {args.plot}")
     if args.json:
         print(json.dumps(result))
 

@@ -139,6 +139,8 @@ def table(rows: list[dict], outcomes: dict[str, int], audit_result: str, seconds
     for r in families.get("security", []):
         lines.append(f"| security | {r['check']} | {r['sites']} sites checked | {r['violations']} violations |")
     lines += issue_12_rows(families)
+    lines += params_and_services_rows(families)
+    lines += serving_rows(families)
     lines.append(f"| dependency audit | pip-audit of requirements.lock | {audit_result} | – |")
     summary = (
         f"{outcomes['tests']} tests, {outcomes['failures']} failures, {outcomes['errors']} errors, "
@@ -199,6 +201,94 @@ def issue_12_rows(families: dict[str, list[dict]]) -> list[str]:
         )
     for r in families.get("simplification cost", []):
         lines.append(f"| cost bounded by size | raw simplification, ndjson line length | {r['detail']} | – |")
+    return lines
+
+
+def serving_rows(families: dict[str, list[dict]]) -> list[str]:
+    """Issue 25's servers (origins, framing, values, sizes, connections) and the champion gate."""
+    lines = []
+    for r in families.get("server requests", []):
+        if "peak_threads" in r:
+            figures = (
+                f"peak {r['peak_threads']} threads; {r['503']} answered 503 at once, {r['closed']} closed, "
+                f"{r['waiting']} held until their timeout"
+            )
+        elif "cpu_s" in r:
+            figures = f"answered in {r['cpu_s']} s of CPU"
+        else:
+            figures = f"{r['refused']} of {r['cases']} refused with a one-line 4xx (or exit 2)"
+        lines.append(f"| server requests | {r['check']} | {figures} | 0 tracebacks, 0 files written |")
+    for r in families.get("champion gate", []):
+        extra = (
+            f" ({r['promoted_in_turn']} with the worse promoted first, then replaced)"
+            if "promoted_in_turn" in r
+            else ""
+        )
+        lines.append(
+            f"| champion gate | {r['check']} | {r['cases']} cases compared on the same drawings{extra} | "
+            f"{r['wrong_promotions']} worse models crowned |"
+        )
+    return lines
+
+
+def params_and_services_rows(families: dict[str, list[dict]]) -> list[str]:
+    """Issue 25's params, schedules, secrets, resource bounds, services, foreign state, processes, telemetry."""
+    lines = []
+    trips = families.get("params round trip", [])
+    if trips:
+        kinds = defaultdict(int)
+        for r in trips:
+            kinds[r["kind"]] += 1
+        kept = sum(r["same"] for r in trips)
+        lines.append(
+            f"| params round trip | `--set` → params.yaml → load, in YAML 1.2 as DVC reads it: {kinds['drawn']} "
+            f"values drawn over every leaf param of both pipelines, {kinds['edge']} edge values (1e-05, `yes`, "
+            f"`on`, octal, line separators), {kinds['documented']} commands from README and docs/ | {kept} read "
+            f"back unchanged, by the loader and by DVC; {kinds['refused']} values that read differently in "
+            "YAML 1.1 refused naming the key | 0 workspaces bricked |"
+        )
+    schedules = families.get("schedules as Prefect reads them", [])
+    if schedules:
+        lines.append(
+            f"| schedules | {len(schedules)} cron expressions (`5L`, `W`, `#`, `L`, impossible dates, hashed, six "
+            f"fields) judged by params validation and by Prefect's CronSchedule, and `make serve` with `0 3 * * 5L` "
+            f"| {sum(r['agree'] for r in schedules)} verdicts agree, {sum(r['accepted'] for r in schedules)} accepted; "
+            "the rest exit 2 before serving | 0 tracebacks |"
+        )
+    secrets = families.get("secrets", [])
+    if secrets:
+        scanned = max(r["files_scanned"] for r in secrets)
+        lines.append(
+            f"| secrets | {sum(r['exit_2'] for r in secrets)} download and tracking URLs with a credential "
+            f"(user:password@, a token or signature in the query) refused; a whole flow run downloading with a "
+            f"token from `QUICKDRAW_DOWNLOAD_AUTH` | every file the run left scanned ({scanned}: workspace, "
+            f"dvc.lock, DVC cache, MLflow store and artifacts, Prefect home) | {sum(r['leaks'] for r in secrets)} "
+            "files holding the token |"
+        )
+    for r in families.get("bounded resources", []):
+        lines.append(
+            f"| bounded resources | {r['case']} | stopped at {r['bound']} within {r['stopped_within_s']} s, "
+            f"with a message naming the bound | {r['left_behind']} partial files or processes left |"
+        )
+    for r in families.get("dead services", []):
+        lines.append(
+            f"| dead services | {r['case']} | exit 2 in {r['seconds']} s with one line naming the service and URL "
+            f"| {r['written']} files written (params.yaml untouched) |"
+        )
+    for r in families.get("foreign state", []):
+        lines.append(
+            f"| foreign state | {r['case']} | its worktree and staged files intact | {r['others_lost']} lost |"
+        )
+    for r in families.get("orphan processes", []):
+        lines.append(
+            f"| orphan processes | {r['case']} | {r['workers']} workers gone within {r['gone_within_s']} s "
+            f"| {r['left']} left |"
+        )
+    for r in families.get("telemetry", []):
+        lines.append(
+            f"| telemetry | {r['case']} | analytics, DO_NOT_TRACK and MLflow telemetry off in the server's "
+            f"environment (/proc) | {r['telemetry_on']} servers with telemetry on |"
+        )
     return lines
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from quickdraw_dag.artifacts import Catalog, write_tuning_result
 
@@ -26,8 +27,28 @@ def train_registered_model(
     filters: int = 8,
     epochs: int = 3,
     per_class: int | None = None,
+    source: Path = SAMPLES,
+    tracking_uri: str | None = None,
 ) -> str:
-    """Train on the sample's bitmaps, register as champion in `root/mlflow.db`; returns the tracking URI."""
+    """Train on the bitmaps in `source`, register as champion in `root/mlflow.db` (or `tracking_uri`);
+    returns the tracking URI."""
+    root = Path(root)
+    uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+    run = tiny_run(uri, categories, epochs=epochs, per_class=per_class, source=source)
+    train_tiny(root, run, filters)
+    register_tiny(root, run)
+    return uri
+
+
+def tiny_run(
+    tracking_uri: str,
+    categories: Sequence[str],
+    *,
+    epochs: int = 3,
+    per_class: int | None = None,
+    source: Path = SAMPLES,
+) -> Any:
+    """The PipelineRun of a tiny model: `source`'s bitmaps, a few epochs, logged to `tracking_uri`."""
     from quickdraw_dag.config.schema import (
         DataParams,
         EvaluateParams,
@@ -39,48 +60,58 @@ def train_registered_model(
         TrainParams,
         TuneParams,
     )
-    from quickdraw_dag.runtime.fanout import serial_map
-    from quickdraw_dag.serving.registry import register_model
-    from quickdraw_dag.tracking.live_run import LiveRun
-    from quickdraw_dag.tracking.record import PipelineRun, log_pipeline_run
-    from tasks.evaluate import evaluate
-    from tasks.fetch import fetch
-    from tasks.preprocess import preprocess
-    from tasks.split import split
-    from tasks.train import train
+    from quickdraw_dag.tracking.record import PipelineRun
 
-    root = Path(root)
-    catalog = Catalog.under(root)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    data = DataParams(source=str(SAMPLES), categories=tuple(categories))
-    run = PipelineRun(
-        data=data,
+    return PipelineRun(
+        data=DataParams(source=str(source), categories=tuple(categories)),
         fetch=FetchParams(),
         split=SplitParams(max_per_class=per_class),
         preprocess=PreprocessParams(),
         tune=TuneParams(),
         train=TrainParams(epochs=epochs, batch_size=64, max_seconds=None, patience=epochs),
         evaluate=EvaluateParams(misclassified=6, samples_per_class=2),
-        mlflow=MlflowParams(tracking_uri=uri),
+        mlflow=MlflowParams(tracking_uri=tracking_uri),
         paths=PathsParams(),
     )
-    fetch(data, run.fetch, catalog)
-    split(data, run.split, catalog)
-    preprocess(data, run.preprocess, catalog, serial_map)
+
+
+def train_tiny(root: Path, run: Any, filters: int) -> Catalog:
+    """fetch → split → preprocess → train → evaluate of `run` under `root`, with no MLflow."""
+    from quickdraw_dag.runtime.fanout import serial_map
+    from tasks.evaluate import evaluate
+    from tasks.fetch import fetch
+    from tasks.preprocess import preprocess
+    from tasks.split import split
+    from tasks.train import train
+
+    catalog = Catalog.under(Path(root))
+    fetch(run.data, run.fetch, catalog)
+    split(run.data, run.split, catalog)
+    preprocess(run.data, run.preprocess, catalog, serial_map)
     write_tiny_candidate(catalog, filters, trial_id="tiny", val_accuracy=0.0)
     train(run.train, catalog)
     evaluate(run.evaluate, catalog)
-    previous = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store below root, whatever the caller's
+    return catalog
+
+
+def register_tiny(root: Path, run: Any) -> dict[str, Any]:
+    """The pipeline's MLflow record of the model under `root`, registered through the gate; its decision."""
+    from quickdraw_dag.serving.registry import register_model
+    from quickdraw_dag.tracking.live_run import LiveRun
+    from quickdraw_dag.tracking.record import log_pipeline_run
+
+    catalog = Catalog.under(Path(root))
+    previous = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the run's own store, whatever the caller's
     try:
         live = LiveRun.create(run.mlflow, run_name="tiny-champion", tags={"orchestrator": "bench.tiny_model"})
-        tracked = log_pipeline_run(run, catalog, live, root=root)
+        tracked = log_pipeline_run(run, catalog, live, root=Path(root))
         accuracy = tracked["test_metrics"]["test_accuracy"]
-        register_model(catalog, live.run_id, tracked["test_metrics"], accuracy, list(data.categories))
+        decision = register_model(catalog, live.run_id, tracked["test_metrics"], accuracy, list(run.data.categories))
         live.end("FINISHED")
     finally:
         if previous is not None:
             os.environ["MLFLOW_TRACKING_URI"] = previous
-    return uri
+    return {**decision, "run_id": live.run_id, "accuracy": accuracy}
 
 
 def write_tiny_candidate(catalog: Catalog, filters: int, trial_id: str, val_accuracy: float) -> None:

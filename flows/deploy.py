@@ -23,7 +23,7 @@ from prefect.schedules import Cron
 from flows.pipeline import pipeline
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, Params
-from quickdraw_dag.errors import QuickDrawDagError
+from quickdraw_dag.errors import ConfigError, QuickDrawDagError, excerpt
 from quickdraw_dag.orchestration.dvc_state import repository_lock
 from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
 from quickdraw_dag.runtime.cli import configure_logging, require_dvc_params_file
@@ -66,11 +66,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuickDrawDagError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    from prefect import serve
-
+    try:  # Prefect's own check of the schedule, before saying "serving" (params validation asks the same croniter)
+        deployment = build_deployment(params, str(Path(args.params)))
+    except ValueError as error:  # pydantic's ValidationError is one
+        print(f"error: {args.params}: schedule refused by Prefect: {excerpt(str(error), 200)}", file=sys.stderr)
+        return ConfigError.exit_code
     state = "active" if params.schedule.enabled else "paused (schedule.enabled: false)"
     print(f"serving {DEPLOYMENT_NAME}: cron {params.schedule.cron!r} in {params.schedule.timezone}, {state}")
-    serve(build_deployment(params, str(Path(args.params))))
+    return serve_until_stopped(deployment)
+
+
+def serve_until_stopped(deployment: Any) -> int:
+    """`prefect.serve`, except that SIGTERM stops it: exit 143 (Ctrl-C: 130), the runner shut down.
+
+    Prefect 3.8's runner handles SIGTERM by waiting, inside the signal handler, on the event loop the
+    handler interrupted, so `make serve` hung (`coroutine 'Runner.astop' was never awaited`) until
+    SIGKILL. Here the handler raises instead, and `asyncio.run` unwinds the runner as for Ctrl-C.
+    """
+    import asyncio
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    class StoppableRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            raise TerminationSignal(signal.SIGTERM)
+
+    runner = StoppableRunner(pause_on_shutdown=True)
+    runner.add_deployment(deployment)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as stop:
+        print(f"stopped serving {DEPLOYMENT_NAME} ({'SIGTERM' if isinstance(stop, TerminationSignal) else 'Ctrl-C'})")
+        return 143 if isinstance(stop, TerminationSignal) else 130
     return 0
 
 

@@ -36,6 +36,7 @@ from quickdraw_dag.orchestration.dvc_state import (
 from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
 from quickdraw_dag.orchestration.prefect_server import temporary_server
 from quickdraw_dag.runtime.cli import (
+    attach_project_loggers,
     build_parser,
     configure_logging,
     exit_code_of,
@@ -60,6 +61,14 @@ def paint_task(params: PaintPipelineParams, force: bool = False) -> dict[str, An
     return {"ran": True, "metrics": metrics}
 
 
+def written_to(params: PaintPipelineParams) -> str:
+    """Where the painting, the comparison, the loss curve and the metrics are (absolute paths)."""
+    from quickdraw_dag.artifacts import PaintCatalog
+
+    catalog = PaintCatalog.from_paths(params.paths)
+    return f"{catalog.paint_dir.resolve()}/ (painting.png, comparison.png, loss.png), {catalog.paint_metrics.resolve()}"
+
+
 @flow(name="paint", log_prints=True)
 def paint_flow(params: PaintPipelineParams, force: bool = False) -> dict[str, Any]:
     """Paint `paint.image` with the MLP; returns whether it ran and its metrics. Runs in the paint folder."""
@@ -69,6 +78,7 @@ def paint_flow(params: PaintPipelineParams, force: bool = False) -> dict[str, An
         metrics = outcome["metrics"]
         accuracy = f", pixel accuracy {metrics['pixel_accuracy']:.4f}" if "pixel_accuracy" in metrics else ""
         print(f"painted: PSNR {metrics['psnr_db']:.2f} dB{accuracy} in {metrics['train_seconds']:.1f} s")
+        print(f"paint wrote: {written_to(params)}")
     return outcome
 
 
@@ -93,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with repository_lock(wait_s=args.lock_wait), workspace_lock(wait_s=args.lock_wait):
             persist_overrides(params_path, args.overrides, PaintPipelineParams)
             with temporary_server():
+                attach_project_loggers()  # the stage's progress lines ("paint: epoch 40/400 loss …")
                 paint_flow(params, force=args.force)
 
     return exit_code_of(work, lambda why, since: close_stopped_runs(loaded[0], why, since) if loaded else [])

@@ -43,7 +43,7 @@ from typing import Any
 from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.states import Completed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 import tasks.fetch
@@ -51,7 +51,7 @@ import tasks.preprocess
 import tasks.split
 from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.config.schema import Params
-from quickdraw_dag.data.download import ensure_resolvable
+from quickdraw_dag.data.download import ensure_reachable
 from quickdraw_dag.errors import FetchError, OfflineError, PushError, QuickDrawDagError, SafetyLimitCut
 from quickdraw_dag.orchestration import run_summary
 from quickdraw_dag.orchestration.dvc_state import (
@@ -61,9 +61,10 @@ from quickdraw_dag.orchestration.dvc_state import (
     stage_is_current,
 )
 from quickdraw_dag.orchestration.prefect_runs import take_over_from_abandoned_runs
-from quickdraw_dag.orchestration.prefect_server import temporary_server
+from quickdraw_dag.orchestration.prefect_server import check_prefect_api, temporary_server
 from quickdraw_dag.orchestration.versioning import describe_push, push_outputs
 from quickdraw_dag.runtime.cli import (
+    attach_project_loggers,
     build_parser,
     configure_logging,
     exit_code_of,
@@ -73,10 +74,10 @@ from quickdraw_dag.runtime.fanout import Mapper
 from quickdraw_dag.runtime.interrupt import ending_status
 from quickdraw_dag.runtime.lock import workspace_lock
 from quickdraw_dag.tracking.live_run import FlowRun
-from quickdraw_dag.tracking.store import close_stopped_runs
-from quickdraw_dag.training.tune_workers import CHIEF_ENV, parse_address, supervise_worker
+from quickdraw_dag.tracking.store import check_store, close_stopped_runs
+from quickdraw_dag.training.tune_workers import CHIEF_ENV, check_worker_memory, parse_address, supervise_worker
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flows.pipeline")  # also when run as __main__: a project logger the flow shows
 # Stage modules by name, imported when the stage runs: Dask workers unpickle
 # this module's tasks and should not pay for importing TensorFlow. (The paint
 # flow is a pipeline of its own: paint/dvc.yaml, flows/paint.py.)
@@ -131,20 +132,23 @@ CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
     tasks.fetch.download_category: task(
         tasks.fetch.download_category,
         name="download-category",
-        task_run_name="download-{category}",
+        task_run_name="fetch-download-{category}",
         retries=2,
         retry_delay_seconds=[5, 30],
         retry_condition_fn=_retry_only_network,
         **_JOB,
     ),
     tasks.fetch.locate_local: task(
-        tasks.fetch.locate_local, name="validate-local-file", task_run_name="validate-{category}", **_JOB
+        tasks.fetch.locate_local, name="validate-local-file", task_run_name="fetch-validate-{category}", **_JOB
     ),
     tasks.fetch.copy_local: task(
-        tasks.fetch.copy_local, name="copy-local-file", task_run_name="copy-{item.category}", **_JOB
+        tasks.fetch.copy_local, name="copy-local-file", task_run_name="fetch-copy-{item.category}", **_JOB
     ),
     tasks.fetch.make_synthetic: task(
-        tasks.fetch.make_synthetic, name="synthesize-category", task_run_name="synthesize-{category}", **_JOB
+        tasks.fetch.make_synthetic,
+        name="synthesize-category",
+        task_run_name="fetch-synthesize-{category}",
+        **_JOB,
     ),
     tasks.split.split_category: task(
         tasks.split.split_category, name="split-category", task_run_name="split-{category}", **_JOB
@@ -153,26 +157,73 @@ CATEGORY_TASKS: dict[Callable[..., Any], Task] = {
         tasks.preprocess.preprocess_category, name="preprocess-category", task_run_name="preprocess-{category}", **_JOB
     ),
     # tune.workers > 1: one task per KerasTuner worker, each watching its worker process (restarts are its own).
-    supervise_worker: task(supervise_worker, name="tune-worker", task_run_name="tune-{spec.tuner_id}", **_JOB),
+    supervise_worker: task(supervise_worker, name="tune-worker", task_run_name="tune-worker-{spec.tuner_id}", **_JOB),
 }
 FANNED_OUT = ("fetch", "split", "preprocess")
 
 
+# Prefect's graph draws an edge from each task run to the task runs it waited for: the flow passes the
+# previous step's states as `wait_for`, per category where both steps are per category (split-bear waits
+# for fetch-copy-bear), else all of them. Keyed by category; None holds a whole-stage task's state.
+_UPSTREAM: dict[str | None, list[Any]] = {}
+
+
+def category_of(job: tuple[Any, ...]) -> str | None:
+    """The category a fan-out job works on (its first argument, or that argument's `category`)."""
+    first = job[0] if job else None
+    return first if isinstance(first, str) else getattr(first, "category", None)
+
+
+def upstream(key: str | None = None) -> list[Any]:
+    """What a task should wait for: the same category's last task run, else every last task run."""
+    return _UPSTREAM.get(key) or [state for states in _UPSTREAM.values() for state in states]
+
+
 def prefect_map(function: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], desc: str) -> list[Any]:
-    """A `Mapper` that runs each category job as a mapped task on the flow's task runner."""
+    """A `Mapper` that runs each category job as a task on the flow's task runner, after its upstream."""
     if not jobs:
         return []
-    columns = [list(column) for column in zip(*jobs)]  # one list per argument: nothing is broadcast
-    return CATEGORY_TASKS[function].map(*columns).result()
+    futures = [CATEGORY_TASKS[function].submit(*job, wait_for=upstream(category_of(job))) for job in jobs]
+    results = [future.result() for future in futures]
+    _UPSTREAM.clear()
+    _UPSTREAM.update({category_of(job): [future] for job, future in zip(jobs, futures)})
+    return results
+
+
+def skipped_state(outcome: dict[str, Any]) -> State:
+    """A stage DVC found unchanged: Completed, named Skipped in Prefect's UI, with its outcome as result."""
+    return Completed(name="Skipped", message=f"{outcome['stage']}: unchanged since dvc.lock", data=outcome)
+
+
+@task(name="skipped-stage", task_run_name="{name}", cache_policy=NO_CACHE)
+def skipped_stage(name: str) -> State:
+    """A fan-out stage DVC skipped has no category tasks: this one shows it in the graph, as Skipped."""
+    return skipped_state({"stage": name, "ran": False})
+
+
+def run_stage_task(name: str, params: Params, mapper: Mapper | None = None) -> dict[str, Any]:
+    """Run a stage as the graph shows it: after the previous stage, Skipped when DVC skips it."""
+    if mapper is not None:  # fan-out: its category tasks are the graph's bars
+        outcome = run_stage_if_changed(name, params, mapper)
+        if not outcome["ran"]:
+            _UPSTREAM.clear()
+            _UPSTREAM[None] = [skipped_stage(name, return_state=True, wait_for=upstream())]
+        return outcome
+    state = STAGE_TASKS[name](params, return_state=True, wait_for=upstream())
+    outcome = state.result()  # raises what the stage raised
+    _UPSTREAM.clear()
+    _UPSTREAM[None] = [state]
+    return outcome
 
 
 def _stage_task(name: str) -> Task:
     """A whole-stage task; called directly, so it runs in the flow's process, not on the runner."""
 
-    def stage(params: Params) -> dict[str, Any]:
-        return run_stage_if_changed(name, params)
+    def stage(params: Params) -> dict[str, Any] | State:
+        outcome = run_stage_if_changed(name, params)
+        return outcome if outcome["ran"] else skipped_state(outcome)
 
-    return task(stage, name=name, cache_policy=NO_CACHE)
+    return task(stage, name=name, task_run_name=name, cache_policy=NO_CACHE)
 
 
 STAGE_TASKS = {name: _stage_task(name) for name in STAGES if name not in FANNED_OUT}
@@ -193,6 +244,7 @@ def _retry_only_transfers(task: Any, task_run: TaskRun, state: State) -> bool:
 PUSH_TASK = task(
     push_outputs,
     name="dvc-push",
+    task_run_name="dvc-push",
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=_retry_only_transfers,
@@ -212,12 +264,11 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     names = STAGES[: STAGES.index(until) + 1]
     outcomes = []
     _FLOW_RUN[:] = [flow_mlflow_run(params)]
+    _UPSTREAM.clear()
     try:
         for name in names:
-            if name in FANNED_OUT or (name == "tune" and params.tune.workers > 1):
-                outcomes.append(run_stage_if_changed(name, params, prefect_map))
-            else:
-                outcomes.append(STAGE_TASKS[name](params))
+            fanned = name in FANNED_OUT or (name == "tune" and params.tune.workers > 1)
+            outcomes.append(run_stage_task(name, params, prefect_map if fanned else None))
     except BaseException as error:
         _FLOW_RUN.pop().close(ending_status(error))
         raise
@@ -228,10 +279,10 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
     if evaluated:
         if evaluated[0]["ran"]:
             summary["metrics"] = evaluated[0]["result"]
-        run_summary.publish(params, summary.get("metrics"))
+        summary["console"] = run_summary.publish(params, summary.get("metrics"))["console"]
     print(f"stages run: {ran or 'none'}; skipped: {summary['skipped'] or 'none'}")
     if params.versioning.push:
-        summary["push"] = PUSH_TASK()
+        summary["push"] = PUSH_TASK(wait_for=upstream())
         print(describe_push(summary["push"]))
     return summary
 
@@ -239,7 +290,7 @@ def pipeline(params: Params, until: str = STAGES[-1]) -> dict[str, Any]:
 def flow_mlflow_run(params: Params) -> FlowRun:
     """This flow run's MLflow run (opened lazily, with every params section of the pipeline and its ids)."""
     from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-    from quickdraw_dag.tracking.lineage import git_state, not_code, orchestrator_ids
+    from quickdraw_dag.tracking.lineage import demo_tags, git_state, not_code, orchestrator_ids
     from quickdraw_dag.tracking.record import PipelineRun, run_name
 
     flow_run_id, deployment = orchestrator_ids()
@@ -249,6 +300,7 @@ def flow_mlflow_run(params: Params) -> FlowRun:
         "prefect_flow_run_id": flow_run_id or "none",
         "prefect_deployment": deployment or "none",
         "data_source": params.data.source,
+        **demo_tags(),
         **git_state(not_code=not_code(git_tracked_outputs(Catalog.from_paths(params.paths)))),
     }
     return FlowRun(params.mlflow, run_name(params.data), tags, sections.as_dict())
@@ -275,6 +327,12 @@ def task_runner(kind: str, workers: int, dask_address: str | None = None) -> Tas
             "dashboard_address": "127.0.0.1:0",
         }
     )
+
+
+def print_results(outcome: dict[str, Any]) -> None:
+    """The run's last lines: what it produced (`run_summary.console_summary`), after Prefect's own."""
+    if outcome.get("console"):
+        print(outcome["console"], flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -318,17 +376,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     def work() -> None:
         require_dvc_params_file(args.params)
         params = load_params(args.params, args.overrides)  # validate before writing anything
+        check_prefect_api()  # services answer, or one line naming them, before anything is written
+        if params.mlflow.enabled:
+            check_store(params.mlflow)
+        if runner_kind != "dask":  # tuning workers on this machine
+            check_worker_memory(params.tune.workers)
         loaded.append(params)
         # DVC's lock first: while `dvc repro` runs, refuse without taking the workspace lock from its stages.
         with repository_lock(wait_s=args.lock_wait):
             if params.data.source_kind == "quickdraw" and not stage_is_current("fetch"):
-                ensure_resolvable(params.fetch.download.base_url)  # offline: say so once, before writing anything
+                ensure_reachable(params.fetch.download.base_url)  # offline: say so once, before writing anything
             with workspace_lock(wait_s=args.lock_wait):
                 persist_overrides(Path(args.params), args.overrides)
                 runner = task_runner(runner_kind, args.workers, args.dask or None)
                 # One temporary server for the flow and its workers, stopped however the run ends.
                 with temporary_server():
-                    pipeline.with_options(task_runner=runner)(params, until=args.until)
+                    attach_project_loggers()  # the stages' INFO lines, in the console and Prefect's UI
+                    outcome = pipeline.with_options(task_runner=runner)(params, until=args.until)
+        print_results(outcome)
 
     return exit_code_of(work, lambda why, since: close_stopped_runs(loaded[0], why, since) if loaded else [])
 

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from quickdraw_dag.config.paint import PaintParams
-from quickdraw_dag.errors import ConfigError, DataError, clip
+from quickdraw_dag.data.pictures import open_picture
+from quickdraw_dag.errors import ConfigError
 
 SAMPLE_PREFIX = "matplotlib:"
 CLASS_NAMES = ("grey", "blue")  # label 0, label 1 (the tutorial's names)
 LEAKY_RELU_SLOPE = 0.1  # the tutorials' leaky ReLU: max(0.1·x, x) (Keras's default slope is 0.2)
-# Decoded as RGBA, 50 megapixels take 200 MB; checked from the header, before decoding.
-MAX_IMAGE_PIXELS = 50_000_000
 PERCEPTRON_THRESHOLD = 0.5  # the perceptron's one output above this means "blue" (label 1)
 
 
@@ -40,34 +39,15 @@ def resolve_image(image: str) -> Path:
 def load_image(image: str, longest_side: int) -> np.ndarray:
     """RGB uint8 H×W×3, downscaled so its longest side is at most `longest_side`.
 
-    Transparent pixels are composited on white, as a viewer shows them.
+    Read by `data.pictures.open_picture`: 16-bit and float pictures by their value range,
+    transparent pixels composited on white, as a viewer shows them.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = resolve_image(image)
     if not path.is_file():
         raise ConfigError(f"paint.image: {path}: no such file")
-    try:
-        with Image.open(path) as opened:  # reads the header only
-            width, height = opened.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(
-                    f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more than the "
-                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels paint decodes; downscale it first "
-                    f"(paint trains on at most paint.longest_side={longest_side} pixels a side anyway)",
-                    path=path,
-                )
-            opened.load()
-            picture = opened.convert("RGBA")
-    except Image.DecompressionBombError:  # Pillow's own limit (about 179 megapixels), checked in `open`
-        raise DataError(
-            f"too many pixels: more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels paint decodes; downscale it first",
-            path=path,
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"not an image Pillow can read ({clip(str(error), 160)})", path=path) from None
-    background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-    picture = Image.alpha_composite(background, picture).convert("RGB")
+    picture = open_picture(path, "RGB")
     width, height = picture.size
     scale = min(1.0, longest_side / max(width, height))
     if scale < 1.0:

@@ -10,6 +10,7 @@ then logs the whole pipeline run to MLflow.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -190,7 +191,7 @@ def write_images(
     first_conv = model.get_layer("block1_conv1")
     probe = keras.Model(model.inputs, first_conv.output)
     drawing = np.asarray(test_x[:1])
-    activations = keras.ops.convert_to_numpy(probe(drawing))[0]
+    activations = keras.ops.convert_to_numpy(probe([drawing]))[0]  # a list, as the model was built: no warning
     kernels = keras.ops.convert_to_numpy(first_conv.kernel)
     plots.feature_maps(drawing[0], kernels, activations, catalog.plot("feature_maps"))
 
@@ -222,9 +223,13 @@ def run(params: Params) -> dict[str, Any]:
             flow_run_id, deployment_name = orchestrator_ids()
             run = PipelineRun.of(params)  # every section this run's MLflow record holds
             tracked = log_pipeline_run(run, catalog, live, flow_run_id=flow_run_id, deployment=deployment_name)
-            tracked |= register_model(
-                catalog, live.run_id, tracked["test_metrics"], metrics["accuracy"], list(params.data.categories)
-            )
+            held_back = experiment_held_back()
+            if held_back is None:
+                tracked |= register_model(
+                    catalog, live.run_id, tracked["test_metrics"], metrics["accuracy"], list(params.data.categories)
+                )
+            else:
+                tracked |= register_unpromoted(catalog, live.run_id, tracked["test_metrics"], held_back)
             metrics = {
                 **metrics,
                 "mlflow_run_id": tracked["run_id"],
@@ -234,6 +239,35 @@ def run(params: Params) -> dict[str, Any]:
                 "promotion_reason": tracked["reason"],
             }
     return metrics
+
+
+# A DVC experiment (`dvc exp run`, queued or not) tries something: its model is registered, but the
+# `champion` alias, which predict, play and serve-model follow, moves only when this is set to 1.
+PROMOTE_EXPERIMENTS_ENV = "QUICKDRAW_PROMOTE_EXPERIMENTS"
+
+
+def experiment_held_back() -> str | None:
+    """Why this run's model stays out of promotion (a DVC experiment, not asked to promote); None: gate it."""
+    from quickdraw_dag.tracking.lineage import experiment_tags
+
+    name = experiment_tags().get("dvc_exp_name")
+    if not name or os.environ.get(PROMOTE_EXPERIMENTS_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return None
+    return f"DVC experiment {name}: experiments are not promoted unless {PROMOTE_EXPERIMENTS_ENV}=1"
+
+
+def register_unpromoted(catalog: Catalog, run_id: str, test_metrics: dict[str, float], why: str) -> dict[str, Any]:
+    """Log and register the model like any other, and leave `champion` where it is, saying why."""
+    import mlflow
+
+    from quickdraw_dag.serving.registry import log_and_register_model
+
+    with mlflow.start_run(run_id=run_id):
+        version = log_and_register_model(catalog, test_metrics)
+        tags = {"promotion.decision": "held", "promotion.reason": why, "registered_model_version": str(version)}
+        mlflow.set_tags(tags)
+    log.warning("mlflow: run %s, model version %s registered, not promoted: %s", run_id, version, why)
+    return {"model_version": version, "decision": "held", "reason": why}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

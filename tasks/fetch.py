@@ -27,9 +27,10 @@ from pathlib import Path
 from quickdraw.names import QUICK_DRAWING_FILES
 
 from quickdraw_dag.artifacts import Catalog, Manifest, ManifestEntry, read_manifest, write_manifest
+from quickdraw_dag.config.redact import redact
 from quickdraw_dag.config.schema import DataParams, FetchParams, Params
 from quickdraw_dag.data import synthetic
-from quickdraw_dag.data.download import RetryPolicy, download, ensure_resolvable
+from quickdraw_dag.data.download import RetryPolicy, download, ensure_reachable
 from quickdraw_dag.data.formats import (
     FORMAT_FOLDERS,
     FORMAT_PREFERENCE,
@@ -46,7 +47,6 @@ from quickdraw_dag.runtime.cli import run_entry_point
 from quickdraw_dag.runtime.diskspace import ensure_free
 from quickdraw_dag.runtime.fanout import Mapper, serial_map
 from quickdraw_dag.runtime.memory import bound_heap_growth
-from quickdraw_dag.runtime.redact import redact
 from quickdraw_dag.tracking.session import data_stage
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def fetch(data: DataParams, params: FetchParams, catalog: Catalog, mapper: Mappe
     elif kind == "synthetic":
         entries = mapper(make_synthetic, [(c, params, catalog) for c in data.categories], "synthesize")
     else:
-        ensure_resolvable(params.download.base_url)  # offline: one clear message, before any task starts
+        ensure_reachable(params.download.base_url)  # offline: one clear message, before any task starts
         entries = mapper(download_category, [(c, data, params, catalog) for c in data.categories], "download")
     return finish_manifest(data, entries, catalog, previous)
 

@@ -84,8 +84,16 @@ def stop_reason(callbacks: TrainingCallbacks, epochs_run: int, epochs: int) -> s
     return "early_stopping" if epochs_run < epochs else "epochs"
 
 
-def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) -> History:
-    """Run the train stage; returns the history it writes. With `live`, every epoch is logged as it ends."""
+def train(
+    params: TrainParams,
+    catalog: Catalog,
+    live: LiveRun | None = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> History:
+    """Run the train stage; returns the history it writes. With `live`, every epoch is logged as it ends.
+
+    `extra_callbacks` watch the training without changing it (bench.quality's test-accuracy clock).
+    """
     seed_everything(params.seed, params.deterministic)
     placement = place(params.devices)
     check_batch(placement, params.batch_size)
@@ -137,7 +145,13 @@ def train(params: TrainParams, catalog: Catalog, live: LiveRun | None = None) ->
             train_data,
             validation_data=val_data,
             epochs=epochs,
-            callbacks=[EpochHook(train_data.set_epoch), *callbacks.all, *([LiveEpochMetrics(live)] if live else [])],
+            shuffle=False,  # MemmapBatches shuffles itself, seeded; Keras would reorder batches with global `random`
+            callbacks=[
+                EpochHook(train_data.set_epoch),
+                *callbacks.all,
+                *([LiveEpochMetrics(live)] if live else []),
+                *extra_callbacks,
+            ],
             verbose=2,
         )
     seconds = time.monotonic() - started

@@ -5,8 +5,11 @@ declaration, `SearchSpace`) and calls `build_cnn`. What the search does is
 fixed by quantities that repeat: Hyperband's `tune.max_epochs`, `factor` and
 `hyperband_iterations` decide the trials and their epochs, on a stratified
 `tune.train_fraction` of the training split, with early stopping per trial
-(`tune.patience`) and a stop for trials still at chance after their first
-epoch. Every trial is seeded from `tune.seed` and its own id and sees the same
+(`tune.patience`) and a stop for trials that learned nothing (training and
+validation accuracy at chance after their first epoch, their second with batch
+normalization). When the best trial only wins a tie (trials equal on
+val_accuracy, e.g. all at chance), the log says so and the tuning report's
+`ranking` records it. Every trial is seeded from `tune.seed` and its own id and sees the same
 data order, so a search gives the same result whatever the order its trials
 ran in, a resumed one included. `tune.max_seconds` is only a safety limit: if
 it stops the search, the result is written, marked as cut, and the stage exits
@@ -71,6 +74,7 @@ from quickdraw_dag.training.tune_workers import (
     ChiefServer,
     WorkerReport,
     WorkerSpec,
+    check_worker_memory,
     chief_bind,
     parse_address,
     start_supervising,
@@ -85,6 +89,7 @@ from quickdraw_dag.training.tuner import (
     CnnHyperModel,
     DeadlineOracle,
     rank_candidates,
+    ranking_note,
     trial_records,
 )
 
@@ -131,6 +136,7 @@ class Search:
             self.train_data,
             validation_data=self.val_data,
             epochs=self.params.max_epochs,
+            shuffle=False,  # MemmapBatches shuffles itself, seeded; Keras would reorder batches with global `random`
             callbacks=[
                 EpochHook(self.train_data.set_epoch),  # every trial reads epoch k in the same order
                 keras.callbacks.EarlyStopping(OBJECTIVE, patience=self.params.patience),
@@ -297,6 +303,7 @@ def tune(
         "train_images_used": search.images,
         "stopped_at_chance": outcome.stopped_at_chance,
         "cut_by_safety_limit": outcome.cut,
+        "ranking": ranking_note(candidates, search.classes),
     }
     if params.workers > 1:
         report.update({"chief": outcome.chief, "workers": outcome.workers, "incomplete": outcome.incomplete})
@@ -305,6 +312,10 @@ def tune(
     log.info(
         "tune: best trial %s, val_accuracy %.4f, %s", best["trial_id"], best["val_accuracy"], best["hyperparameters"]
     )
+    if report["ranking"]["decided_by"] == "tie-break":
+        log.warning("tune: %s", report["ranking"]["note"])
+    if outcome.stopped_at_chance:
+        log.warning("tune: %d trial(s) stopped early, still at chance (learned nothing)", outcome.stopped_at_chance)
     if outcome.cut or outcome.incomplete:
         why = (
             f"cut by its safety limit tune.max_seconds={params.max_seconds:g}"
@@ -360,6 +371,8 @@ def run(params: Params, mapper: Mapper | None = None) -> TuningResult:
     `mapper` starts the workers of a distributed search (`tune.workers` > 1): the flow passes its task
     runner's; without one they run on threads of this process, each watching its worker process.
     """
+    if mapper is None:  # every worker on this machine: refuse before starting any that would not fit
+        check_worker_memory(params.tune.workers)
     with tracked_stage("tune", params.mlflow) as live:
         if live is not None:
             live.log_params({"tune": params.tune.model_dump(mode="json")})

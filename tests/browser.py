@@ -94,6 +94,10 @@ class Browser:
     def get(self, url: str) -> None:
         self._call("POST", "/url", {"url": url})
 
+    def resize(self, width: int, height: int) -> None:
+        """Set the window's size (wide grids draw only the columns in sight)."""
+        self._call("POST", "/window/rect", {"width": width, "height": height})
+
     def execute(self, script: str, *args: Any) -> Any:
         """Run `script` (a function body: `return ...`) in the page; returns its value."""
         return self._call("POST", "/execute/sync", {"script": script, "args": list(args)})

@@ -21,7 +21,49 @@ from tests.helpers import (
     SAMPLES,
     SHARED,
     build_processed,
+    skip_outside_ci,
 )
+
+# Fails the run when a process the tests started outlives the session (tests/process_guard.py).
+pytest_plugins = ["tests.process_guard"]
+
+
+# The slowest tests as `make test`'s --durations listed them (docs/PERFORMANCE.md, "The test suite"),
+# slowest first. They start first, so that the two workers finish together instead of one of them
+# starting a long test while the other has run out of work (longest-processing-time-first order).
+SLOWEST_FIRST = (
+    "integration/test_versioning.py::test_runs_are_committed_pushed_experimented_cloned_and_reproduced",
+    "model/test_real_quality.py::test_the_default_recipe_on_real_drawings_reaches_its_floor",
+    "integration/test_dvc.py::test_repro_runs_all_stages_then_is_a_no_op",
+    "integration/test_flow.py::test_dask_runner_writes_the_same_bytes_as_the_default_runner",
+    "integration/test_mlflow_live.py::test_a_run_is_watched_live_and_a_killed_one_keeps_its_epochs",
+    "integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
+    "model/test_determinism.py::test_two_fresh_runs_give_the_same_model_bytes_and_metrics",
+    "model/test_backends.py::test_train_on_jax_then_evaluate_on_tensorflow_agree",
+    "integration/test_deployment.py::test_deployment_has_the_cron_schedule_and_a_served_run_completes",
+    "integration/test_tune_workers.py::test_two_workers_share_the_trials_and_record_what_one_worker_does",
+    "reliability/test_dvc_and_flow.py::test_dvc_commands_refuse_while_a_flow_runs_and_touch_nothing",
+    "integration/test_paint.py::test_dvc_stage_and_prefect_flow_paint_the_same_picture",
+    "model/test_data_parallel.py::test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest tests first, then the others marked slow, then the rest, each in collection order.
+
+    xdist's loadgroup schedules its groups (bigger first) before single tests, then the single tests
+    in this order; every worker sorts the same collection the same way, as xdist requires.
+    """
+
+    def rank(item: pytest.Item) -> int:
+        name = item.nodeid.removeprefix("tests/")
+        for position, slow in enumerate(SLOWEST_FIRST):
+            if name == slow or name.startswith(slow + "["):
+                return position
+        return len(SLOWEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)
+
 
 # No telemetry from anything the tests start, and no progress bars in logs.
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -117,9 +159,7 @@ def browser() -> Iterator[Browser]:
         with chromium() as session:
             yield session
     except BrowserMissing as missing:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{missing}; .ci/run installs them")
-        pytest.skip(str(missing))
+        skip_outside_ci(str(missing))
 
 
 @dataclass(frozen=True)
@@ -156,3 +196,61 @@ def champion_store(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Champ
     """`champion`, with MLFLOW_TRACKING_URI pointing at its store for this test."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", champion.tracking_uri)
     return champion
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect server per xdist worker, in a Prefect home of its own; yields its API URL.
+
+    A flow run without PREFECT_API_URL starts and migrates a temporary server of its own, tens of seconds
+    on a busy machine (docs/PERFORMANCE.md, "The test suite"). Tests whose flows are not about that
+    server share this one through `shared_prefect`; the temporary server's own tests do not.
+    """
+    import subprocess
+    import time
+
+    import prefect
+    import requests
+
+    from tests.browser import free_port
+    from tests.helpers import kill_tree
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    # Prefect's own command for its temporary server (prefect.server.api.server.SubprocessASGIServer).
+    env.update({"PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"})
+    command = ["-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory"]
+    command += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, *command, "--log-level", "error", "--lifespan", "on"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"the shared Prefect server exited with {server.returncode}"
+            assert time.monotonic() < deadline, "the shared Prefect server did not answer in 180 s"
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet
+                pass
+            time.sleep(0.25)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_tree(server.pid)
+
+
+@pytest.fixture()
+def shared_prefect(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PREFECT_API_URL set to the worker's server for this test, so the flows it starts skip their own."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    return prefect_server

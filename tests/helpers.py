@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -10,10 +11,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-import yaml
+import pytest
 
 from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.config.params_yaml import dump_yaml, load_yaml_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,19 +31,67 @@ SAMPLES = REPO / "samples" / "quickdraw"
 SAMPLE_CATEGORIES = ("bear", "duck", "frog", "lion", "monkey", "rabbit", "sheep")
 
 
+def in_ci() -> bool:
+    """True under CI=true, as `.ci/run` is run."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_outside_ci(reason: str) -> NoReturn:
+    """Skip a test whose tool or permission is missing here, but fail it under CI.
+
+    CI runs every test that runs locally: `.ci/run` installs what they need. Only the tests of
+    `../shared` (the `shared_raw` fixture) may skip in CI, where the folder is absent.
+    """
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true runs every test: .ci/run must provide it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def needs_jax() -> None:
+    """The JAX backend's tests: jax ships in the dev extra, so only a hand-made environment lacks it."""
+    if importlib.util.find_spec("jax") is None:
+        skip_outside_ci("jax is not installed (pip install 'jax[cpu]')")
+
+
+def run_bounded(args: list[str], *, timeout: float, **kwargs: object) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, capture_output=True, text=True)`, but a timeout kills the whole process tree.
+
+    subprocess.run kills only the top process: the servers, pool workers and stages it started would be
+    orphaned and outlive the suite (tests/process_guard.py fails the run for them).
+    """
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(process.pid)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant, the descendants first (collected before anyone dies)."""
+    import psutil
+
+    try:
+        top = psutil.Process(pid)
+        tree = [*top.children(recursive=True), top]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(tree, timeout=10)
+
+
 def run_module(
     module: str, *args: str, cwd: Path, timeout: float = 300, code: Path | None = None
 ) -> subprocess.CompletedProcess:
     """Run `python -m module args` the way DVC does, in `cwd`, importing the project at `code` (default `cwd`)."""
     env = {**os.environ, "PYTHONPATH": str(code or cwd)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_bounded([sys.executable, "-m", module, *args], cwd=cwd, env=env, timeout=timeout)
 
 
 def tree_digest(root: Path) -> dict[str, bytes]:
@@ -96,18 +147,16 @@ def set_params(project: Path, **sections: dict) -> None:
             else:
                 into[key] = value
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_yaml_bytes((project / "params.yaml").read_bytes(), "params.yaml")
     merge(params, sections)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "params.yaml").write_text(dump_yaml(params))  # YAML 1.2, the dialect params are read in
 
 
 def dvc(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real `dvc` command of this environment, run in `project` (stages find the venv's python)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run(
-        [str(Path(bin_dir) / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_bounded([str(Path(bin_dir) / "dvc"), *args], cwd=project, env=env, timeout=timeout)
 
 
 def dvc_status(project: Path, *targets: str) -> str:

@@ -9,7 +9,10 @@ and before answering each request pops the next fault planned for its path:
 - ("slow", s): wait s seconds before answering (longer than the client's timeout);
 - ("length", k): declare a Content-Length k bytes short, send everything, hang up;
 - ("html200",): an HTML error page with status 200, as some proxies and portals do;
-- ("trickle", n, s): send the body n bytes at a time, s seconds apart (a slow link).
+- ("trickle", n, s): send the body n bytes at a time, s seconds apart (a slow link);
+- ("endless", n): no Content-Length, then n-byte blocks without end (until the client hangs up).
+
+With `require_authorization` set, a request without that Authorization header gets 401.
 
 Like Google Cloud Storage, every answer carries the whole object's MD5 in
 `x-goog-hash` (unless `send_md5` is off).
@@ -37,6 +40,9 @@ class FaultyServer:
         self.sticky: dict[str, tuple] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.send_md5 = True
+        # When set, a request without exactly this Authorization header gets 401 (a private mirror).
+        self.require_authorization: str | None = None
+        self.authorizations: list[str | None] = []
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -65,6 +71,9 @@ class FaultyServer:
             def _answer(self) -> None:
                 path = self.path.lstrip("/").replace("%20", " ")
                 owner.requests.append((path, self.headers.get("Range")))
+                owner.authorizations.append(self.headers.get("Authorization"))
+                if owner.require_authorization and self.headers.get("Authorization") != owner.require_authorization:
+                    return self._plain(401, b"unauthorized")
                 body = owner.files.get(path)
                 if body is None:
                     return self._plain(404, b"not found")
@@ -73,6 +82,8 @@ class FaultyServer:
                     time.sleep(fault[1])
                 if fault and fault[0] == "status":
                     return self._plain(fault[1], b"<html>server error</html>")
+                if fault and fault[0] == "endless":
+                    return self._endless(fault[1])
                 if fault and fault[0] == "html200":
                     return self._plain(200, b"<!DOCTYPE html><html><body>Service temporarily unavailable</body></html>")
                 start = 0
@@ -115,6 +126,17 @@ class FaultyServer:
                         time.sleep(fault[2])
                     return
                 self.wfile.write(payload)
+
+            def _endless(self, chunk: int) -> None:
+                """200 with no Content-Length, then bytes until the client hangs up (a broken or hostile server)."""
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                block = b"\0" * chunk
+                for _ in range(1 << 20):  # 64 GiB at 64 KiB: the client stops first
+                    self.wfile.write(block)
+                owner.endless_done = True
 
             def _plain(self, status: int, text: bytes) -> None:
                 self.send_response(status)

@@ -95,6 +95,10 @@ def validate_params(raw: dict[str, Any], source: str = "params", model: type[Par
         raise ConfigError(format_validation_error(error, source, model)) from None
 
 
+# Booleans in YAML 1.1 only: strings in YAML 1.2, the dialect params.yaml is read in.
+YAML_1_1_BOOLEANS = frozenset({"y", "yes", "n", "no", "on", "off"})
+
+
 def format_validation_error(error: ValidationError, source: str, model: type[BaseModel] = Params) -> str:
     lines = [f"{source}: {error.error_count()} invalid value(s):"]
     for item in error.errors():
@@ -106,6 +110,8 @@ def format_validation_error(error: ValidationError, source: str, model: type[Bas
         elif item["type"] == "missing":
             message = "required key is missing"
         got = item.get("input")
+        if item["type"] == "bool_type" and isinstance(got, str) and got.lower() in YAML_1_1_BOOLEANS:
+            message += " (params are YAML 1.2, as DVC reads them: write true or false)"
         shown = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {excerpt(got)})"
         if isinstance(got, dict) or "(got " in message:
             shown = ""

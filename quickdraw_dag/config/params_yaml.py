@@ -7,28 +7,84 @@ end in a RecursionError), silently keeps the last of two equal keys, and
 raises plain ValueErrors for numbers Python will not convert. Params need
 none of that: this loader refuses each with a `ConfigError` that names the
 line and column, and quotes at most a short excerpt of the input.
+
+One dialect: YAML 1.2's core schema, exactly as DVC reads params.yaml (ruamel's
+1.2 resolver) and as `persist_overrides` writes it (ruamel). PyYAML's own
+resolver is YAML 1.1, where `1e-05` is a string and `yes`/`on` are booleans:
+a value written by the 1.2 writer then read back differently, and the
+workspace refused every later run. The 1.2 rules are taken from ruamel itself,
+so the three can never drift apart.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from quickdraw_dag.errors import ConfigError, excerpt
 
 MAX_PARAMS_BYTES = 256 * 1024  # params.yaml is about 5 KB
 MAX_VALUE_BYTES = 64 * 1024  # one --set value
 MAX_DEPTH = 32  # params nest four levels deep
+MAX_LOCK_BYTES = 16 * 1024 * 1024  # dvc.lock: one entry per output, a few hundred bytes each
 
 
-class _ParamsLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases, deep nesting and duplicate keys."""
+YAML_VERSION = (1, 2)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Yaml12Resolver(yaml.resolver.BaseResolver):
+    """YAML 1.2 core schema: ruamel's own implicit resolvers for 1.2 (the ones DVC reads params with)."""
+
+
+def _register_yaml12_resolvers() -> None:
+    from ruamel.yaml.resolver import implicit_resolvers
+
+    for versions, tag, regexp, first in implicit_resolvers:
+        if YAML_VERSION in versions:
+            _Yaml12Resolver.add_implicit_resolver(str(tag), regexp, first)
+
+
+_register_yaml12_resolvers()
+
+
+class _Yaml12Constructor(yaml.constructor.SafeConstructor):
+    """Integers as YAML 1.2 reads them: `0o17` is octal, `017` is seventeen, `1:30` is no number."""
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:  # type: ignore[override]
+        text = str(self.construct_scalar(node)).replace("_", "")
+        sign = -1 if text[0] == "-" else 1
+        text = text.lstrip("+-")
+        for prefix, base in (("0b", 2), ("0x", 16), ("0o", 8)):
+            if text.startswith(prefix):
+                return sign * int(text[2:], base)
+        return sign * int(text)
+
+
+_Yaml12Constructor.add_constructor("tag:yaml.org,2002:int", _Yaml12Constructor.construct_yaml_int)
+
+
+class _ParamsLoader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _Yaml12Constructor,
+    _Yaml12Resolver,
+):
+    """A YAML 1.2 safe loader that refuses aliases, deep nesting and duplicate keys."""
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _Yaml12Constructor.__init__(self)
+        _Yaml12Resolver.__init__(self)
         self._depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
@@ -48,6 +104,16 @@ class _ParamsLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_scalar(self, node: Node) -> Any:
+        value = super().construct_scalar(node)  # type: ignore[arg-type]
+        if isinstance(value, str) and _SURROGATE.search(value):
+            # an escape such as "\ud800": no Unicode character, and no writer or UTF-8 file can hold it
+            raise ConstructorError(
+                problem="a \\u escape names a UTF-16 surrogate, not a character (write the character itself)",
+                problem_mark=node.start_mark,
+            )
+        return value
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
@@ -108,3 +174,21 @@ def load_yaml(text: str, source: str, *, max_bytes: int = MAX_PARAMS_BYTES) -> A
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def load_yaml_bytes(data: bytes, source: str, *, max_bytes: int = MAX_PARAMS_BYTES) -> Any:
+    """`load_yaml` of UTF-8 bytes (a params file or a dvc.lock, from disk or from a run's artifacts)."""
+    return load_yaml(decode(data, source), source, max_bytes=max_bytes)
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain data as YAML 1.2 block text, as DVC writes it and `load_yaml` reads it back."""
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    writer = YAML(typ="safe", pure=True)
+    writer.default_flow_style = False
+    buffer = StringIO()
+    writer.dump(data, buffer)
+    return buffer.getvalue()

@@ -11,7 +11,7 @@ import typing
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,8 @@ from pydantic import (
 )
 from quickdraw.names import QUICK_DRAWING_NAMES
 
+from quickdraw_dag.config.cron import check_cron, check_timezone
+from quickdraw_dag.config.redact import redact
 from quickdraw_dag.config.workspace import check_output_roots, output_parts
 from quickdraw_dag.errors import excerpt
 
@@ -133,6 +135,21 @@ class DataParams(StrictModel):
         return "directory"
 
 
+# Where download credentials come from (HTTP Basic `user:password`, or a whole Authorization value such as
+# `Bearer <token>`): never params, which params.yaml, dvc.lock and every run's MLflow artifacts store in clear.
+DOWNLOAD_AUTH_ENV = "QUICKDRAW_DOWNLOAD_AUTH"
+
+
+def check_no_credentials(url: str, what: str, instead: str) -> None:
+    """ValueError when `url` carries a user, a password or a secret-looking query value (the value not repeated)."""
+    if redact(url) != url:
+        raise ValueError(
+            f"the {what} URL must not carry credentials (user:password@ or a token in the query): params are "
+            f"stored in clear in params.yaml, dvc.lock and every run's MLflow artifacts; {instead} "
+            f"(got {excerpt(redact(url))})"
+        )
+
+
 class DownloadParams(StrictModel):
     """How the `quickdraw` source talks to Google's bucket."""
 
@@ -147,6 +164,13 @@ class DownloadParams(StrictModel):
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        check_no_credentials(
+            url, "download", f"set {DOWNLOAD_AUTH_ENV}=user:password (or 'Bearer <token>'), or use ~/.netrc"
+        )
+        parts = urlsplit(url)
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            # file names are appended to it: `?x=1` + `apple.bin` would name no file
+            raise ValueError(f"must be a folder URL without ?query or #fragment (got {excerpt(redact(url))})")
         return url if url.endswith("/") else url + "/"
 
 
@@ -350,6 +374,18 @@ class MlflowParams(StrictModel):
     tracking_uri: str | None = None
     experiment: str = Field(default="quickdraw", min_length=1)
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            check_no_credentials(
+                uri,
+                "tracking",
+                "set MLFLOW_TRACKING_URI in the environment instead (it overrides this key), or "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for an MLflow server",
+            )
+        return uri
+
 
 class VersioningParams(StrictModel):
     """What a flow run does with DVC's remote once its stages are recorded (no stage reads this)."""
@@ -365,27 +401,12 @@ class ScheduleParams(StrictModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, cron: str) -> str:
-        fields = cron.split()
-        if len(fields) != 5:
-            raise ValueError("must have 5 fields 'minute hour day-of-month month day-of-week'")
-        from datetime import datetime
-
-        from cronsim import CronSim, CronSimError  # prefect's own cron dependency
-
-        try:
-            next(CronSim(cron, datetime(2026, 1, 1)))
-        except (CronSimError, StopIteration) as error:
-            raise ValueError(f"invalid or impossible cron expression: {excerpt(str(error), 120)}") from None
-        return cron
+        return check_cron(cron)  # as Prefect, which runs it, reads it
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("unknown IANA time zone (e.g. 'UTC', 'Europe/Madrid')") from None
-        return zone
+        return check_timezone(zone)
 
 
 class Params(StrictModel):

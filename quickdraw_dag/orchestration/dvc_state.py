@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from quickdraw_dag.config.loading import apply_override, read_params_file, validate_params
+from quickdraw_dag.config.params_yaml import load_yaml
 from quickdraw_dag.config.schema import Params
 from quickdraw_dag.errors import ConfigError, WorkspaceBusyError, clip
 from quickdraw_dag.runtime.atomic import write_bytes_atomic
@@ -136,6 +137,7 @@ def persist_overrides(path: Path, overrides: Sequence[str], model: type[BaseMode
     yaml.representer.add_representer(
         type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
     )
+    yaml.representer.add_representer(str, _represent_str)
     document: Any = yaml.load(Path(path).read_text(encoding="utf-8"))
     for override in overrides:
         key, _, _ = override.partition("=")
@@ -147,10 +149,49 @@ def persist_overrides(path: Path, overrides: Sequence[str], model: type[BaseMode
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = _flow_style(value[parts[-1]])
-        _retire_comment_above(node, parts[-1], f"{key.strip()}: set with --set on {time.strftime('%Y-%m-%d')}")
+        note = f"{key.strip()}: set with --set on {time.strftime('%Y-%m-%d')}"
+        if not _retire_own_comment(node, parts[-1], note):
+            _retire_comment_above(node, parts[-1], note)
     buffer = StringIO()
     yaml.dump(document, buffer)
+    _check_reads_back(buffer.getvalue(), raw, path, overrides)
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def _check_reads_back(text: str, raw: dict[str, Any], path: Path, overrides: Sequence[str]) -> None:
+    """Refuse to write a file that the params loader (and DVC) would read differently from what was validated.
+
+    Writer and reader share one dialect (YAML 1.2), so this holds for every
+    value the schema accepts; the check keeps a future writer quirk from
+    bricking the workspace instead of failing one `--set`.
+    """
+    try:
+        written = load_yaml(text, str(path))
+    except ConfigError:
+        written = None
+    if not _same(written, raw):
+        keys = ", ".join(override.partition("=")[0].strip() for override in overrides)
+        raise ConfigError(
+            f"--set {clip(keys, 120)}: the value would not read back unchanged from {path}; "
+            "it holds characters YAML cannot write back as they are (control or line-separator characters)"
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types, all the way down (1 == 1.0 == True in Python; not here)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _represent_str(representer: Any, text: str) -> Any:
+    """Line separators (NEL, U+2028, U+2029) escaped in double quotes: a plain or single-quoted one is a line break
+    to a YAML 1.1 scanner (PyYAML's, under the params loader), which would fold it into a space."""
+    if any(character in text for character in "\x85\u2028\u2029"):
+        return representer.represent_scalar("tag:yaml.org,2002:str", text, style='"')
+    return representer.represent_str(text)
 
 
 def _flow_style(value: Any) -> Any:
@@ -162,6 +203,31 @@ def _flow_style(value: Any) -> Any:
     sequence = CommentedSeq(_flow_style(item) for item in value)
     sequence.fa.set_flow_style()
     return sequence
+
+
+def _retire_own_comment(mapping: Any, key: str, note: str) -> bool:
+    """Replace `key`'s end-of-line comment, and the lines that continue it, with `note`; False if it has none.
+
+    params.yaml gives a value's reason beside it (`epochs: 25  # the cosine ...`), continued below at the
+    same column; a reason for a value that is no longer there would mislead. Comments further left (above
+    the next key) are the next key's and stay.
+    """
+    item = mapping.ca.items.get(key) if hasattr(mapping, "ca") else None
+    token = item[2] if item and len(item) > 2 else None
+    if token is None or not token.value.lstrip(" ").startswith("#"):
+        return False
+    own_line, newline, rest = token.value.partition("\n")
+    padding = len(own_line) - len(own_line.lstrip(" "))
+    column = token.column + padding if token.column is not None else None
+    lines = rest.split("\n")
+    continued = 0
+    for line in lines:  # continuation lines: comments indented at the end-of-line comment's column
+        stripped = line.lstrip(" ")
+        if not stripped.startswith("#") or column is None or len(line) - len(stripped) != column:
+            break
+        continued += 1
+    token.value = f"{' ' * padding}# {note}{newline}" + "\n".join(lines[continued:])
+    return True
 
 
 def _retire_comment_above(mapping: Any, key: str, note: str) -> None:

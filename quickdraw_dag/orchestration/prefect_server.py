@@ -20,9 +20,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from quickdraw_dag.config.redact import redact
+from quickdraw_dag.errors import ConfigError
 from quickdraw_dag.runtime.interrupt import on_forced_exit
 
 STARTUP_TIMEOUT_S = 120
+# Every server the project starts itself runs with telemetry off, whatever the caller's environment says
+# (the Makefile sets the same, but `python -m flows.pipeline` is a documented command too).
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
 
 
 def _server_class() -> type:
@@ -60,6 +69,7 @@ def _server_class() -> type:
                     **os.environ,
                     **server_env,
                     **get_current_settings().to_environment_variables(exclude_unset=True),
+                    **TELEMETRY_OFF,
                 },
                 start_new_session=True,
             )
@@ -71,6 +81,35 @@ def _kill(process: subprocess.Popen[Any] | None) -> None:
     if process is not None and process.poll() is None:
         process.kill()
         process.wait(timeout=5)
+
+
+def check_prefect_api() -> str | None:
+    """PREFECT_API_URL, once its server answers /health; a ConfigError naming it when not (None: none is set).
+
+    Prefect's client retries a dead API for minutes and then prints a traceback: checked before anything is written.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+    if not url:
+        return None
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5.0):
+            pass
+    except urllib.error.HTTPError:
+        return url  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError(
+            f"the Prefect API {redact(url)} (PREFECT_API_URL) is not reachable ({redact(str(reason))[:120]}): "
+            "start it (`make prefect-server`), or unset PREFECT_API_URL and the flow starts a temporary server"
+        ) from None
+    return url
 
 
 @contextmanager

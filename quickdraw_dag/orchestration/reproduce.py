@@ -40,10 +40,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import yaml
-
 from quickdraw_dag.artifacts import Catalog, read_metrics
 from quickdraw_dag.config.loading import load_params
+from quickdraw_dag.config.params_yaml import MAX_LOCK_BYTES, load_yaml_bytes
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, MlflowParams, PathsParams
 from quickdraw_dag.errors import ConfigError, NotReproduced, QuickDrawDagError
 from quickdraw_dag.orchestration.dvc_state import open_repo
@@ -68,6 +67,7 @@ class PastRun:
     metrics: dict[str, float]  # the test metrics, as logged (`test_accuracy`, ...)
     params_file: bytes
     lock_file: bytes
+    demo_workspace: str | None = None  # a `make demo` run: the workspace whose DVC cache holds its data and model
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,12 @@ def find_run(run_id: str, mlflow_params: MlflowParams) -> PastRun:
     from mlflow.exceptions import MlflowException
 
     from quickdraw_dag.tracking.record import RUN_RECORD
-    from quickdraw_dag.tracking.store import tracking_uri
+    from quickdraw_dag.tracking.store import check_store, tracking_uri
 
     uri = tracking_uri(mlflow_params)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise ConfigError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing was logged here yet")
+    check_store(mlflow_params)  # a dead server: one line in seconds, not "no such run" after minutes of retries
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     try:
@@ -117,6 +118,7 @@ def find_run(run_id: str, mlflow_params: MlflowParams) -> PastRun:
         metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
         params_file=params_file,
         lock_file=lock_file,
+        demo_workspace=tags.get("demo_workspace") if tags.get("demo") == "true" else None,
     )
 
 
@@ -125,6 +127,10 @@ def git(*args: str, cwd: Path) -> str:
     if done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, ["git", *args], done.stdout, done.stderr)
     return done.stdout.strip()
+
+
+# The temporary folder each reproduction's worktree lives in (unless --workdir): how its leftovers are known.
+WORKTREE_PREFIX = "quickdraw-reproduce-"
 
 
 @contextmanager
@@ -142,12 +148,14 @@ def code_worktree(project: Path, commit: str, workdir: Path | None, keep: bool) 
         raise NotReproduced(
             f"the run's code, commit {commit}, is not in this repository: `git fetch` it from where it was pushed"
         ) from None
-    parent = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="quickdraw-reproduce-"))
+    parent = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=WORKTREE_PREFIX))
     parent.mkdir(parents=True, exist_ok=True)
     tree = parent / f"{commit[:12]}"
     if tree.exists():
         raise ConfigError(f"{tree} exists already: remove it or pass another --workdir")
-    git("worktree", "prune", cwd=top)  # forget worktrees of earlier runs that were killed
+    # Never `git worktree prune`: it also forgets a user's worktree whose folder is away for a moment (an
+    # unmounted drive), and what was staged there is lost. Only our own leftovers are removed, by path.
+    forget_own_stale_worktrees(top, also=tree)
     git("worktree", "add", "--detach", "--quiet", str(tree), commit, cwd=top)
     try:
         yield tree / Path(project).resolve().relative_to(top.resolve())
@@ -158,6 +166,42 @@ def code_worktree(project: Path, commit: str, workdir: Path | None, keep: bool) 
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=top, capture_output=True)
             if not workdir:
                 shutil.rmtree(parent, ignore_errors=True)
+
+
+def storage_of(run: PastRun, project: Path) -> Path:
+    """The DVC project whose cache holds the run's outputs: the project, or a demo run's own workspace."""
+    if run.demo_workspace is None:
+        return project
+    workspace = Path(run.demo_workspace)
+    if not (workspace / ".dvc").is_dir():
+        raise NotReproduced(
+            f"run {run.run_id} is a `make demo` run: its data and model were in the DVC cache of its workspace "
+            f"{workspace}, which is gone. `make demo` makes a new one; this run cannot be restored."
+        )
+    print(f"a `make demo` run: its data and model come from the DVC cache of {workspace}")
+    return workspace
+
+
+def forget_own_stale_worktrees(top: Path, also: Path) -> list[str]:
+    """Remove the registrations of worktrees this command made earlier and a kill left behind; their paths.
+
+    Only entries whose folder is gone and that are ours: under a `quickdraw-reproduce-` temporary folder,
+    or the very path about to be added (`--workdir` reused after its folder was deleted).
+    """
+    listing = git("worktree", "list", "--porcelain", cwd=top)
+    removed = []
+    for entry in listing.split("\n\n"):
+        fields = dict(line.partition(" ")[::2] for line in entry.splitlines() if line)
+        path = fields.get("worktree")
+        if not path or "prunable" not in fields or Path(path).exists():
+            continue
+        folder = Path(path).parent
+        temporary = Path(tempfile.gettempdir()).resolve()
+        ours = folder.name.startswith(WORKTREE_PREFIX) and folder.parent.resolve() == temporary
+        if ours or Path(path).resolve() == Path(also).resolve():
+            git("worktree", "remove", "--force", path, cwd=top)
+            removed.append(path)
+    return removed
 
 
 def share_dvc_storage(project: Path, restored: Path) -> str:
@@ -191,7 +235,7 @@ def restore_inputs(run: PastRun, restored: Path, searched: str) -> list[Restored
     """Put the evaluate stage's data and model back by hash; NotReproduced naming whatever is missing."""
     from dvc.exceptions import CheckoutError, DvcException
 
-    inputs = evaluate_inputs(yaml.safe_load(run.lock_file))
+    inputs = evaluate_inputs(load_yaml_bytes(run.lock_file, f"the run's {DVC_LOCK}", max_bytes=MAX_LOCK_BYTES))
     done: list[Restored] = []
     missing: list[str] = []
     with open_repo(restored) as repo:
@@ -281,7 +325,7 @@ def run_last_stage(restored: Path) -> None:
 
 def compare(run: PastRun, restored: Path) -> tuple[list[str], bool]:
     """A table of each test metric, logged against reproduced; whether all are exactly equal."""
-    raw = yaml.safe_load(run.params_file) or {}
+    raw = load_yaml_bytes(run.params_file, f"the run's {DEFAULT_PARAMS_PATH.name}") or {}
     paths = PathsParams.model_validate(raw.get("paths") or {}).model_dump()
     got = read_metrics(Catalog.from_paths(SimpleNamespace(**{k: restored / v for k, v in paths.items()})))
     rows = [f"{'metric':<18} {'logged':>22} {'reproduced':>22}"]
@@ -300,10 +344,11 @@ def reproduce(run_id: str, project: Path, params_path: Path, workdir: Path | Non
     """Reproduce the run; returns the comparison table. NotReproduced when anything stands in the way."""
     run = find_run(run_id, load_params(params_path).mlflow)
     print(f"run {run.run_id} ({run.name}): code of commit {run.commit[:12]}, params.yaml and dvc.lock it recorded")
+    storage = storage_of(run, project)  # a demo run whose workspace is gone: say so before checking anything out
     with code_worktree(project, run.commit, workdir, keep) as restored:
         (restored / DEFAULT_PARAMS_PATH.name).write_bytes(run.params_file)
         (restored / DVC_LOCK).write_bytes(run.lock_file)
-        searched = share_dvc_storage(project, restored)
+        searched = share_dvc_storage(storage, restored)
         for item in restore_inputs(run, restored, searched):
             print(f"  {item.path:<28} md5 {item.md5:<40} from {item.source}")
         changes = changed_inputs(restored)

@@ -13,6 +13,11 @@ param or dep changed since dvc.lock), the run publishes the current results
 from the reports instead, and says so, with the MLflow run that logged the
 current model (found by its `dvc_model_md5` tag).
 
+The same results end the run on the console (`console_summary`): the test
+accuracy and MAP@3, the MLflow run and its link, the model version and the
+promotion decision, and what changed since the experiment's previous run
+(its metrics' differences and the params that differ).
+
 Links point at the MLflow UI of the tracking URI in use: an MLflow server's
 own address, or for a local store (SQLite or a folder) what `make ui` serves,
 http://127.0.0.1:5000. `QUICKDRAW_MLFLOW_UI_URL` overrides either.
@@ -178,6 +183,110 @@ def tracked_run_of_model(params: Params, model_md5: str) -> dict[str, Any]:
     }
 
 
+SUMMARY_METRICS = ("accuracy", "map_at_3")  # the console's headline figures
+# Params that differ between any two runs without changing what they compute.
+VOLATILE_PARAMS = ("mlflow.", "paths.")
+
+
+def previous_parent_run(params: Params, run_id: str) -> Any | None:
+    """The experiment's latest finished pipeline run before `run_id` (None: none, or MLflow is off)."""
+    import mlflow
+
+    from quickdraw_dag.tracking.store import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(params.mlflow))
+    experiment = client.get_experiment_by_name(params.mlflow.experiment)
+    if experiment is None:
+        return None
+    current = client.get_run(run_id)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'FINISHED' and attributes.start_time < {current.info.start_time}",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags and run.info.run_id != run_id]
+    return parents[0] if parents else None
+
+
+def changes_since(
+    previous_metrics: dict[str, float],
+    previous_params: dict[str, str],
+    metrics: dict[str, Any],
+    run_params: dict[str, str],
+) -> list[str]:
+    """What differs from the previous run: headline metrics (as +/- differences), then params (pure)."""
+    lines = []
+    for key in SUMMARY_METRICS:
+        before, now = previous_metrics.get(f"test_{key}"), metrics.get(key)
+        if before is not None and now is not None:
+            before, now = float(before), float(now)
+            lines.append(f"{METRIC_NAMES[key]} {before:.4f} -> {now:.4f} ({now - before:+.4f})")
+    changed = sorted(
+        key
+        for key in set(previous_params) | set(run_params)
+        if previous_params.get(key) != run_params.get(key) and not key.startswith(VOLATILE_PARAMS)
+    )
+    shown = [f"{key}: {previous_params.get(key, '(unset)')} -> {run_params.get(key, '(unset)')}" for key in changed[:8]]
+    if len(changed) > 8:
+        shown.append(f"and {len(changed) - 8} more params")
+    return lines + (shown or ["params: none changed"])
+
+
+def console_summary(
+    results: dict[str, Any], params: Params, ui: str | None, evaluated: bool, changes: list[str] | None
+) -> str:
+    """The lines that end a run on the console: metrics, MLflow run and link, model and decision, changes (pure)."""
+    figures = ", ".join(
+        f"{METRIC_NAMES[key]} {float(results[key]):.4f}" for key in SUMMARY_METRICS if results.get(key) is not None
+    )
+    lines = [
+        "results" + ("" if evaluated else " (evaluate skipped: nothing changed, these are the current ones)") + ":",
+        f"  test {figures} on {int(results['test_images'])} drawings",
+    ]
+    run_id = results.get("mlflow_run_id")
+    if run_id:
+        where = f" {run_link(ui, results['mlflow_experiment_id'], run_id)}" if ui else ""
+        lines.append(f"  MLflow run {run_id}{where}")
+        if ui == LOCAL_MLFLOW_UI and not os.environ.get(MLFLOW_UI_ENV):
+            lines.append("    (the local store's UI: start it with `make ui`)")
+        decision, reason = results.get("promotion"), results.get("promotion_reason")
+        verdict = "promoted to champion" if decision == "promoted" else ("not promoted" if decision else "no decision")
+        lines.append(f"  model version {results.get('model_version')}: {verdict}" + (f" ({reason})" if reason else ""))
+    elif not params.mlflow.enabled:
+        lines.append("  MLflow tracking is off (mlflow.enabled: false): no run, no model version")
+    else:
+        lines.append("  no MLflow run found for this model")
+    if changes is not None:
+        lines.append("  since the previous run: " + ("; ".join(changes) if changes else "nothing changed"))
+    elif evaluated and run_id:
+        lines.append("  since the previous run: this is the experiment's first finished run")
+    return "\n".join(lines)
+
+
+def run_changes(params: Params, results: dict[str, Any], evaluated: bool) -> list[str] | None:
+    """`changes_since` the previous run for a run that evaluated; [] when nothing ran; None: no previous run."""
+    if not evaluated:
+        return []
+    if not results.get("mlflow_run_id"):
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from quickdraw_dag.tracking.store import tracking_uri
+
+    try:
+        previous = previous_parent_run(params, results["mlflow_run_id"])
+        if previous is None:
+            return None
+        import mlflow
+
+        current = mlflow.MlflowClient(tracking_uri=tracking_uri(params.mlflow)).get_run(results["mlflow_run_id"])
+    except MlflowException as error:  # the summary must not fail a run whose stages all succeeded
+        log.warning("results: could not read the previous MLflow run: %s", error)
+        return None
+    return changes_since(previous.data.metrics, previous.data.params, results, current.data.params)
+
+
 def publish(params: Params, evaluate_result: dict[str, Any] | None) -> dict[str, Any]:
     """Create the two artifacts in the current flow run; `evaluate_result` None: evaluate was skipped."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -199,4 +308,5 @@ def publish(params: Params, evaluate_result: dict[str, Any] | None) -> dict[str,
         description="Per-class results on the test split; accuracy: the share of the class's drawings classified right",
     )
     log.info("results published as Prefect artifacts %r and %r", RESULTS_KEY, PER_CLASS_KEY)
-    return {"markdown": markdown, "evaluated": evaluated}
+    console = console_summary(results, params, ui, evaluated, run_changes(params, results, evaluated))
+    return {"markdown": markdown, "evaluated": evaluated, "console": console}

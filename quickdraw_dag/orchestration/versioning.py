@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quickdraw_dag.config.redact import redact
 from quickdraw_dag.errors import ConfigError, PushError
 from quickdraw_dag.orchestration.dvc_state import open_repo
-from quickdraw_dag.runtime.redact import redact
 
 
 @dataclass(frozen=True)

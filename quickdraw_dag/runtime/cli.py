@@ -55,6 +55,28 @@ def build_parser(
     return parser
 
 
+# The project's own loggers: the stages' INFO lines ("evaluate: accuracy …") belong in a flow's log.
+PROJECT_LOGGERS = ("tasks", "quickdraw_dag", "flows")
+
+
+def attach_project_loggers() -> None:
+    """Under a Prefect flow: show the project's INFO lines in its console and UI (PREFECT_LOGGING_EXTRA_LOGGERS's job).
+
+    Prefect configures logging on import and leaves other loggers at the root's WARNING level; the
+    Makefile's PREFECT_LOGGING_EXTRA_LOGGERS is not set for `python -m flows.pipeline`, so the flows do it.
+    The root's console handler (Prefect's) prints the lines; the API handler sends them to the run.
+    DVC prints its own lines ("Updating lock file") with its own handler: not again through the root's.
+    """
+    logging.getLogger("dvc").propagate = False
+    prefect_handlers = logging.getLogger("prefect.extra").handlers
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        for handler in prefect_handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+
+
 def configure_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

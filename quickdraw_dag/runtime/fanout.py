@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+from quickdraw_dag.runtime.processes import exit_with_parent
 from quickdraw_dag.runtime.progress import track
 
 R = TypeVar("R")
@@ -57,8 +58,13 @@ def process_map(workers: int) -> Mapper:
         count = min(workers, len(jobs))
         if count <= 1:
             return serial_map(function, jobs, desc)
-        # spawn, not fork: the caller may hold TensorFlow or Prefect threads.
-        with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawn, not fork: the caller may hold TensorFlow or Prefect threads. Workers end with this process.
+        with ProcessPoolExecutor(
+            count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = [pool.submit(function, *job) for job in jobs]
             return [future.result() for future in track(futures, desc=desc, unit="class")]
 

@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 
 from quickdraw_dag.data.formats.bitmap import BITMAP_PIXELS, BITMAP_SIDE
+from quickdraw_dag.data.pictures import open_picture
 from quickdraw_dag.data.raster import BOX, PADDING, resize_bitmaps
-from quickdraw_dag.errors import DataError
 
 INK_LEVEL = 48  # grey levels above the background that count as ink when cropping a photo or scan
+# The longest side the ink is framed at: a longer crop is shrunk first, so framing a 2 × 300,000 strip
+# allocates a square of this side, not one of 300,000 (105 GiB). Far above any model's image size.
+MAX_FRAME_SIDE = 1024
 
 
 class ImageError(ValueError):
@@ -54,7 +57,7 @@ def frame(pixels: np.ndarray, line_width: float) -> np.ndarray:
     cols = np.flatnonzero((pixels > INK_LEVEL).any(axis=0))
     if rows.size == 0:
         return np.zeros((BITMAP_SIDE, BITMAP_SIDE), np.uint8)  # no ink: a blank picture
-    ink = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = shrink_to(pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], MAX_FRAME_SIDE)
     # In training a drawing (BOX units plus its line) fills BOX + line_width of the
     # BOX + 2 * PADDING + line_width units across, centred.
     side = int(round(max(ink.shape) * (BOX + 2 * PADDING + line_width) / (BOX + line_width)))
@@ -62,6 +65,18 @@ def frame(pixels: np.ndarray, line_width: float) -> np.ndarray:
     top, left = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
     square[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
     return square
+
+
+def shrink_to(pixels: np.ndarray, longest: int) -> np.ndarray:
+    """`pixels` shrunk (area averaging) so the longer side is at most `longest`; the work is O(its pixels)."""
+    from PIL import Image
+
+    height, width = pixels.shape
+    if max(height, width) <= longest:
+        return pixels
+    scale = longest / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX))
 
 
 def normalize_image(value: Any, image_size: int, line_width: float) -> np.ndarray:
@@ -75,18 +90,5 @@ def normalize_image(value: Any, image_size: int, line_width: float) -> np.ndarra
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    """A PNG, JPEG or any picture Pillow reads, as grey levels (transparency composited on white)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, rgba)
-            return np.asarray(image.convert("L"))
-    except UnidentifiedImageError:
-        raise DataError("not an image Pillow can read", path=path, offset=0) from None
-    except OSError as error:
-        raise DataError(f"unreadable image ({error})", path=path) from None
+    """A PNG, JPEG or any picture Pillow reads, as 8-bit grey levels (by value range; transparency on white)."""
+    return np.asarray(open_picture(path, "L"))

@@ -21,6 +21,7 @@ it was logged with), and as artifacts the Keras model file and the
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
@@ -32,13 +33,14 @@ import mlflow
 import numpy as np
 import orjson
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from quickdraw_dag.artifacts import Catalog, read_label_names, read_metrics
 from quickdraw_dag.serving.classifier import CARD_FILE, TOP_K, Classifier, ModelCard
 from quickdraw_dag.serving.images import ImageError
 from quickdraw_dag.serving.strokes import StrokeError, parse_drawing
 
+log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # quickdraw_dag/
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 # What the model's code imports, pinned at the versions it was logged with (MLflow would otherwise
@@ -56,6 +58,8 @@ REQUIREMENTS = (
     "pyyaml",
     "quickdraw",
 )
+DRAWING_COLUMNS = ("strokes", "image")
+EXPECTED_COLUMNS = "expected columns 'strokes' (with an optional 'format') or 'image', one drawing per row"
 # A drawing as the page sends it: raw screen coordinates (px) and times (ms); a house.
 EXAMPLE_STROKES = [
     [[40.0, 40.0, 200.0, 200.0, 40.0], [260.0, 120.0, 120.0, 260.0, 260.0], [0, 180, 360, 540, 720]],
@@ -76,19 +80,50 @@ class QuickDrawModel(mlflow.pyfunc.PythonModel):
         self.classifier = Classifier.load(context.artifacts["keras_model"], context.artifacts["card"])
 
     def predict(self, context, model_input, params=None):  # -> list of {label, probability, top_k}
-        k = int((params or {}).get("top_k") or TOP_K)
-        return classify_rows(self.classifier, rows_of(model_input), k)
+        try:
+            k = int((params or {}).get("top_k") or TOP_K)
+            return classify_rows(self.classifier, rows_of(model_input), k)
+        except MlflowException:
+            raise
+        except Exception as error:  # noqa: BLE001 - any other failure: one line to the client, the traceback to the log
+            log.exception("predict failed")
+            raise RequestError(f"the model failed on this input ({type(error).__name__})", INTERNAL_ERROR) from None
+
+
+class RequestError(MlflowException):
+    """A request the pyfunc cannot answer; `mlflow models serve` answers its HTTP status and this one-line message.
+
+    MLflow's scoring server rewrites a predict error's message to "Failed to predict data
+    '<the whole input table>'. \nError: <message>" (many lines, as long as the request); this
+    exception keeps its own message through that rewrite, so the body says what was wrong and
+    nothing else. INVALID_PARAMETER_VALUE (the default) answers 400.
+    """
+
+    def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE) -> None:
+        super().__init__(" ".join(str(message).split()), error_code=error_code)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value.rsplit("\nError: ", 1)[-1]
 
 
 def rows_of(model_input: Any) -> list[dict[str, Any]]:
-    """A DataFrame, a list of dicts or one dict → a list of row dicts."""
+    """A DataFrame, a list of dicts or one dict → a list of row dicts (as many as the input's rows)."""
     if hasattr(model_input, "to_dict"):
+        # MLflow drops the columns its signature does not name, and with them the rows: a table of
+        # only unknown columns arrives empty, and would be answered with no predictions at all.
+        if not set(DRAWING_COLUMNS) & set(getattr(model_input, "columns", ())):
+            raise _bad_input(f"no {' or '.join(map(repr, DRAWING_COLUMNS))} column: {EXPECTED_COLUMNS}")
         return model_input.to_dict(orient="records")
     if isinstance(model_input, dict):
         return [model_input]
     if isinstance(model_input, list) and all(isinstance(row, dict) for row in model_input):
         return model_input
-    raise _bad_input("input must be a table with a 'strokes' or an 'image' column, one drawing per row")
+    raise _bad_input(f"input must be a table: {EXPECTED_COLUMNS}")
 
 
 def classify_rows(classifier: Classifier, rows: list[dict[str, Any]], k: int = TOP_K) -> list[dict[str, Any]]:
@@ -109,7 +144,8 @@ def images_of_rows(classifier: Classifier, rows: list[dict[str, Any]]) -> np.nda
             elif strokes is not None:
                 if isinstance(strokes, str):
                     strokes = orjson.loads(strokes)
-                drawings.append(parse_drawing(_plain(strokes), _present(row.get("format")) or "auto"))
+                fmt = _present(row.get("format"))
+                drawings.append(parse_drawing(_plain(strokes), "auto" if fmt is None else fmt))
                 drawing_rows.append(number)
             else:
                 raise StrokeError("a row needs 'strokes' or 'image'")
@@ -136,7 +172,7 @@ def _plain(value: Any) -> Any:
 
 
 def _bad_input(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return RequestError(message)
 
 
 def signature() -> Any:

@@ -19,8 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from quickdraw_dag.data.formats.batch import DrawingBatch
+from quickdraw_dag.data.formats.ndjson import MAX_RAW_COORDINATE
 from quickdraw_dag.data.formats.simplify import simplify_drawing
 from quickdraw_dag.data.raster import rasterize
+from quickdraw_dag.errors import excerpt
 
 StrokeFormat = Literal["auto", "raw", "simplified"]
 STROKE_FORMATS: tuple[str, ...] = ("auto", "raw", "simplified")
@@ -33,8 +35,8 @@ class StrokeError(ValueError):
 
 def parse_drawing(value: Any, fmt: StrokeFormat = "auto") -> Strokes:
     """Validate one drawing (a list of `[xs, ys]` or `[xs, ys, ts]` strokes) → simplified uint8 strokes."""
-    if fmt not in STROKE_FORMATS:
-        raise StrokeError(f"format must be one of {list(STROKE_FORMATS)}, not {fmt!r}")
+    if not isinstance(fmt, str) or fmt not in STROKE_FORMATS:
+        raise StrokeError(f"format must be one of {list(STROKE_FORMATS)}, not {excerpt(fmt)}")
     if not isinstance(value, (list, tuple)) or len(value) == 0:
         raise StrokeError("a drawing must be a non-empty list of strokes ([xs, ys] or [xs, ys, ts] each)")
     strokes = [_stroke(stroke, index) for index, stroke in enumerate(value)]
@@ -46,7 +48,21 @@ def parse_drawing(value: Any, fmt: StrokeFormat = "auto") -> Strokes:
         raise StrokeError("simplified strokes are [xs, ys] of integers 0-255 (format 'raw' takes screen coordinates)")
     if fmt == "simplified" or (fmt == "auto" and is_simplified):
         return [(xs.astype(np.uint8), ys.astype(np.uint8)) for xs, ys, *_ in strokes]
+    for index, (xs, ys, *_) in enumerate(strokes):
+        _within_raw_limits(index, xs, ys)
     return simplify_drawing([(xs, ys) for xs, ys, *_ in strokes])
+
+
+def _within_raw_limits(index: int, *axes: np.ndarray) -> None:
+    """The fetch stage's limit on raw coordinates (its ndjson reader refuses the same values, with these words).
+
+    Beyond it, scaling to the 255-pixel box keeps no detail, and near ±1e308 the arithmetic overflows.
+    """
+    for axis in axes:
+        beyond = np.flatnonzero(np.abs(axis.astype(np.float64)) > MAX_RAW_COORDINATE)
+        if beyond.size:
+            value = axis[beyond[0]].item()
+            raise StrokeError(f"stroke {index}: coordinate {excerpt(value)} is beyond ±{MAX_RAW_COORDINATE:g}")
 
 
 def _stroke(stroke: Any, index: int) -> list[np.ndarray]:

@@ -3,7 +3,8 @@
     python -m quickdraw_dag.tracking.compare [-n 5] [--plot curves.png] [--experiment quickdraw]
     make compare ARGS='-n 5 --plot curves.png'
 
-One row per pipeline run (newest first): its name, start time, duration,
+One row per pipeline run (newest first): its run id (what `make reproduce
+RUN=<id>` takes), its name, start time, duration,
 status, whether its model is the champion, only the params that differ
 between the runs shown, test accuracy, MAP@3, training seconds, and the DVC
 hashes of its data and model. `--plot` draws the runs' validation curves
@@ -59,6 +60,7 @@ def comparison_table(runs: pd.DataFrame, champion: str | None) -> pd.DataFrame:
     """The table: identity, timing, champion, the params that differ, the figures, the hashes."""
     table = pd.DataFrame(
         {
+            "run_id": runs["run_id"],  # `make reproduce RUN=<run_id>`
             "run": runs.get("tags.mlflow.runName", runs["run_id"]),
             "started": pd.to_datetime(runs["start_time"]).dt.strftime("%Y-%m-%d %H:%M"),
             "duration": (pd.to_datetime(runs["end_time"]) - pd.to_datetime(runs["start_time"])).map(_duration),
@@ -118,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", "--runs", type=int, default=5, help="how many of the latest runs (default 5)")
     parser.add_argument("--plot", type=Path, metavar="FILE", help="also draw their validation curves into FILE")
     parser.add_argument("--experiment", default=None, help="default: mlflow.experiment in params.yaml")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument(
+        "--params", default="params.yaml", help="the params whose mlflow section names the store (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("-n: at least 1")

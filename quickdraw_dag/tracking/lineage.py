@@ -8,16 +8,17 @@ and `dvc.lock` as artifacts, so from any run a user gets back its exact code
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from quickdraw_dag.config.params_yaml import MAX_LOCK_BYTES, load_yaml_bytes
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH
 
 DVC_YAML = "dvc.yaml"  # DVC's pipeline file, and its lock beside it
@@ -62,7 +63,7 @@ def dvc_output_hashes(root: Path = Path(".")) -> dict[str, str]:
     lock = Path(root) / DVC_LOCK
     if not lock.exists():
         return {}
-    data: dict[str, Any] = yaml.safe_load(lock.read_text()) or {}
+    data: dict[str, Any] = load_yaml_bytes(lock.read_bytes(), str(lock), max_bytes=MAX_LOCK_BYTES) or {}
     hashes = {}
     for stage in (data.get("stages") or {}).values():
         for out in stage.get("outs") or []:
@@ -106,13 +107,37 @@ def pending_lock(stage: str, root: Path = Path(".")) -> bytes:
         current = Path(repo.root_dir) / DVC_LOCK
         if current.exists():
             shutil.copyfile(current, draft)
-        Lockfile(repo, str(draft)).dump(recorded)
+        with quiet_logger("dvc.dvcfile"):  # "Updating lock file '<scratch>/dvc.lock'": a draft, not news
+            Lockfile(repo, str(draft)).dump(recorded)
         return draft.read_bytes()
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Drop the INFO lines of logger `name` for the block (warnings still show)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def stage_target(root: str | Path, stage: str) -> str:
     """DVC's address of a stage of the project at `root` (DVC resolves a bare name from the working directory)."""
     return f"{Path(root).resolve() / DVC_YAML}:{stage}"
+
+
+# Set by `make demo` (flows/demo.py) for the pipeline it runs: the demo's own workspace, whose DVC cache holds
+# its data and models. A run made there is tagged as a demo, so it is not taken for a run of the project.
+DEMO_WORKSPACE_ENV = "QUICKDRAW_DEMO_WORKSPACE"
+
+
+def demo_tags() -> dict[str, str]:
+    """`demo` (true/false) and, for a demo run, `demo_workspace`: where `make reproduce` finds its DVC cache."""
+    workspace = os.environ.get(DEMO_WORKSPACE_ENV, "").strip()
+    return {"demo": "true", "demo_workspace": workspace} if workspace else {"demo": "false"}
 
 
 def orchestrator_ids() -> tuple[str | None, str | None]:

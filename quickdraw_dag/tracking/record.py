@@ -88,7 +88,7 @@ def log_pipeline_run(
     `quickdraw_dag.serving.registry.register_model`'s, called next by the evaluate stage."""
     import mlflow
 
-    from quickdraw_dag.tracking.lineage import lineage_tags
+    from quickdraw_dag.tracking.lineage import demo_tags, lineage_tags
 
     metrics = read_metrics(catalog)
     history = read_history(catalog) if catalog.history.exists() else {}
@@ -105,6 +105,8 @@ def log_pipeline_run(
             "orchestrator": "prefect" if flow_run_id else ("dvc" if os.environ.get("DVC_STAGE") else "cli"),
             "keras_backend": str(history.get("backend")),
             **budget_tags(history, tuning),
+            **demo_tags(),
+            **source_tags(flow_run_id, lineage.get("git_commit")),
         }
     )
     live.log_params(run.as_dict())
@@ -119,8 +121,8 @@ def log_pipeline_run(
         live.log_metrics({"train_seconds": history["seconds"], "train_images_per_second": history["images_per_second"]})
     live.log_params({"test_images": int(metrics["test_images"])})  # a count, not a metric
     test_metrics = {f"test_{k}": float(v) for k, v in metrics.items() if k != "test_images"}
-    live.log_metrics(test_metrics)
-    log_datasets(live, catalog, run.data, lineage["dvc_processed_md5"])
+    datasets = log_datasets(live, catalog, run.data, lineage["dvc_processed_md5"])
+    log_test_metrics(live, test_metrics, *datasets["test"])
     with mlflow.start_run(run_id=live.run_id):
         for path in (
             catalog.metrics,
@@ -134,8 +136,21 @@ def log_pipeline_run(
                 mlflow.log_artifact(str(path), artifact_path=REPORTS)
         if catalog.plots.is_dir():
             mlflow.log_artifacts(str(catalog.plots), artifact_path="plots")
+        for path in compared_artifacts(catalog):
+            mlflow.log_artifact(str(path))
         log_run_record(live, root)
     return {"run_id": live.run_id, "experiment_id": live.experiment_id, "test_metrics": test_metrics}
+
+
+# MLflow's compare view lists, in its Artifacts tab, only the files at the root of every run compared
+# (never folders): so the headline plots and metrics sit there too, small copies of reports/ and plots/.
+COMPARED_PLOTS = ("training_curves", "confusion_matrix")
+
+
+def compared_artifacts(catalog: Catalog) -> list[Path]:
+    """The files logged at the run's root, for the compare view: the test metrics and the headline plots."""
+    paths = [catalog.metrics, *(catalog.plot(name) for name in COMPARED_PLOTS)]
+    return [path for path in paths if path.exists()]
 
 
 def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> None:
@@ -160,8 +175,23 @@ def log_run_record(live: LiveRun, root: Path, last_stage: str = "evaluate") -> N
         live.client.log_artifacts(live.run_id, folder, RUN_RECORD)
 
 
-def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> None:
-    """The train, validation and test splits as the run's dataset inputs (the UI's Dataset column).
+def log_test_metrics(live: LiveRun, test_metrics: dict[str, float], dataset: str, digest: str) -> None:
+    """The test metrics, once, on the run, each naming the test split's dataset.
+
+    Logging the model (`mlflow.pyfunc.log_model`, next) links the run's step-0 metrics to it, so the
+    model page lists each test metric once. (MLflow 3.17's copy drops the dataset: the model page still
+    says "Datasets used: None".)
+    """
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, v, now, 0, dataset_name=dataset, dataset_digest=digest) for k, v in test_metrics.items()]
+    live.client.log_batch(live.run_id, metrics=batch)
+
+
+def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md5: str) -> dict[str, tuple[str, str]]:
+    """The train, validation and test splits as the run's dataset inputs (the UI's Dataset column); their
+    (name, digest) by split.
 
     Each is identified by the DVC hash of the processed data (the digest a user checks out with
     `dvc checkout`) and sourced from `data.source` and the categories.
@@ -173,7 +203,7 @@ def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md
     from quickdraw_dag.data.stream import open_split
 
     source = dataset_source(data.source, list(data.categories))
-    inputs = []
+    inputs, identities = [], {}
     for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
         images, _ = open_split(catalog, split)
         digest = processed_md5.removesuffix(".dir")[:32] if processed_md5 != "not in dvc.lock" else "unversioned"
@@ -181,6 +211,7 @@ def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md
             [ColSpec("binary", f"image {images.shape[1]}x{images.shape[2]} uint8"), ColSpec("long", "label")]
         )
         dataset = MetaDataset(source=source, name=f"quickdraw-{split}", digest=f"{digest}-{split}"[:36], schema=schema)
+        identities[split] = (dataset.name, dataset.digest)
         inputs.append(
             DatasetInput(
                 dataset=dataset._to_mlflow_entity(),
@@ -188,13 +219,14 @@ def log_datasets(live: LiveRun, catalog: Catalog, data: DataParams, processed_md
             )
         )
     live.client.log_inputs(live.run_id, datasets=inputs)
+    return identities
 
 
 def dataset_source(source: str, categories: list[str]) -> Any:
     """MLflow's dataset source for the drawings: `data.source` (credentials redacted) and the categories."""
     from mlflow.data.dataset_source import DatasetSource
 
-    from quickdraw_dag.runtime.redact import redact
+    from quickdraw_dag.config.redact import redact
 
     class QuickDrawSource(DatasetSource):
         @staticmethod
@@ -220,6 +252,19 @@ def dataset_source(source: str, categories: list[str]) -> Any:
             return cls()
 
     return QuickDrawSource()
+
+
+# What MLflow's UI shows in its Source column: the entry point that ran the pipeline, and its commit.
+SOURCES = {"prefect": "flows/pipeline.py", "dvc": "dvc.yaml", "cli": "tasks/evaluate.py"}
+
+
+def source_tags(flow_run_id: str | None, commit: str | None) -> dict[str, str]:
+    """`mlflow.source.*`: the flow, `dvc repro`/`dvc exp run`, or the stage alone; type LOCAL; the git commit."""
+    orchestrator = "prefect" if flow_run_id else ("dvc" if os.environ.get("DVC_STAGE") else "cli")
+    tags = {"mlflow.source.name": SOURCES[orchestrator], "mlflow.source.type": "LOCAL"}
+    if commit and commit != "none":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def budget_tags(history: dict[str, Any], tuning: dict[str, Any]) -> dict[str, str]:

@@ -169,31 +169,54 @@ def resume_epoch(work_dir: Path) -> int:
 
 
 class ChanceStop(SharedCallback):
-    """Stop a trial still at chance after its first epoch (a diverged one: too high a learning rate).
+    """Stop a trial that has learned nothing: a diverged one (too high a learning rate).
 
-    A diverged network predicts one class, so its validation accuracy sits at
-    1/classes; 10% above that is still no learning. Stopping it saves the
-    rest of its epochs for trials that learn; its low score ranks it last.
+    A diverged network predicts one class, so its accuracy sits at 1/classes, in
+    training as in validation; 10% above that is still no learning. Stopping it
+    saves the rest of its epochs for trials that learn; its low score ranks it last.
+
+    Not judged too early: a network with batch normalization validates with moving
+    statistics that lag its weights for the first epochs, and a learning-rate warm-up
+    starts slowly, so such a trial is judged after `BATCH_NORM_EPOCHS`; and its training
+    accuracy must be at chance too (validation alone at chance is the lag, not
+    divergence). Never at a trial's last epoch: stopping there saves nothing.
     """
 
     CHANCE_FACTOR = 1.1
+    BATCH_NORM_EPOCHS = 2
 
     def __init__(self, num_classes: int, after_epochs: int = 1) -> None:
         super().__init__()
         self.chance = 1.0 / max(1, num_classes)
         self.after_epochs = after_epochs
+        self.judge_at = after_epochs
         self.epochs = 0
         self.stopped_trials = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.epochs = 0
+        self.judge_at = self.after_epochs
+        if self.model is not None and has_batch_norm(self.model):
+            self.judge_at = max(self.after_epochs, self.BATCH_NORM_EPOCHS)
+
+    def at_chance(self, logs: dict) -> bool:
+        """Both accuracies within 10% of chance (a missing training accuracy does not count as learning)."""
+        limit = self.CHANCE_FACTOR * self.chance
+        validation, training = logs.get("val_accuracy"), logs.get("accuracy")
+        return validation is not None and validation <= limit and (training is None or training <= limit)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epochs += 1
-        accuracy = (logs or {}).get("val_accuracy")
-        if self.epochs == self.after_epochs and accuracy is not None and accuracy <= self.CHANCE_FACTOR * self.chance:
+        planned = (self.params or {}).get("epochs")
+        last = planned is not None and epoch + 1 >= planned
+        if self.epochs == self.judge_at and not last and self.at_chance(logs or {}):
             self.stopped_trials += 1
             self.model.stop_training = True
+
+
+def has_batch_norm(model: keras.Model) -> bool:
+    """True when any layer, nested ones included, is a BatchNormalization."""
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
 
 
 class TargetAccuracy(keras.callbacks.Callback):

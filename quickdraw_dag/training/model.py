@@ -43,6 +43,16 @@ def _activation(name: str, layer_name: str) -> layers.Layer:
     return layers.Activation(name, name=layer_name)
 
 
+def _initializer(seed: int, layer: int) -> keras.initializers.Initializer:
+    """Keras's default (Glorot uniform), seeded from the builder's seed and the layer's number.
+
+    Unseeded, Keras draws each initializer's seed from Python's global `random`, which any thread
+    of the process may advance at any time (Prefect's websocket pings do, in the flow's process):
+    the same params would then start from other weights.
+    """
+    return keras.initializers.GlorotUniform(seed=seed * 100 + layer)
+
+
 def _penalty(l1: float, l2: float) -> regularizers.Regularizer | None:
     if l1 > 0 and l2 > 0:
         return regularizers.L1L2(l1=l1, l2=l2)
@@ -73,6 +83,8 @@ def build_cnn(
 
     The hyperparameters (filters … batch_norm) are exactly `SearchSpace`'s fields, and the builder has
     no defaults of its own: the defaults live in params.yaml's search space (and `SearchSpace`).
+    Every random draw (initial weights, dropout, augmentation) is seeded from `seed`, so the model
+    depends on its arguments only, never on the process's global random state.
     """
     inputs = keras.Input(shape=(image_size, image_size), dtype="uint8", name="image")
     x = layers.Reshape((image_size, image_size, 1), name="channel")(inputs)
@@ -99,6 +111,7 @@ def build_cnn(
                 3,
                 padding="same",
                 use_bias=not batch_norm,
+                kernel_initializer=_initializer(seed, 10 * block + conv),
                 kernel_regularizer=_penalty(l1, l2),
                 name=f"block{block}_conv{conv}",
             )(x)
@@ -111,7 +124,9 @@ def build_cnn(
             x = layers.Dropout(block_dropout[block], seed=seed + block, name=f"block{block}_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(max(dropout - 0.1, 0.0), seed=seed + 9, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(
+        num_classes, activation="softmax", kernel_initializer=_initializer(seed, 90), name="probabilities"
+    )(x)
     model = keras.Model(inputs, outputs, name="quickdraw_cnn")
     model.compile(
         optimizer=make_optimizer(optimizer, learning_rate),

@@ -67,6 +67,32 @@ _WORKERS_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
 
+# A TensorFlow tuning worker's peak resident memory, measured at 0.9-1.6 GB (issue 25): the upper figure.
+WORKER_MEMORY_BYTES = int(1.6e9)
+
+
+def check_worker_memory(workers: int, available: int | None = None) -> None:
+    """ConfigError naming the bound when `workers` local tuning processes would not fit in the memory available.
+
+    Every worker starts at once and holds a TensorFlow runtime; 16 exhausted a 2-core, 16 GB machine.
+    `available`: bytes (default: what the kernel reports as available now).
+    """
+    if workers <= 1:
+        return  # the single-process search: no worker processes
+    if available is None:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    fit = max(1, available // WORKER_MEMORY_BYTES)
+    if workers > fit:
+        raise ConfigError(
+            f"tune.workers: {workers} workers need about {workers * WORKER_MEMORY_BYTES / 1e9:.1f} GB "
+            f"({WORKER_MEMORY_BYTES / 1e9:.1f} GB each, a TensorFlow worker's peak) and {available / 1e9:.1f} GB "
+            f"is available here: at most {fit} on this machine (workers on other machines join with "
+            "python -m tasks.tune --join)"
+        )
+
+
 def start_supervising() -> None:
     """A new search: its workers may be started (and restarted) again."""
     _STOPPING.clear()

@@ -49,6 +49,10 @@ class CnnHyperModel(kt.HyperModel):
             "seed": seed,
         }
 
+    def reseed(self, seed: int) -> None:
+        """The seed of the models built next (their initial weights and dropout): each trial's own."""
+        self.fixed["seed"] = seed
+
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         values = {
             name: hp.Choice(name, list(choices)) if len(choices) > 1 else hp.Fixed(name, choices[0])
@@ -145,7 +149,9 @@ class BudgetedHyperband(kt.Hyperband):
     def run_trial(self, trial: kt.engine.trial.Trial, *fit_args: Any, **fit_kwargs: Any) -> Any:
         # Each trial's initialisation, dropout and data order depend on the seed and its id only,
         # not on the trials before it: the same search in another order (or resumed) gives the same trials.
-        keras.utils.set_random_seed(trial_seed(self.seed, trial.trial_id))
+        seed = trial_seed(self.seed, trial.trial_id)
+        keras.utils.set_random_seed(seed)
+        self.hypermodel.reseed(seed)
         values = trial.hyperparameters.values
         child = None
         if self.tracker is not None:
@@ -248,3 +254,34 @@ def rank_candidates(records: list[dict[str, Any]]) -> list[Candidate]:
     return [
         {"trial_id": r["trial_id"], "val_accuracy": r["score"], "hyperparameters": r["hyperparameters"]} for r in ranked
     ]
+
+
+TIE_TOLERANCE = 1e-6  # val_accuracy is a share of whole images: closer than this is the same count
+
+
+def ranking_note(candidates: list[Candidate], classes: int) -> dict[str, Any]:
+    """Whether the search could rank its best trial above the rest, and why not when it could not (pure).
+
+    `decided_by` is `score` when the best trial beats the runner-up, `tie-break` when it ties with
+    others (the smaller network, then the earlier trial, won), `single trial` when only one completed.
+    `at_chance` counts completed trials whose score is within 10% of chance, 1/classes.
+    """
+    chance = 1.0 / max(1, classes)
+    best = candidates[0]["val_accuracy"]
+    tied = [c["trial_id"] for c in candidates if abs(c["val_accuracy"] - best) <= TIE_TOLERANCE]
+    at_chance = sum(1 for c in candidates if c["val_accuracy"] <= 1.1 * chance)
+    if len(candidates) == 1:
+        decided_by = "single trial"
+    else:
+        decided_by = "tie-break" if len(tied) > 1 else "score"
+    note = {"decided_by": decided_by, "tied_trials": tied if len(tied) > 1 else [], "at_chance": at_chance}
+    if decided_by == "tie-break":
+        everyone = len(tied) == len(candidates)
+        note["note"] = (
+            f"{'all ' if everyone else ''}{len(tied)} trials tied at val_accuracy {best:.4f}"
+            + (f" (chance is {chance:.4f})" if at_chance >= len(tied) else "")
+            + ": the search could not rank them; trial "
+            f"{candidates[0]['trial_id']} won the tie-break (smaller network, then earlier trial). "
+            "Longer trials (tune.max_epochs) or more validation drawings separate them."
+        )
+    return note

@@ -68,3 +68,43 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
     assert Catalog.under(project).model.exists(), output[-3000:]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"fetch", "split", "preprocess", "tune", "train", "evaluate"}
+
+
+@pytest.mark.slow
+def test_make_serve_stops_on_sigterm_within_seconds(project: Path) -> None:
+    """Prefect's own SIGTERM handler deadlocked (`Runner.astop` never awaited) and needed SIGKILL."""
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    set_params(project, **TINY_PIPELINE, mlflow={"enabled": False})
+    with prefect_test_harness(server_startup_timeout=120):
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(project)}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "flows.deploy", "serve"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            lines = []
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:  # serving: the runner has started polling
+                line = server.stdout.readline()
+                lines.append(line)
+                if "serving" in line or not line:
+                    break
+            time.sleep(8)  # inside the runner's loop, where the old handler deadlocked
+            server.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            output = "".join(lines) + server.communicate(timeout=60)[0]
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    assert time.monotonic() - started < 30, output[-3000:]
+    assert server.returncode == 143, output[-3000:]
+    assert "stopped serving" in output and "never awaited" not in output and "Traceback" not in output

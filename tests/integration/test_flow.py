@@ -36,6 +36,22 @@ class FlowRuns:
     runs: list  # every MLflow run of the experiment
     artifacts: list[dict[str, Any]]  # per flow run: its Prefect artifacts by key
     history: dict[str, list]  # per artifact key: every version, newest first (the Artifacts page's history)
+    task_runs: list[dict[str, Any]]  # per flow run: its task runs by name (what Prefect's graph draws)
+
+
+def read_task_runs(flow_run_id: Any) -> dict[str, Any]:
+    """A flow run's task runs by name, through Prefect's client."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+            limit=200,
+        )
+    return {run.name: run for run in runs}
 
 
 def read_artifacts(artifact_filter: dict) -> list:
@@ -69,7 +85,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
     os.environ["PYTHONPATH"] = str(project)
     cwd = Path.cwd()
     os.chdir(project)
-    outcomes, status_after, artifacts, history = [], [], [], {}
+    outcomes, status_after, artifacts, history, task_runs = [], [], [], {}, []
     try:
         with prefect_test_harness(server_startup_timeout=120):
             for change in ({}, {}, {"train": {"epochs": 2}}):
@@ -79,6 +95,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
                 status_after.append(dvc_status(project))
                 made = read_artifacts({"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}})
                 artifacts.append({artifact.key: artifact for artifact in made})
+                task_runs.append(read_task_runs(state.state_details.flow_run_id))
             for key in (RESULTS_KEY, PER_CLASS_KEY):
                 history[key] = read_artifacts({"key": {"any_": [key]}})
     finally:
@@ -89,7 +106,7 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory) -> FlowRuns:
     experiment = mlflow.get_experiment_by_name("quickdraw")
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    return FlowRuns(project, commit, outcomes, status_after, parents, runs, artifacts, history)
+    return FlowRuns(project, commit, outcomes, status_after, parents, runs, artifacts, history, task_runs)
 
 
 def test_first_run_runs_every_stage_and_leaves_dvc_up_to_date(flow_runs: FlowRuns) -> None:
@@ -164,6 +181,11 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
     client = mlflow.MlflowClient()
     last = flow_runs.parents[-1]
     assert {"plots", "reports"} <= {a.path for a in client.list_artifacts(last.info.run_id)}
+    # files every run holds at its root: what MLflow's compare view shows in its Artifacts tab (folders never)
+    roots = [{a.path for a in client.list_artifacts(p.info.run_id) if not a.is_dir} for p in flow_runs.parents]
+    catalog = Catalog.under(flow_runs.project)
+    expected = {catalog.metrics.name, catalog.plot("training_curves").name, catalog.plot("confusion_matrix").name}
+    assert set.intersection(*roots) >= expected
     # MLflow 3: the model is a logged model of the run, with its own artifacts, not a run artifact
     (model,) = mlflow.search_logged_models(
         experiment_ids=[last.info.experiment_id],
@@ -172,6 +194,10 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
     )
     assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_logged_model_artifacts(model.model_id)}
     assert model.metrics and {m.key for m in model.metrics} >= {"test_accuracy"}
+    # each test metric once on the model (it was logged twice)
+    tested = [m for m in model.metrics if m.key.startswith("test_")]
+    assert sorted(m.key for m in tested) == sorted(k for k in last.data.metrics if k.startswith("test_"))
+    assert tested[0].value == last.data.metrics[tested[0].key]
     decisions = [p.data.tags["promotion.decision"] for p in flow_runs.parents]
     assert decisions[0] == "promoted"  # the first model has no champion to beat
     champion = client.get_model_version_by_alias("quickdraw-cnn", "champion")
@@ -181,6 +207,7 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
 
 
 @pytest.mark.xdist_group("dask")
+@pytest.mark.usefixtures("shared_prefect")  # the runners' bytes, not the flow's Prefect server
 def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path) -> None:
     """Per-category tasks on a local Dask cluster (2 worker processes) versus threads."""
     from bench.workspace import copy_project
@@ -193,7 +220,8 @@ def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path)
             data={"source": "synthetic", "categories": ["circle", "square", "line", "triangle"]},
             fetch={"synthetic_drawings": 150},
         )
-        result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=300)
+        # a generous limit: it only stops a hung run (two Dask worker processes start on 2 busy cores)
+        result = run_module("flows.pipeline", "--until", "preprocess", *runner, cwd=root, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "stages run: ['fetch', 'split', 'preprocess']" in result.stdout + result.stderr
         if runner[0] == "--dask":
@@ -253,6 +281,57 @@ def test_a_run_that_skipped_evaluate_republishes_the_current_results_and_says_so
     first_rows = [line for line in first.splitlines() if line.startswith("|") or line.startswith("- **")]
     assert first_rows == [line for line in skipped.splitlines() if line.startswith("|") or line.startswith("- **")]
     assert flow_runs.parents[0].info.run_id in skipped
+
+
+def test_every_run_ends_with_what_it_produced_and_what_changed(flow_runs: FlowRuns) -> None:
+    first, unchanged, retrained = (outcome["console"] for outcome in flow_runs.outcomes)
+    for text, parent in ((first, flow_runs.parents[0]), (retrained, flow_runs.parents[1])):
+        metrics = parent.data.metrics
+        assert f"test accuracy {metrics['test_accuracy']:.4f}, MAP@3 {metrics['test_map_at_3']:.4f}" in text
+        assert f"{LOCAL_MLFLOW_UI}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in text
+        version, decision = parent.data.tags["registered_model_version"], parent.data.tags["promotion.decision"]
+        assert f"model version {version}: " + ("promoted" if decision == "promoted" else "not promoted") in text
+    assert "this is the experiment's first finished run" in first
+    assert "evaluate skipped" in unchanged and unchanged.endswith("since the previous run: nothing changed")
+    assert flow_runs.parents[0].info.run_id in unchanged  # the run that logged the model still in place
+    before = flow_runs.parents[0].data.metrics["test_accuracy"]
+    assert f"accuracy {before:.4f} -> " in retrained and "train.epochs: 3 -> 2" in retrained
+
+
+def test_prefects_graph_names_tasks_by_stage_and_category_draws_edges_and_shows_skips(flow_runs: FlowRuns) -> None:
+    first, unchanged, retrained = flow_runs.task_runs
+    categories = ("circle", "square", "line")
+    expected = {f"{step}-{c}" for c in categories for step in ("fetch-synthesize", "split", "preprocess")}
+    assert set(first) == expected | {"tune", "train", "evaluate", "dvc-push"}
+
+    def upstream(run: Any) -> set[str]:
+        ids = {run_.id: name for name, run_ in first.items()}
+        return {ids[i.id] for inputs in run.task_inputs.values() for i in inputs if getattr(i, "id", None) in ids}
+
+    for c in categories:  # per category, each step after the previous stage (its own category's task among them)
+        assert f"fetch-synthesize-{c}" in upstream(first[f"split-{c}"])
+        assert upstream(first[f"split-{c}"]) <= {f"fetch-synthesize-{x}" for x in categories}
+        assert f"split-{c}" in upstream(first[f"preprocess-{c}"])
+        earlier = {f"{step}-{x}" for x in categories for step in ("fetch-synthesize", "split")}
+        assert upstream(first[f"preprocess-{c}"]) <= earlier  # Prefect adds the tasks whose results it reads
+    fanned = {name for name in first if name.startswith(("fetch-", "split-", "preprocess-"))}
+    assert {f"preprocess-{c}" for c in categories} <= upstream(first["tune"]) <= fanned
+    # each stage waits for the one before; Prefect adds edges of its own from the tasks whose result objects
+    # it finds inside a task's inputs (the fetch tasks', in params), never a later stage's
+    assert "tune" in upstream(first["train"]) <= fanned | {"tune"}
+    assert "train" in upstream(first["evaluate"]) <= fanned | {"tune", "train"}
+    assert "evaluate" in upstream(first["dvc-push"])
+    assert {run.state.name for run in first.values()} == {"Completed"}
+    # nothing changed: one bar per stage, each Skipped (a Completed state), in order
+    assert set(unchanged) == set(ALL_STAGES) | {"dvc-push"}
+    assert {name: run.state.name for name, run in unchanged.items() if name != "dvc-push"} == dict.fromkeys(
+        ALL_STAGES, "Skipped"
+    )
+    assert all(unchanged[name].state.type.value == "COMPLETED" for name in ALL_STAGES)
+    assert {name: run.state.name for name, run in retrained.items()} == {
+        **dict.fromkeys(["fetch", "split", "preprocess", "tune"], "Skipped"),
+        **dict.fromkeys(["train", "evaluate", "dvc-push"], "Completed"),
+    }
 
 
 def test_the_per_class_table_is_the_evaluate_stages_table(flow_runs: FlowRuns) -> None:
@@ -335,6 +414,25 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
     assert len({line for line in expanded.splitlines() if line.startswith("trial-")}) >= 2
     browser.screenshot(tmp_path / "experiment.png")
 
+    # The link `make ui` prints opens the runs with the experiment's view: test metrics and params as columns,
+    # and the Source column filled (it was "-" for every run).
+    from quickdraw_dag.tracking.store import RUNS_VIEW_KEY, RUNS_VIEW_TAG
+
+    assert RUNS_VIEW_TAG in client.get_experiment(experiment).tags
+    browser.resize(2600, 1000)  # the grid draws only the columns in sight
+    browser.get(
+        f"{mlflow_ui}/#/experiments/{experiment}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+    )
+    browser.wait_for("return document.body.innerText.includes('pipeline.py')", timeout=120)  # Source: the file's name
+    headers = browser.wait_for(
+        "const h = [...document.querySelectorAll('[role=columnheader]')].map(e => e.innerText.trim());"
+        "return h.includes('test_accuracy') && h",
+        timeout=120,
+    )
+    assert {"test_accuracy", "test_map_at_3"} <= set(headers)
+    browser.screenshot(tmp_path / "runs-view.png")
+    browser.resize(1200, 1000)
+
     # A run's metric charts: its per-epoch validation accuracy and learning rate.
     browser.get(
         f"{mlflow_ui}/#/experiments/{experiment}/runs/{last.info.run_id}/model-metrics?workflowType=machine_learning"
@@ -355,7 +453,7 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
     model = browser.wait_for("const t = document.body.innerText; return t.includes('champion') && t", timeout=90)
     assert "Version 1" in model and "Version 2" in model
     browser.screenshot(tmp_path / "model.png")
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+    assert sorted(p.name for p in tmp_path.glob("*.png") if p.name != "runs-view.png") == [
         "compare.png",
         "experiment.png",
         "model.png",

@@ -45,6 +45,8 @@ def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: 
     assert all(isinstance(t["hyperparameters"]["batch_norm"], bool) for t in trials)
     scores = [c["val_accuracy"] for c in best["candidates"]]
     assert scores == sorted(scores, reverse=True) and best["val_accuracy"] == max(t["score"] for t in trials)
+    ranking = read_tuning_report(workspace)["ranking"]  # whether the winner won on its score or a tie-break
+    assert ranking["decided_by"] == ("tie-break" if abs(scores[0] - scores[1]) <= 1e-6 else "score")
     saved = json.loads(workspace.best_hparams.read_text())
     assert saved["hyperparameters"] == best["hyperparameters"]
     # Same config again: the tuner project is reloaded and no finished trial runs again.
@@ -113,7 +115,12 @@ def test_train_then_evaluate_write_model_history_metrics_and_plots(workspace: Ca
     # The learning rate of every epoch is recorded (it was missing: the CSV logger fixed its columns first).
     assert [float(row["learning_rate"]) for row in logged] == [e["learning_rate"] for e in summary["epochs"]]
     assert float(logged[0]["learning_rate"]) == pytest.approx(0.003)
-    metrics = evaluate(EvaluateParams(batch_size=64, misclassified=6, samples_per_class=3), workspace)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate(EvaluateParams(batch_size=64, misclassified=6, samples_per_class=3), workspace)
+    assert not [w for w in caught if "structure of `inputs`" in str(w.message)]  # Keras's warning, once per run
     on_disk = json.loads(workspace.metrics.read_text())
     assert on_disk == metrics and metrics["accuracy"] > 1 / 3 and metrics["accuracy"] <= metrics["top3_accuracy"]
     with open(workspace.predictions) as handle:

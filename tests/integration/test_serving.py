@@ -48,6 +48,7 @@ from tests.conftest import Champion
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("champion")]
 CATEGORIES = ("bear", "duck", "frog")
+JSON = {"Content-Type": "application/json"}
 
 
 def sample_records(samples: Path, category: str) -> list[dict[str, Any]]:
@@ -371,7 +372,7 @@ def test_the_page_is_local_and_guesses_like_predict(served: ServedModel, samples
         assert model["test_accuracy"] == served.test_accuracy > 0.5
         guess = requests.post(f"{url}/api/guess", json={"strokes": drawing, "format": "raw"}, timeout=30).json()
         assert guess == {k: expected[k] for k in ("label", "probability", "top_k")}
-        bad = requests.post(f"{url}/api/guess", data=b"{not json", timeout=10)
+        bad = requests.post(f"{url}/api/guess", data=b"{not json", headers=JSON, timeout=10)
         assert bad.status_code == 400 and "error" in bad.json()
         empty = requests.post(f"{url}/api/guess", json={"strokes": []}, timeout=10)
         assert empty.status_code == 400 and "row 0: a drawing must be a non-empty list" in empty.json()["error"]
@@ -380,7 +381,7 @@ def test_the_page_is_local_and_guesses_like_predict(served: ServedModel, samples
         )
         assert requests.get(f"{url}/api/model", headers={"Host": "attacker.example"}, timeout=10).status_code == 403
         assert requests.get(f"{url}/../params.yaml", timeout=10).status_code == 404
-        huge = requests.post(f"{url}/api/guess", data=b" " * (5 << 20), timeout=30)
+        huge = requests.post(f"{url}/api/guess", data=b" " * (5 << 20), headers=JSON, timeout=30)
         assert huge.status_code == 413
 
 
@@ -393,20 +394,27 @@ def test_saved_drawings_are_googles_raw_format_and_data_source_reads_them(
         "frog": [sample_records(samples, "frog")[0]["drawing"]],
     }
     with page(Game(served, user)) as url:
+        token = {"X-Save-Token": requests.get(f"{url}/api/model", timeout=10).json()["save_token"]}
         for label, drawings in sent.items():
             for number, drawing in enumerate(drawings, start=1):
                 answer = requests.post(
-                    f"{url}/api/save", json={"label": label, "strokes": as_screen_strokes(drawing)}, timeout=30
+                    f"{url}/api/save",
+                    json={"label": label, "strokes": as_screen_strokes(drawing)},
+                    headers=token,
+                    timeout=30,
                 )
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["saved"] == str(user / f"{label}.ndjson") and answer.json()["drawings"] == number
         refused = requests.post(
             f"{url}/api/save",
             json={"label": "../../etc/passwd", "strokes": as_screen_strokes(sent["frog"][0])},
+            headers=token,
             timeout=10,
         )
         assert refused.status_code == 400 and "not one of Quick, Draw!'s category names" in refused.json()["error"]
-        simplified = requests.post(f"{url}/api/save", json={"label": "frog", "strokes": sent["frog"][0]}, timeout=10)
+        simplified = requests.post(
+            f"{url}/api/save", json={"label": "frog", "strokes": sent["frog"][0]}, headers=token, timeout=10
+        )
         assert simplified.status_code == 400  # the raw format carries times: [xs, ys, ts]
     assert sorted(p.name for p in user.iterdir()) == ["bear.ndjson", "frog.ndjson"]  # no temporaries left
 

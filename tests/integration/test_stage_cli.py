@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.data import synthetic
@@ -132,6 +133,34 @@ def test_skip_policy_reports_skipped_records(project: Path, tmp_path: Path) -> N
     summary = json.loads(Catalog.under(project).split_summary.read_text())
     assert summary["classes"]["square"]["dropped"]["bad_records"] == 1
     assert sum(summary["classes"]["square"]["counts"].values()) == 10
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_bucket_says_so_once_before_the_flow_starts_and_writes_nothing(project: Path) -> None:
+    """A host that resolves but does not answer (no route out, a closed port) is offline too: the
+    message comes before the Prefect server, the MLflow run or params.yaml are touched."""
+    from tests.helpers import tree_digest
+
+    before = tree_digest(project)
+    port = closed_port()
+    args = ["--set", "data.source=quickdraw", "--set", f"fetch.download.base_url=http://127.0.0.1:{port}/qd/"]
+    result = run_module("flows.pipeline", *args, cwd=project, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert output.count(f"cannot reach 127.0.0.1 (127.0.0.1:{port}: connection refused)") == 1, output[-3000:]
+    assert "--set data.source=samples/quickdraw" in output and "Traceback" not in output
+    assert "temporary server" not in output and "Flow run" not in output  # Prefect never started
+    after = {name: data for name, data in tree_digest(project).items() if not name.startswith(".dvc/tmp/")}
+    assert after == before  # params.yaml as it was, no MLflow store, no data
+    assert yaml.safe_load((project / "params.yaml").read_text())["data"]["source"] == "samples/quickdraw"
 
 
 def test_offline_flow_says_so_once_names_the_sample_and_writes_nothing(project: Path) -> None:

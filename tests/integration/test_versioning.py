@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-from tests.helpers import TINY_PIPELINE, dvc, git_commit_all, set_params, tree_digest
+from tests.helpers import TINY_PIPELINE, dvc, git_commit_all, run_bounded, set_params, tree_digest
 
 pytestmark = [pytest.mark.slow]
 LAYOUT = Catalog.under(Path("."))
@@ -42,9 +42,7 @@ def python(project: Path, module: str, *args: str, home: Path) -> subprocess.Com
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         }
     )
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
-    )
+    return run_bounded([sys.executable, "-m", module, *args], cwd=project, env=env, timeout=900)
 
 
 def dvc_ok(project: Path, *args: str, timeout: float = 900) -> str:
@@ -137,6 +135,14 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
     tags = run2.data.tags
     assert tags["dvc_exp_baseline_rev"] == tags["git_commit"] == committed and tags["git_dirty"] == "false"
     assert logged_record(run2.info.run_id, tmp_path / "record2")[1] == (project / "dvc.lock").read_bytes()
+    # A healthy experiment: no false alarm that a stage's ended process killed it (issue 28 point 5) ...
+    assert run2.info.status == "FINISHED" and "killed_note" not in tags and "marked KILLED" not in experiment
+    # ... and its model is registered but kept out of promotion unless asked (QUICKDRAW_PROMOTE_EXPERIMENTS=1)
+    assert tags["promotion.decision"] == "held" and "QUICKDRAW_PROMOTE_EXPERIMENTS=1" in tags["promotion.reason"]
+    import mlflow
+
+    champion = mlflow.MlflowClient().get_model_version_by_alias("quickdraw-cnn", "champion")
+    assert champion.run_id == run1.info.run_id
     # The experiment's metrics differ from the commit's, and DVC's diffs say so.
     metrics_diff = json.loads(dvc_ok(project, "metrics", "diff", "--json"))
     assert metrics_diff[LAYOUT.metrics.as_posix()], metrics_diff  # at least one test metric changed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.helpers import REPO, write_best
+from tests.helpers import REPO, needs_jax, write_best
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'jax[cpu]')")
 def test_train_on_jax_then_evaluate_on_tensorflow_agree(tmp_path: Path, tiny_processed: Catalog) -> None:
+    needs_jax()
     catalog = Catalog.under(tmp_path)
     shutil.copytree(tiny_processed.processed, catalog.processed)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")

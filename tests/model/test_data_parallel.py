@@ -17,7 +17,6 @@ ordinary `.keras` file.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import numpy as np
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.helpers import REPO, write_best
+from tests.helpers import REPO, needs_jax, write_best
 
 # Relative difference allowed between one and two devices in each epoch's loss and val_loss (see above);
 # accuracies, counted on 36 validation drawings, may differ by a drawing or two (ACCURACY_TOLERANCE).
@@ -70,10 +69,10 @@ def even_splits(catalog: Catalog) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'jax[cpu]')")
 def test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow(
     tmp_path: Path, tiny_processed: Catalog
 ) -> None:
+    needs_jax()
     for folder in ("one", "two"):
         catalog = Catalog.under(tmp_path / folder)
         shutil.copytree(tiny_processed.processed, catalog.processed)

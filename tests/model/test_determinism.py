@@ -1,15 +1,19 @@
 """Same params, same data, same code: the same model, byte for byte, and the same metrics.
 
 Two fresh workspaces on the shipped real bitmaps run tune → train → evaluate
-in a process each (as the flow does); everything a reproduction promises
-must match: the tuning result, the model file (its DVC hash), the per-epoch
-history and the test metrics.
+in a process each, and two fresh project copies run the flow as users do
+(`python -m flows.pipeline`); everything a reproduction promises must match:
+the tuning result, the model file (its DVC hash), the per-epoch history and
+the test metrics. The flow's process has threads of its own (Prefect's
+websocket pings draw from Python's global `random`), so nothing the model
+depends on may be drawn from global random state.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
-from tests.helpers import REPO
+from tests.helpers import REPO, SAMPLES, set_params
 
 DRIVER = """
 import sys
@@ -85,3 +89,89 @@ def test_two_fresh_runs_give_the_same_model_bytes_and_metrics(tmp_path: Path, re
     assert first["epochs"] == second["epochs"]  # every per-epoch figure, to the last bit
     assert first["metrics"] == second["metrics"]
     assert first["model"] == second["model"]  # so dvc.lock records the same hash
+
+
+def test_the_network_depends_on_its_arguments_only_not_on_global_random_state() -> None:
+    """Keras draws an unseeded initializer's seed from Python's `random`, which any thread may advance."""
+    import numpy as np
+
+    from quickdraw_dag.artifacts import Scaling
+    from quickdraw_dag.config.schema import SearchSpace
+    from quickdraw_dag.training.model import build_cnn
+
+    def weights(random_seed: int, draws: int, seed: int = 7) -> list[np.ndarray]:
+        random.seed(random_seed)
+        for _ in range(draws):  # as a Prefect ping between seeding and building would
+            random.random()
+        values = {**SearchSpace().first_choices(), "filters": 4}
+        scaling = Scaling("minmax", 1 / 255, 0)
+        model = build_cnn(**values, image_size=28, num_classes=3, scaling=scaling, augment=None, seed=seed)
+        return model.get_weights()
+
+    first, second = weights(0, 0), weights(1, 5)
+    assert len(first) == len(second) > 6
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not np.array_equal(first[0], weights(0, 0, seed=8)[0])  # the builder's seed does reach the weights
+
+
+# The flow's own entry point, with a thread that draws from Python's global `random` all along (as Prefect's
+# websocket keepalive pings do, at moments that vary from run to run): a fault made constant, so the test
+# fails whenever the model depends on that state, not only when a ping happens to land at the wrong moment.
+NOISY_FLOW = """
+import random, sys, threading, time
+
+def draw():
+    while True:
+        random.random()
+        time.sleep(0.001)
+
+threading.Thread(target=draw, daemon=True).start()
+from flows.pipeline import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics(tmp_path: Path) -> None:
+    """`python -m flows.pipeline --until evaluate` in two fresh copies, on 4 shipped real classes (issue 24)."""
+    from bench.workspace import copy_project
+
+    runs = {}
+    for name, command in (("plain", ["-m", "flows.pipeline"]), ("noisy", ["-c", NOISY_FLOW])):
+        root = copy_project(tmp_path / name)
+        set_params(
+            root,
+            data={"source": str(SAMPLES), "categories": ["bear", "duck", "frog", "lion"]},
+            split={"max_per_class": 300},
+            tune={
+                "max_epochs": 2,
+                "factor": 2,
+                "batch_size": 64,
+                "space": {"filters": [8], "learning_rate": [0.003], "dropout": [0.2, 0.3], "batch_norm": [False]},
+            },
+            train={"epochs": 4, "batch_size": 64},
+            evaluate={"misclassified": 4, "samples_per_class": 2},
+            versioning={"push": False},
+        )
+        env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        argv = [sys.executable, *command, "--until", "evaluate"]
+        runs[name] = (root, subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = []
+    for root, process in runs.values():  # side by side: two runs' threads interleave as they will
+        log, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, log.decode()[-3000:]
+        catalog = Catalog.under(root)
+        outputs.append(
+            {
+                "model": catalog.model.read_bytes(),
+                "best_hparams": catalog.best_hparams.read_bytes(),
+                "metrics": json.loads(catalog.metrics.read_text()),
+                "epochs": json.loads(catalog.history.read_text())["epochs"],
+            }
+        )
+    plain, noisy = outputs
+    assert plain["metrics"]["accuracy"] > 0.4  # above chance (0.25): not a trivially equal pair
+    assert plain["best_hparams"] == noisy["best_hparams"]
+    assert plain["epochs"] == noisy["epochs"]
+    assert plain["metrics"]["accuracy"] == noisy["metrics"]["accuracy"]
+    assert plain["model"] == noisy["model"]

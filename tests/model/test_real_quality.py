@@ -23,12 +23,13 @@ from quickdraw_dag.config.schema import (
     SplitParams,
     TrainParams,
 )
-from tests.helpers import SAMPLE_CATEGORIES
+from tests.helpers import SAMPLE_CATEGORIES, SHARED
 
 EPOCHS = 8
-# This test measured 0.7278 on the 7 shipped categories (test split: 698 drawings; batch norm, learning
-# rate 1e-3, cosine over 8 epochs, final weights), deterministic on this machine; the floor leaves 1.8
-# points for another CPU's floating-point kernels. (The full default, 25 epochs: 0.7813 over 3 seeds, bench.quality.)
+# This test measured 0.7206 on the 7 shipped categories (test split: 698 drawings; batch norm, learning
+# rate 1e-3, cosine over 8 epochs, final weights; 0.7278 before the initial weights were seeded from the
+# builder's seed), deterministic on this machine; the floor leaves 1.1 points for another CPU's kernels.
+# (The full default, 25 epochs: 0.7813 over 3 seeds, bench.quality.)
 FLOOR = 0.71
 
 
@@ -68,3 +69,54 @@ def test_the_default_recipe_on_real_drawings_reaches_its_floor(tmp_path: Path, s
     print(f"real-drawing accuracy after {EPOCHS} epochs: {metrics['accuracy']:.4f}")
     assert history["epochs_run"] == EPOCHS and metrics["test_images"] == 698  # 10% of each class, to within 2
     assert metrics["accuracy"] >= FLOOR, f"{metrics['accuracy']:.4f} < floor {FLOOR} on real drawings"
+
+
+# ----- the larger real set: 8 categories x ~5,000 (../shared/data/quickdraw/numpy_bitmap_5k) -----
+
+LARGE_SET = SHARED / "numpy_bitmap_5k"
+LARGE_PER_CLASS = 600  # the first 600 drawings of each of the 8 categories: a stratified slice, 4,800 in all
+LARGE_EPOCHS = 4
+# Measured 0.8952 on this slice (test split: 480 drawings; the default network and schedule, 4 epochs, seed 0),
+# deterministic on this machine; the floor leaves room for another CPU's floating-point kernels.
+LARGE_FLOOR = 0.87
+
+
+@pytest.fixture(scope="module")
+def large_set() -> Path:
+    """The 40,000-drawing real set; present in the development checkout's ../shared only."""
+    if not LARGE_SET.is_dir():
+        pytest.skip(
+            f"the larger real set is not at {LARGE_SET} (a development checkout's ../shared; "
+            "set QUICKDRAW_SHARED to a folder holding numpy_bitmap_5k/)"
+        )
+    return LARGE_SET
+
+
+@pytest.mark.slow
+def test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor(tmp_path: Path, large_set: Path) -> None:
+    """A change that hurts quality at the size defaults must hold (40,000 drawings) fails here, in brief."""
+    from quickdraw_dag.config.schema import SearchSpace
+    from quickdraw_dag.runtime.fanout import serial_map
+    from tasks.evaluate import evaluate
+    from tasks.fetch import fetch
+    from tasks.preprocess import preprocess
+    from tasks.split import split
+    from tasks.train import train
+
+    # Google's names (smiley face), found under the set's file names (smiley_face.npy)
+    categories = tuple(sorted(path.stem.replace("_", " ") for path in large_set.glob("*.npy")))
+    assert len(categories) == 8, categories
+    catalog = Catalog.under(tmp_path)
+    data = DataParams(source=str(large_set), categories=categories)
+    fetch(data, FetchParams(), catalog)
+    split(data, SplitParams(max_per_class=LARGE_PER_CLASS), catalog)
+    preprocess(data, PreprocessParams(), catalog, serial_map)
+    best = {"trial_id": "default", "val_accuracy": 0.0, "hyperparameters": SearchSpace().first_choices()}
+    catalog.models.mkdir(parents=True)
+    write_tuning_result(catalog, {**best, "candidates": [best]})
+    history = train(TrainParams(epochs=LARGE_EPOCHS), catalog)
+    metrics = evaluate(EvaluateParams(misclassified=0, samples_per_class=1), catalog)
+    print(f"larger real set, {LARGE_PER_CLASS} per class, {LARGE_EPOCHS} epochs: {metrics['accuracy']:.4f}")
+    assert history["epochs_run"] == LARGE_EPOCHS
+    assert abs(metrics["test_images"] - len(categories) * LARGE_PER_CLASS // 10) <= 2 * len(categories)
+    assert metrics["accuracy"] >= LARGE_FLOOR, f"{metrics['accuracy']:.4f} < floor {LARGE_FLOOR} on real drawings"

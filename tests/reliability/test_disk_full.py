@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_module, set_params
+from tests.helpers import REPO, run_module, set_params, skip_outside_ci
 from tests.reliability.faults import survivors
 
 SYNTHETIC = {
@@ -35,11 +35,11 @@ def small_disk() -> Iterator[Callable[[Path, str], Path]]:
 
     def mount(path: Path, size: str) -> Path:
         if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs needs root")
+            skip_outside_ci("mounting a small tmpfs needs root")
         path.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+            skip_outside_ci(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
         mounted.append(path)
         return path
 

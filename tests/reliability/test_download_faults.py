@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,48 @@ def test_every_output_is_exactly_the_served_file_or_absent(tmp_path: Path, recor
         failed_cleanly=len(CATEGORIES) - len(good),
         files_corrupted=corrupted,
     )
+
+
+@pytest.mark.parametrize("fault", [("endless", 65536), None])
+def test_a_download_stops_at_the_cap_and_removes_its_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: tuple | None, record: Callable[..., None]
+) -> None:
+    """Issue 25, point 6: a server that sends no Content-Length and streams forever (or a file over the cap) stops
+    at QUICKDRAW_MAX_DOWNLOAD_BYTES, with no `.part` left and a message that says so."""
+    import time
+
+    from quickdraw_dag.data.download import MAX_DOWNLOAD_ENV, RetryPolicy, download
+    from quickdraw_dag.errors import FetchError
+    from tests.http_server import FaultyServer
+
+    cap = 1_000_000
+    monkeypatch.setenv(MAX_DOWNLOAD_ENV, str(cap))
+    server = FaultyServer()
+    server.files["big.bin"] = b"\1" * (cap + 1)  # served whole (announced) when no fault is planned
+    if fault:
+        server.sticky["big.bin"] = fault
+    started = time.monotonic()
+    with server.running(), pytest.raises(FetchError) as error:
+        download(server.url + "big.bin", tmp_path / "big.bin", policy=RetryPolicy(retries=2, timeout_s=5))
+    seconds = time.monotonic() - started
+    message = str(error.value)
+    assert f"{cap} bytes allowed" in message and "removed the partial file" in message and MAX_DOWNLOAD_ENV in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "no .part and no file left"
+    assert seconds < 30 and len(server.requests) == 1  # not retried: the same server would send as much again
+    record(
+        "bounded resources",
+        case=f"download {'without Content-Length, endless' if fault else 'over the cap'}",
+        bound=f"{cap} bytes",
+        stopped_within_s=round(seconds, 1),
+        left_behind=0,
+    )
+
+
+def test_the_download_cap_refuses_a_bad_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from quickdraw_dag.data.download import MAX_DOWNLOAD_ENV, download
+    from quickdraw_dag.errors import ConfigError
+
+    for bad in ("-1", "0", "1e9", "lots"):
+        monkeypatch.setenv(MAX_DOWNLOAD_ENV, bad)
+        with pytest.raises(ConfigError, match=MAX_DOWNLOAD_ENV):
+            download("http://127.0.0.1:9/x.bin", tmp_path / "x.bin")

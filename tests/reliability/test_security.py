@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quickdraw_dag.runtime.redact import redact
+from quickdraw_dag.config.redact import redact
 from tests.helpers import REPO
 
 SOURCES = [p for folder in ("quickdraw_dag", "tasks", "flows", "bench") for p in (REPO / folder).rglob("*.py")]
@@ -110,7 +110,7 @@ def test_credentials_never_reach_logs_manifest_or_mlflow_params(
 ) -> None:
     from quickdraw_dag.config.loading import validate_params
     from quickdraw_dag.config.schema import DataParams, DownloadParams, FetchParams
-    from quickdraw_dag.errors import FetchError
+    from quickdraw_dag.errors import ConfigError, FetchError
     from quickdraw_dag.tracking.store import flatten
     from tasks.fetch import download_category
     from tests.helpers import catalog_of
@@ -126,9 +126,10 @@ def test_credentials_never_reach_logs_manifest_or_mlflow_params(
     server.sticky["apple.bin"] = ("status", 503)
     with server.running(), caplog.at_level(logging.DEBUG):
         url = server.url.replace("http://", "http://alice:s3cret@") + "?token=t0ps3cret"
+        # params refuse such a URL now (tests/reliability/test_secrets.py); the downloader still redacts one
         params = FetchParams(
-            download=DownloadParams(
-                base_url=url.replace("?token=t0ps3cret", ""), retries=1, backoff_s=0.01, timeout_s=2
+            download=DownloadParams.model_construct(
+                base_url=url.replace("?token=t0ps3cret", ""), retries=1, backoff_s=0.01, backoff_max_s=1.0, timeout_s=2
             )
         )
         with pytest.raises(FetchError) as error:
@@ -141,8 +142,9 @@ def test_credentials_never_reach_logs_manifest_or_mlflow_params(
     values = yaml.safe_load((REPO / "params.yaml").read_text())
     values["fetch"]["download"]["base_url"] = "https://bob:hunter2@mirror.example/quickdraw/"
     values["mlflow"]["tracking_uri"] = "postgresql://mlflow:hunter2@db/mlflow"
-    flat = flatten(validate_params(values).model_dump(mode="json"))
-    assert not any("hunter2" in value for value in flat.values())
+    with pytest.raises(ConfigError) as refused:  # credentials never reach params, so never MLflow's params
+        flatten(validate_params(values).model_dump(mode="json"))
+    assert "hunter2" not in str(refused.value) and "must not carry credentials" in str(refused.value)
     record(
         "security",
         check="credentials in URLs redacted in logs, errors, manifest and MLflow params",

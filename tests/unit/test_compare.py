@@ -50,8 +50,12 @@ def test_compare_prints_both_runs_with_only_the_params_that_differ(two_runs, cap
     lines = out.splitlines()
     header = lines[0].split()
     assert "train.seed" in header and "train.epochs" not in header and "data.source" not in header
-    rows = [line for line in lines[1:] if line.strip().startswith("quickdraw-7cls")]
-    assert [row.split()[0] for row in rows] == ["quickdraw-7cls-seed1", "quickdraw-7cls-seed0"]  # newest first
+    rows = [line for line in lines[1:] if "quickdraw-7cls" in line]
+    assert header[:2] == ["run_id", "run"]  # the id `make reproduce RUN=<id>` takes, first
+    assert [row.split()[:2] for row in rows] == [  # newest first
+        [two_runs[1], "quickdraw-7cls-seed1"],
+        [two_runs[0], "quickdraw-7cls-seed0"],
+    ]
     assert "0.795" in rows[0] and "0.7812" in rows[1] and "2 min 05 s" in rows[0]
     assert "trial-0000" not in out  # nested trial runs are not pipeline runs
     assert "11111111111" in rows[0] and "abababababab" in rows[0]  # the hashes, shortened
@@ -65,3 +69,35 @@ def test_compare_without_runs_says_how_to_get_one(tmp_path: Path, monkeypatch, c
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["--params", str(REPO / "params.yaml")]) == 2
     assert "run the pipeline first" in capsys.readouterr().err
+
+
+def test_compare_help_explains_every_option(capsys) -> None:
+    from quickdraw_dag.tracking.compare import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "the params whose mlflow section names the store (default: params.yaml)" in " ".join(text.split())
+    for option in ("-n RUNS", "--plot FILE", "--experiment EXPERIMENT", "--params PARAMS"):
+        assert option in text
+
+
+def test_make_help_lists_every_described_target_with_its_description() -> None:
+    import re
+    import shutil
+    import subprocess
+
+    from tests.helpers import REPO, skip_outside_ci
+
+    if shutil.which("make") is None:
+        skip_outside_ci("make is not installed")
+    done = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = dict(re.findall(r"^  make (\S+)\s+(.+)$", done.stdout, flags=re.M))
+    makefile = (REPO / "Makefile").read_text()
+    described = re.findall(r"^## .*\n(?:## .*\n|[A-Z_]+ \?=.*\n|# .*\n)*([a-z][a-z-]*):", makefile, flags=re.M)
+    assert sorted(listed) == sorted(set(described)) and len(listed) >= 25
+    assert listed["demo"].startswith("The whole pipeline offline on the shipped real sample")
+    assert "synthetic" not in listed["demo"]
+    assert "127.0.0.1:5002" in listed["play"] and "$(" not in done.stdout  # ports filled in

@@ -126,3 +126,34 @@ def test_each_downloaded_file_is_validated_and_hashed_once(server, body, tmp_pat
     manifest = fetch(data, params, catalog_of(tmp_path))
     assert calls == {"validate": 2, "sha256": 2}  # one of each per file (it was two of each)
     assert manifest["categories"]["circle"]["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_reachability_needs_a_name_that_resolves_and_a_port_that_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from quickdraw_dag.data.download import ensure_reachable
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        open_port = listening.getsockname()[1]
+        ensure_reachable(f"http://127.0.0.1:{open_port}/qd/")  # answers: no error
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        with pytest.raises(OfflineError, match=rf"cannot reach 127.0.0.1 \(127.0.0.1:{closed}: connection refused\)"):
+            ensure_reachable(f"http://127.0.0.1:{closed}/qd/")
+        with pytest.raises(OfflineError, match="the host name does not resolve"):
+            ensure_reachable("https://no-such-host.invalid/qd/")
+        # through a proxy, the proxy is what must answer (and a bypassed host is reached directly)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed}")
+        with pytest.raises(OfflineError, match=f"127.0.0.1:{closed}: connection refused"):
+            ensure_reachable(f"http://example.invalid:{open_port}/qd/")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{open_port}")
+        ensure_reachable("http://example.invalid/qd/")  # the name is the proxy's to resolve
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with pytest.raises(OfflineError, match="connection refused"):
+            ensure_reachable(f"http://127.0.0.1:{closed}/qd/")
+    ensure_reachable("not a url")  # no host: nothing to check (the params' validator rejects it first)

@@ -113,6 +113,15 @@ def test_bitmaps_memory_map_and_validate(tmp_path: Path) -> None:
     assert find_local_file(tmp_path, "cat") == (path, "numpy_bitmap")
 
 
+def test_a_name_with_a_space_is_also_found_spelled_with_underscores(tmp_path: Path) -> None:
+    images = np.zeros((3, 784), np.uint8)
+    underscored = save_npy(tmp_path / "smiley_face.npy", images)
+    assert find_local_file(tmp_path, "smiley face") == (underscored, "numpy_bitmap")
+    assert find_local_file(tmp_path, "smiley") is None
+    googles = save_npy(tmp_path / "full_numpy_bitmap_smiley face.npy", images)
+    assert find_local_file(tmp_path, "smiley face") == (googles, "numpy_bitmap")  # Google's own name first
+
+
 @pytest.mark.parametrize(
     ("array", "message"),
     [

@@ -17,10 +17,14 @@ from quickdraw_dag.orchestration.prefect_runs import RunProcess, is_abandoned
 from quickdraw_dag.orchestration.run_summary import (
     LOCAL_MLFLOW_UI,
     MLFLOW_UI_ENV,
+    changes_since,
+    console_summary,
     current_results,
     mlflow_ui_url,
     per_class_table,
+    previous_parent_run,
     results_markdown,
+    run_changes,
 )
 
 PARAMS = Params.model_validate({"data": {"source": "synthetic", "categories": ["circle", "square"]}})
@@ -159,3 +163,109 @@ def test_skipped_evaluate_with_the_store_down_still_publishes_the_figures(
     assert "mlflow_run_id" not in results and results["map_at_3"] == METRICS["map_at_3"]
     text = results_markdown(results, PARAMS, "http://127.0.0.1:9", evaluated=False)
     assert "| MAP@3 | 0.9000 |" in text and "No MLflow run found" in text
+
+
+def test_the_console_summary_names_metrics_run_link_model_decision_and_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(MLFLOW_UI_ENV, raising=False)
+    results = {**METRICS, "mlflow_run_id": "abc123", "mlflow_experiment_id": "7", "model_version": 4}
+    results |= {"promotion": "promoted", "promotion_reason": "first model"}
+    changes = changes_since(
+        {"test_accuracy": 0.7, "test_map_at_3": 0.95},
+        {"train.epochs": "25", "train.seed": "0", "mlflow.experiment": "a"},
+        results,
+        {"train.epochs": "20", "train.seed": "0", "mlflow.experiment": "b", "tune.new": "1"},
+    )
+    assert changes == [
+        "accuracy 0.7000 -> 0.8123 (+0.1123)",
+        "MAP@3 0.9500 -> 0.9000 (-0.0500)",
+        "train.epochs: 25 -> 20",
+        "tune.new: (unset) -> 1",
+    ]  # mlflow.* differ between runs without changing what they compute
+    text = console_summary(results, PARAMS, LOCAL_MLFLOW_UI, evaluated=True, changes=changes)
+    lines = text.splitlines()
+    assert lines[1] == "  test accuracy 0.8123, MAP@3 0.9000 on 40 drawings"
+    assert (
+        "  MLflow run abc123 http://127.0.0.1:5000/#/experiments/7/runs/abc123?workflowType=machine_learning" in lines
+    )
+    assert "`make ui`" in text
+    assert "  model version 4: promoted to champion (first model)" in lines
+    assert lines[-1].startswith("  since the previous run: accuracy 0.7000 -> 0.8123 (+0.1123); MAP@3")
+
+
+def test_the_console_summary_of_a_skipped_or_untracked_or_first_run() -> None:
+    untracked = Params.model_validate({**PARAMS.model_dump(mode="json"), "mlflow": {"enabled": False}})
+    skipped = console_summary(METRICS, untracked, None, evaluated=False, changes=[])
+    assert "evaluate skipped" in skipped and "mlflow.enabled: false" in skipped
+    assert skipped.splitlines()[-1] == "  since the previous run: nothing changed"
+    kept = {**METRICS, "mlflow_run_id": "r1", "mlflow_experiment_id": "1", "model_version": 2, "promotion": "kept"}
+    first = console_summary(kept, PARAMS, None, evaluated=True, changes=None)
+    assert "  MLflow run r1" in first.splitlines() and "http" not in first
+    assert "model version 2: not promoted" in first and "first finished run" in first
+    assert changes_since({}, {"a": "1"}, {}, {"a": "1"}) == ["params: none changed"]
+    many = changes_since({}, {}, {}, {f"train.k{i}": str(i) for i in range(11)})
+    assert len(many) == 9 and many[-1] == "and 3 more params"
+
+
+def test_changes_are_read_against_the_experiments_previous_finished_parent_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment(PARAMS.mlflow.experiment)
+    ids = []
+    for accuracy, status, parent in ((0.5, "FINISHED", None), (0.6, "FAILED", None), (0.9, "FINISHED", "x")):
+        tags = {"mlflow.parentRunId": parent} if parent else {}
+        run = client.create_run(experiment, tags=tags)
+        client.log_metric(run.info.run_id, "test_accuracy", accuracy)
+        client.log_param(run.info.run_id, "train.epochs", str(int(accuracy * 10)))
+        client.set_terminated(run.info.run_id, status)
+        ids.append(run.info.run_id)
+        time.sleep(0.01)
+    current = client.create_run(experiment)
+    client.log_param(current.info.run_id, "train.epochs", "8")
+    results = {**METRICS, "mlflow_run_id": current.info.run_id}
+    # the failed run and the nested trial are not "the previous run": the first one is
+    assert run_changes(PARAMS, results, evaluated=True) == [
+        "accuracy 0.5000 -> 0.8123 (+0.3123)",
+        "train.epochs: 5 -> 8",
+    ]
+    assert run_changes(PARAMS, results, evaluated=False) == []
+    assert run_changes(PARAMS, {**METRICS}, evaluated=True) is None
+    other = Params.model_validate({**PARAMS.model_dump(mode="json"), "mlflow": {"experiment": "other"}})
+    alone = client.create_run(client.create_experiment("other"))
+    assert previous_parent_run(other, alone.info.run_id) is None  # the first run of its experiment
+    assert previous_parent_run(PARAMS, current.info.run_id).info.run_id == ids[0]
+
+
+def test_the_flow_shows_the_stages_info_lines_once_without_the_makefiles_setting() -> None:
+    """`python -m flows.pipeline` without PREFECT_LOGGING_EXTRA_LOGGERS still prints the stages' INFO lines, once,
+    and DVC's own lines once (not again through Prefect's root handler)."""
+    import os
+
+    code = (
+        "import logging\n"
+        "from quickdraw_dag.runtime.cli import attach_project_loggers\n"
+        "import flows.pipeline  # as python -m flows.pipeline: Prefect loaded, its logging set up\n"
+        "attach_project_loggers()\n"
+        "logging.getLogger('tasks.evaluate').info('evaluate: accuracy 0.5')\n"
+        "logging.getLogger('quickdraw_dag.serving.registry').info('model version 4, promoted')\n"
+        "logging.getLogger('flows.pipeline').info('fetch: unchanged since dvc.lock, skipped')\n"
+        "logging.getLogger('tasks.train').debug('not shown')\n"
+        "logging.getLogger('dvc.dvcfile').info(\"Updating lock file 'dvc.lock'\")\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_EXTRA_LOGGERS"}
+    env["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for line in ("evaluate: accuracy 0.5", "model version 4, promoted", "fetch: unchanged since dvc.lock, skipped"):
+        assert output.count(line) == 1, output
+    assert "not shown" not in output
+    assert output.count("Updating lock file") <= 1

@@ -192,3 +192,30 @@ def test_read_ahead_stops_its_thread_when_the_reader_stops_early() -> None:
             break
         threading.Event().wait(0.05)
     assert not any(t.name == "predict-read-ahead" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    "drawing",
+    [
+        [[[1e307, 0.0], [0.0, 1.0]]],  # an OverflowError inside the simplification before
+        [[[-1e308, 1e308], [0.0, 1.0], [0, 1]]],
+        [[[2**63, 0], [0, 1]]],
+        [[[0.0, 1.0], [0.0, -1e9 - 1]]],
+    ],
+)
+def test_raw_coordinates_beyond_the_readers_limit_are_refused_like_the_reader_does(drawing: list) -> None:
+    with pytest.raises(StrokeError, match=r"stroke 0: coordinate .* is beyond ±1e\+09"):
+        parse_drawing(drawing)
+    assert parse_drawing([[[-1e9, 1e9], [0.0, 1.0]]])[0][0].tolist() == [0, 255]  # the limit itself is read
+
+
+def test_an_extreme_strip_is_framed_at_a_bounded_size() -> None:
+    """2 × 300,000 pixels asked for a 105 GiB square before; the crop is shrunk first."""
+    import time
+
+    strip = np.zeros((2, 300_000), np.uint8)
+    strip[:, ::7] = 255
+    started = time.process_time()
+    image = normalize_image(strip, 28, 16.0)
+    assert image.shape == (28, 28) and image.max() > 0
+    assert time.process_time() - started < 2.0

@@ -174,3 +174,136 @@ def test_reproduce_refuses_a_run_it_cannot_find_with_exit_code_2(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
     assert main(["0123abcd", "--params", str(REPO / "params.yaml")]) == 2
     assert f"no MLflow store at {tmp_path / 'none.db'}" in capsys.readouterr().err
+
+
+def test_demo_runs_are_tagged_with_the_workspace_whose_cache_holds_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quickdraw_dag.tracking.lineage import DEMO_WORKSPACE_ENV, demo_tags
+
+    monkeypatch.delenv(DEMO_WORKSPACE_ENV, raising=False)
+    assert demo_tags() == {"demo": "false"}
+    monkeypatch.setenv(DEMO_WORKSPACE_ENV, "  ")
+    assert demo_tags() == {"demo": "false"}
+    monkeypatch.setenv(DEMO_WORKSPACE_ENV, "/home/u/project/.demo")
+    assert demo_tags() == {"demo": "true", "demo_workspace": "/home/u/project/.demo"}
+
+
+def test_reproduce_reads_a_demo_runs_own_dvc_cache_or_says_it_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    from quickdraw_dag.errors import NotReproduced
+    from quickdraw_dag.orchestration.reproduce import find_run, main, storage_of
+    from tests.helpers import REPO, dvc
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("quickdraw")
+    workspace = tmp_path / ".demo"
+    runs = {}
+    for name, tags in (("demo", {"demo": "true", "demo_workspace": str(workspace)}), ("real", {"demo": "false"})):
+        run = client.create_run(experiment, tags={"git_commit": "abc", **tags})
+        record = tmp_path / name
+        record.mkdir()
+        (record / "params.yaml").write_text("{}\n")
+        (record / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+        client.log_artifacts(run.info.run_id, str(record), "dvc")
+        client.set_terminated(run.info.run_id)
+        runs[name] = find_run(run.info.run_id, MlflowParams())
+    assert runs["real"].demo_workspace is None and storage_of(runs["real"], tmp_path) == tmp_path
+    assert runs["demo"].demo_workspace == str(workspace)
+    with pytest.raises(NotReproduced, match=r"is a `make demo` run: its data and model were in the DVC cache"):
+        storage_of(runs["demo"], tmp_path)  # the demo's workspace is gone: the truth, not "push them"
+    workspace.mkdir()
+    assert dvc(workspace, "init", "--no-scm", "-q").returncode == 0
+    assert storage_of(runs["demo"], tmp_path) == workspace
+    assert "DVC cache of " + str(workspace) in capsys.readouterr().out
+    # the whole command on a demo run whose workspace went: exit 1 and one line naming it, no traceback
+    import shutil
+
+    shutil.rmtree(workspace)
+    monkeypatch.chdir(REPO)
+    assert main([runs["demo"].run_id, "--params", str(REPO / "params.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "`make demo` run" in err and "Traceback" not in err
+
+
+def test_a_stage_that_ended_is_not_a_killed_run_while_its_dvc_process_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc exp run`: tune's process ends, train's opens the store: the run is the dvc process's, still alive."""
+    import os
+    import socket
+    import sys
+
+    import mlflow
+    import psutil
+
+    from quickdraw_dag.tracking.store import close_abandoned_runs, dvc_process_alive
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("quickdraw")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # a stage's process that is gone
+    live = f"{os.getpid()}:{psutil.Process().create_time():.3f}"  # stands for the running `dvc` process
+    reused = f"{os.getpid()}:{psutil.Process().create_time() - 100:.3f}"  # same pid, another process: gone
+    owners = {"dvc alive": live, "dvc gone": f"{ended.pid}:1.000", "pid reused": reused, "no dvc": None}
+    runs = {}
+    for name, owner in owners.items():
+        tags = {"host": socket.gethostname(), "pid": str(ended.pid), **({"dvc_process": owner} if owner else {})}
+        runs[name] = client.create_run(experiment, tags=tags).info.run_id
+    closed = close_abandoned_runs(experiment)
+    assert sorted(closed) == sorted(runs[name] for name in ("dvc gone", "pid reused", "no dvc"))
+    assert client.get_run(runs["dvc alive"]).info.status == "RUNNING"
+    assert "killed_note" not in client.get_run(runs["dvc alive"]).data.tags
+    assert "ended without finishing" in client.get_run(runs["no dvc"]).data.tags["killed_note"]
+    for key in ("", "abc", "123", "123:"):
+        assert not dvc_process_alive(key)
+
+
+@pytest.mark.parametrize(
+    "experiment,promote,held",
+    [
+        (None, None, False),  # a flow run or `dvc repro`: the gate decides
+        ("exp-a1b2", None, True),  # an experiment: held back, saying how to promote it
+        ("exp-a1b2", "1", False),
+        ("exp-a1b2", "true", False),
+        ("exp-a1b2", "0", True),
+        ("exp-a1b2", "", True),
+        (None, "1", False),
+    ],
+)
+def test_experiments_stay_out_of_promotion_unless_asked(
+    experiment: str | None, promote: str | None, held: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.evaluate import PROMOTE_EXPERIMENTS_ENV, experiment_held_back
+
+    for name, value in (("DVC_EXP_NAME", experiment), (PROMOTE_EXPERIMENTS_ENV, promote)):
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+    why = experiment_held_back()
+    assert (why is not None) == held
+    if held:
+        assert why == f"DVC experiment {experiment}: experiments are not promoted unless {PROMOTE_EXPERIMENTS_ENV}=1"
+
+
+@pytest.mark.parametrize(
+    "flow_run,dvc_stage,commit,expected",
+    [
+        ("f1", None, "abc123", {"mlflow.source.name": "flows/pipeline.py", "mlflow.source.git.commit": "abc123"}),
+        (None, "evaluate", "abc123", {"mlflow.source.name": "dvc.yaml", "mlflow.source.git.commit": "abc123"}),
+        (None, None, "none", {"mlflow.source.name": "tasks/evaluate.py"}),  # no git: no commit to show
+        (None, None, None, {"mlflow.source.name": "tasks/evaluate.py"}),
+    ],
+)
+def test_runs_name_their_source_for_mlflows_source_column(
+    flow_run: str | None, dvc_stage: str | None, commit: str | None, expected: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quickdraw_dag.tracking.record import source_tags
+
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    if dvc_stage:
+        monkeypatch.setenv("DVC_STAGE", dvc_stage)
+    assert source_tags(flow_run, commit) == {**expected, "mlflow.source.type": "LOCAL"}

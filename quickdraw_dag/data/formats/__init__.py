@@ -43,14 +43,23 @@ def raw_file_name(category: str, fmt: Format) -> str:
 
 
 def google_file_candidates(category: str) -> list[tuple[str, Format | None]]:
-    """Google's published names for a category; None means sniff ndjson."""
+    """Google's published names for a category; None means sniff ndjson.
+
+    A name with spaces ("smiley face") is also looked for with underscores (`smiley_face.npy`), as
+    many copies of Google's files are named; Google's own name comes first.
+    """
+    spellings = dict.fromkeys([category, category.replace(" ", "_")])
     return [
-        (f"{category}.bin", "binary"),
-        (f"full_simplified_{category}.ndjson", "simplified"),
-        (f"{category}.ndjson", None),
-        (f"full_raw_{category}.ndjson", "raw"),
-        (f"{category}.npy", "numpy_bitmap"),
-        (f"full_numpy_bitmap_{category}.npy", "numpy_bitmap"),
+        candidate
+        for name in spellings
+        for candidate in (
+            (f"{name}.bin", "binary"),
+            (f"full_simplified_{name}.ndjson", "simplified"),
+            (f"{name}.ndjson", None),
+            (f"full_raw_{name}.ndjson", "raw"),
+            (f"{name}.npy", "numpy_bitmap"),
+            (f"full_numpy_bitmap_{name}.npy", "numpy_bitmap"),
+        )
     ]
 
 

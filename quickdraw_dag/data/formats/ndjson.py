@@ -129,6 +129,19 @@ def iter_ndjson(
         yield _to_batch(rows)
 
 
+def read_record(line: bytes, kind: NdjsonKind, category: str | None = None) -> list[tuple[Any, Any]]:
+    """One ndjson line checked exactly as `iter_ndjson` checks each of a file's lines; its simplified drawing.
+
+    ValueError with the reader's reason when the reader would refuse it (the drawing page checks
+    a drawing with this before saving it, so what it saves can always be read back and trained on).
+    """
+    if len(line) > MAX_LINE_BYTES:
+        raise _BadRecord(f"line longer than {MAX_LINE_BYTES} bytes: not a drawing")
+    rows = _empty_rows()
+    _parse_record(line, kind, category, rows, origin=0)
+    return rows["drawing"][0]
+
+
 def _empty_rows() -> dict[str, list[Any]]:
     return {k: [] for k in ("drawing", "key_id", "countrycode", "recognized", "timestamp", "origin")}
 

@@ -200,10 +200,11 @@
     modelLine.dataset.version = info.version || "";
     modelLine.dataset.testAccuracy = String(info.test_accuracy);
     document.getElementById("knows").textContent = `It knows ${info.categories.length} things: ${info.categories.join(", ")}.`;
-    if (info.save) setUpSaving(info.categories);
+    if (info.save) setUpSaving(info.categories, info.save_token);
   }
 
-  function setUpSaving(categories) {
+  // The token comes from /api/model, which only this page can read: another site cannot save.
+  function setUpSaving(categories, token) {
     const form = document.getElementById("save");
     const select = document.getElementById("label");
     for (const category of categories) select.append(new Option(category, category));
@@ -214,7 +215,7 @@
       if (!strokes.length) { saved.textContent = "Draw something first."; return; }
       const response = await fetch("/api/save", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", "X-Save-Token": token },
         body: JSON.stringify({ label: select.value, strokes: drawing() }),
       });
       const answer = await response.json();

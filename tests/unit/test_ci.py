@@ -1,0 +1,96 @@
+"""CI stays honest: `.ci/run` runs exactly `make test`, which selects nothing out, and nothing skips under CI
+that runs locally, except the tests of `../shared` where it is absent."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, skip_outside_ci
+
+# The only places a test may skip: the helper that fails under CI instead, and the fixture of ../shared.
+ALLOWED_SKIPS = {
+    ("tests/helpers.py", "skip_outside_ci"),
+    ("tests/conftest.py", "shared_raw"),
+    ("tests/model/test_real_quality.py", "large_set"),  # ../shared's larger real set, absent in a user's clone
+}
+
+
+SKIPPING = {"skip", "skipif", "importorskip", "xfail"}
+
+
+def commands(path: Path) -> list[str]:
+    """The lines of a shell script that are neither blank nor comments, inside `if` blocks or not."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_ci_runs_exactly_make_test_and_nothing_else_that_tests() -> None:
+    lines = commands(REPO / ".ci" / "run")
+    assert lines[-1] == "make test"
+    assert [line for line in lines if "pytest" in line or re.search(r"\bmake\b", line)] == ["make test"]
+
+
+def test_make_test_runs_the_whole_suite_with_its_slowest_fifteen() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^test: .*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe is not None
+    assert recipe.group(1).strip() == "$(PY) -m pytest"
+    options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    addopts = options["addopts"].split()
+    assert "--durations=15" in addopts
+    assert not {"-k", "-m", "--deselect", "--ignore", "--ignore-glob", "-x", "--lf"} & set(addopts), addopts
+    assert options["testpaths"] == ["tests"]
+
+
+def skipping_calls(path: Path) -> list[tuple[str, int]]:
+    """(enclosing function, line) of every pytest.skip/skipif/importorskip/xfail call or mark in a module."""
+    found: list[tuple[str, int]] = []
+
+    def skips(node: ast.AST) -> bool:
+        target = node.func if isinstance(node, ast.Call) else node
+        return isinstance(target, ast.Attribute) and target.attr in SKIPPING
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                if skips(decorator):
+                    found.append((function, decorator.lineno))
+            for statement in node.body:
+                visit(statement, node.name)
+            return
+        if isinstance(node, ast.Call) and skips(node):
+            found.append((function, node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(ast.parse(path.read_text()), "<module>")
+    return found
+
+
+def test_only_the_shared_data_tests_may_skip_everything_else_fails_under_ci() -> None:
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        relative = path.relative_to(REPO).as_posix()
+        for function, line in skipping_calls(path):
+            if (relative, function) not in ALLOWED_SKIPS:
+                offenders.append(f"{relative}:{line} in {function}")
+    assert offenders == [], f"{offenders}: skip through tests.helpers.skip_outside_ci, which fails under CI"
+
+
+def test_the_scan_finds_a_skip_where_there_is_one(tmp_path: Path) -> None:
+    module = tmp_path / "test_x.py"
+    module.write_text("import pytest\n\n@pytest.mark.skipif(True, reason='x')\ndef test_a():\n    pytest.skip('y')\n")
+    assert skipping_calls(module) == [("<module>", 3), ("test_a", 5)]
+
+
+def test_a_missing_tool_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        skip_outside_ci("no chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no chromium \(CI=true runs every test"):
+        skip_outside_ci("no chromium")
