@@ -55,6 +55,7 @@ class ProcessGuard:
         self.me = psutil.Process()
         self.started_by: dict[tuple[int, float], str] = {}
         self.leaks: dict[tuple[int, float], Leak] = {}
+        self.ran: set[str] = set()  # the tests this process ran
         self.workers: set[int] = set()  # xdist's own: they exit on their own after reporting (slowly under load)
         if not self.worker:
             # Fresh per run: a run started from inside a test must not count as its parent's processes.
@@ -64,6 +65,7 @@ class ProcessGuard:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item):  # noqa: ANN201 (a hook wrapper's generator)
         os.environ[STARTED_BY] = item.nodeid
+        self.ran.add(item.nodeid)
         try:
             yield
         finally:
@@ -91,8 +93,11 @@ class ProcessGuard:
                 continue
             if environ.get(TOKEN) != self.token:
                 continue
-            if self.worker and environ.get("PYTEST_XDIST_WORKER") != os.environ.get("PYTEST_XDIST_WORKER"):
-                continue  # the other worker's: it may still be running tests
+            if self.worker and environ.get(STARTED_BY) not in self.ran:
+                # Another worker's (it may still be running tests), or xdist's own workers. Not told apart by
+                # PYTEST_XDIST_WORKER: a process's exec-time environment holds its parent's value, which is an
+                # outer worker's name for all of them when this session runs inside a test.
+                continue
             found[proc.pid] = proc
         return [p for pid, p in found.items() if pid not in skip]
 

@@ -69,8 +69,12 @@ class DeadlineOracle(kt.oracles.HyperbandOracle):
     trial of a small search.
     """
 
-    def __init__(self, *args: Any, deadline: float | None, workers: int = 1, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, seed: int, deadline: float | None, workers: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, seed=seed, **kwargs)
+        # KerasTuner reads a seed of 0 as "none" and draws one from Python's global `random`, which any
+        # thread may advance (Prefect's pings do): the trials' values would differ between runs.
+        self.seed = seed
+        self._seed_state = seed
         self.deadline = deadline
         self.refused = False
         self.workers = workers

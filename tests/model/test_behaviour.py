@@ -57,7 +57,8 @@ def test_overfits_a_tiny_batch() -> None:
     labels = np.arange(16) % 4
     hyperparameters = {**SearchSpace().first_choices(), "filters": 16, "dropout": 0.1, "l2": 0.0, "batch_norm": False}
     model = build_cnn(**hyperparameters, image_size=28, num_classes=4, scaling=SCALE, augment=None, seed=0)
-    history = model.fit(images, labels, batch_size=16, epochs=60, verbose=0)
+    # 100 epochs: every builder seed 0-4 memorizes the batch by epoch 80 (at 60, some are at 15 of 16)
+    history = model.fit(images, labels, batch_size=16, epochs=100, verbose=0)
     assert history.history["accuracy"][-1] == 1.0
     assert history.history["loss"][-1] < 0.1
 

@@ -175,3 +175,24 @@ def test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics(tmp_path: Pat
     assert plain["epochs"] == noisy["epochs"]
     assert plain["metrics"]["accuracy"] == noisy["metrics"]["accuracy"]
     assert plain["model"] == noisy["model"]
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_search_draws_its_trials_values_from_its_seed_not_global_random(seed: int) -> None:
+    """KerasTuner reads seed 0 as "no seed" and draws one from global `random`; the tune seed 0 must hold."""
+    import keras_tuner as kt
+
+    from quickdraw_dag.training.tuner import DeadlineOracle
+
+    def first_values(global_seed: int) -> list[dict]:
+        random.seed(global_seed)  # what another thread of the flow's process may do to global random
+        oracle = DeadlineOracle(kt.Objective("val_accuracy", "max"), max_epochs=2, factor=2, seed=seed, deadline=None)
+        space = kt.HyperParameters()
+        space.Choice("dropout", [0.1, 0.2, 0.3, 0.4, 0.5])
+        space.Choice("filters", [8, 16, 32, 64])
+        oracle.hyperparameters = space
+        return [oracle._random_values() for _ in range(4)]
+
+    drawn = [first_values(global_seed) for global_seed in (1, 2, 3)]
+    assert drawn[0] == drawn[1] == drawn[2]
+    assert len({tuple(sorted(v.items())) for v in drawn[0]}) > 1  # drawn, not one value repeated

@@ -175,4 +175,7 @@ def test_a_saved_override_retires_the_comment_that_described_the_old_value(tmp_p
     text = path.read_text()
     assert "The sample's seven categories" not in text
     assert "data.categories: set with --set on" in text and "categories: [circle, square, star]" in text
-    assert re.search(r"max_per_class: 50 +# keep the first N per class", text)  # its own remark stays
+    # its own remark gives way to the note too (docs/PARAMS.md); the next key's stays
+    assert re.search(r"max_per_class: 50 +# split.max_per_class: set with --set on", text)
+    assert "keep the first N per class" not in text
+    assert re.search(r"min_per_split: 1 +# every class needs this many drawings", text)
