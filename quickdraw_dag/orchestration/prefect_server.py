@@ -20,18 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from quickdraw_dag import TELEMETRY_OFF
 from quickdraw_dag.config.redact import redact
 from quickdraw_dag.errors import ConfigError
 from quickdraw_dag.runtime.interrupt import on_forced_exit
 
 STARTUP_TIMEOUT_S = 120
 # Every server the project starts itself runs with telemetry off, whatever the caller's environment says
-# (the Makefile sets the same, but `python -m flows.pipeline` is a documented command too).
-TELEMETRY_OFF = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}
+# (the package sets it in its own process at import; the server gets it again in case a caller changed it).
 
 
 def _server_class() -> type:

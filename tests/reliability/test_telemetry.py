@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from quickdraw_dag.orchestration.prefect_server import TELEMETRY_OFF
+from quickdraw_dag import TELEMETRY_OFF
 from tests.helpers import REPO
 
 PROBE = """
@@ -59,3 +59,35 @@ def test_the_flows_temporary_prefect_server_runs_with_telemetry_off(
         servers=1,
         telemetry_on=0,
     )
+
+
+ENTRY = """
+import json, os, sys
+import {package}
+print(json.dumps({{key: os.environ.get(key) for key in [*json.loads(sys.argv[1]), "TF_CPP_MIN_LOG_LEVEL"]}}))
+"""
+HOSTILE = {"DO_NOT_TRACK": "0", "MLFLOW_DISABLE_TELEMETRY": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+
+
+def run_entry(code: str, caller: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if key not in {*TELEMETRY_OFF, "TF_CPP_MIN_LOG_LEVEL"}}
+    return subprocess.run(
+        [sys.executable, "-c", code, json.dumps(list(TELEMETRY_OFF))],
+        cwd=REPO,
+        env={**clean, **caller, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("package", ["tasks", "flows", "bench", "quickdraw_dag.serving"])
+@pytest.mark.parametrize("caller", [{}, HOSTILE], ids=["clean", "asking-for-telemetry"])
+def test_every_entry_package_turns_telemetry_off_in_its_own_process(package: str, caller: dict[str, str]) -> None:
+    """`python -m tasks.<stage>` (as dvc repro runs it), `flows.*`, `bench.*` and the serving modules import
+    their package first, so MLflow's client telemetry is off in our processes whatever the caller's environment."""
+    result = run_entry(ENTRY.format(package=package), caller)
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {key: seen[key] for key in TELEMETRY_OFF} == TELEMETRY_OFF
+    assert seen["TF_CPP_MIN_LOG_LEVEL"] == "2"
