@@ -28,11 +28,26 @@ from tasks.tune import tune
 SPACE = SearchSpace(filters=(8, 16), learning_rate=(1e-3, 3e-3), batch_norm=(False,))
 
 
-def kill_worker_once(catalog: Catalog, tuner_id: str, killed: list[int], timeout: float = 300) -> None:
-    """SIGKILL `tuner_id`'s worker process once two trials have been handed out (so it holds one)."""
+def holds_a_running_trial(tracking_uri: str, tuner_id: str) -> bool:
+    """True once `tuner_id` has opened its trial's MLflow run (killing it earlier leaves no run to mark KILLED)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, filter_string=f"tags.tuner_id = '{tuner_id}' and status = 'RUNNING'")
+    except Exception:  # noqa: BLE001 - the store is being created or migrated: not yet
+        return False
+    return bool(runs)
+
+
+def kill_worker_once(
+    catalog: Catalog, tuner_id: str, killed: list[int], tracking_uri: str, timeout: float = 300
+) -> None:
+    """SIGKILL `tuner_id`'s worker process once it holds a trial, its MLflow run open."""
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
-        if len(list(catalog.tuner_dir.glob("*/trial_*"))) >= 2:
+        if len(list(catalog.tuner_dir.glob("*/trial_*"))) >= 2 and holds_a_running_trial(tracking_uri, tuner_id):
             for process in psutil.Process().children(recursive=True):
                 try:
                     line = process.cmdline()
@@ -51,7 +66,11 @@ def search(
     catalog = Catalog.under(root)
     shutil.copytree(processed, catalog.processed)
     killed: list[int] = []
-    killer = threading.Thread(target=kill_worker_once, args=(catalog, kill, killed), daemon=True) if kill else None
+    killer = (
+        threading.Thread(target=kill_worker_once, args=(catalog, kill, killed, mlflow.tracking_uri), daemon=True)
+        if kill
+        else None
+    )
     if killer is not None:
         killer.start()
     live = LiveRun.create(mlflow, run_name=f"workers-{workers}", tags={"orchestrator": "test"})
