@@ -271,6 +271,12 @@ def params_and_services_rows(families: dict[str, list[dict]]) -> list[str]:
             f"with a message naming the bound | {r['left_behind']} partial files or processes left |"
         )
     for r in families.get("dead services", []):
+        if "stopped_within_s" in r:  # the server died during the run
+            lines.append(
+                f"| dead services | {r['case']} | the flow stopped {r['stopped_within_s']} s after, exit 1, saying so "
+                f"| {r['left_running']} processes left |"
+            )
+            continue
         lines.append(
             f"| dead services | {r['case']} | exit 2 in {r['seconds']} s with one line naming the service and URL "
             f"| {r['written']} files written (params.yaml untouched) |"

@@ -13,17 +13,20 @@ also when the process has to exit at once.
 
 from __future__ import annotations
 
+import _thread
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from quickdraw_dag import TELEMETRY_OFF
 from quickdraw_dag.config.redact import redact
-from quickdraw_dag.errors import ConfigError
-from quickdraw_dag.runtime.interrupt import on_forced_exit
+from quickdraw_dag.errors import ConfigError, QuickDrawDagError
+from quickdraw_dag.runtime.interrupt import Interrupted, force_exit, on_forced_exit
 
 STARTUP_TIMEOUT_S = 120
 # Every server the project starts itself runs with telemetry off, whatever the caller's environment says
@@ -118,17 +121,74 @@ def temporary_server() -> Iterator[str | None]:
         return
     server = _server_class()()
     unregister = on_forced_exit(lambda: _kill(server.server_process))
+    watch = None
     try:
         server.start(timeout=STARTUP_TIMEOUT_S)
         os.environ["PREFECT_API_URL"] = server.api_url  # worker processes inherit it
+        watch = ServerWatch(server.server_process)
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             try:
                 yield server.api_url
+            except Interrupted:
+                if watch.lost is None:
+                    raise
+                raise ServiceLost(watch.lost) from None
             finally:
-                from prefect.logging.handlers import APILogWorker
+                watch.stop()
+                if watch.lost is None:
+                    from prefect.logging.handlers import APILogWorker
 
-                APILogWorker.drain_all(timeout=5)  # the last logs, while the server still listens
+                    APILogWorker.drain_all(timeout=5)  # the last logs, while the server still listens
     finally:
+        if watch is not None:
+            watch.stop()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
         unregister()
+
+
+class ServiceLost(QuickDrawDagError):
+    """The flow's temporary Prefect server ended while the flow ran: the flow stops instead of retrying for minutes."""
+
+
+class ServerWatch:
+    """Polls the temporary server's process; if it ends before `stop`, stops the main thread's work at once.
+
+    Prefect's client would retry every state change for about five minutes and then fail with a traceback,
+    though the stages themselves need no server. The stop goes through the same path as SIGTERM (the
+    stage stops, writers remove their temporaries), then `temporary_server` says what happened; if the
+    flow has not unwound within `GRACE_S` (Prefect retries its crash report), the process exits 1.
+    """
+
+    POLL_S = 1.0
+    GRACE_S = 10.0  # for the stages to stop and the flow to unwind, before exiting without Prefect's retries
+
+    def __init__(self, process: subprocess.Popen[Any] | None) -> None:
+        self.process = process
+        self.lost: str | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="prefect-server-watch")
+        if process is not None:
+            self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.POLL_S):
+            code = self.process.poll()
+            if code is None:
+                continue
+            if self.done.is_set():
+                return  # stopped on purpose, as the run ended
+            self.lost = (
+                f"the flow's temporary Prefect server (pid {self.process.pid}) ended during the run (exit {code}): "
+                "the flow stopped; stages that finished are kept (`dvc status` lists what is left), run it again"
+            )
+            print(f"\n{self.lost}", file=sys.stderr, flush=True)
+            _thread.interrupt_main(signal.SIGTERM)  # the main thread waits on the stages: stop it as SIGTERM does
+            if not self.done.wait(self.GRACE_S):
+                # Prefect's engine reports the crash, and its events worker drains, to the dead server with
+                # retries (over a minute): exit as a killed stage would (stage outputs are written atomically).
+                force_exit(1, "the flow's temporary Prefect server is gone")
+            return
+
+    def stop(self) -> None:
+        self.done.set()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers import REPO, run_module
@@ -133,4 +134,79 @@ def test_more_tuning_workers_than_memory_holds_are_refused_before_any_starts(
         bound=f"{fit} workers ({WORKER_MEMORY_BYTES / 1e9:.1f} GB each)",
         stopped_within_s=round(time.monotonic() - started, 1),
         left_behind=0,
+    )
+
+
+def lost_line(out: str) -> str:
+    return next(line for line in out.splitlines() if "ended during the run" in line)
+
+
+def _in_group(process: psutil.Process, group: int) -> bool:
+    try:
+        return os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):  # gone meanwhile
+        return False
+
+
+@pytest.mark.slow
+def test_a_flow_whose_temporary_prefect_server_dies_mid_run_stops_promptly_and_says_so(
+    project: Path, record: Callable[..., None]
+) -> None:
+    """It hung about five minutes (Prefect's client retrying every state change) and exited 1 with a traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import TINY_PIPELINE, set_params
+
+    set_params(project, **{**TINY_PIPELINE, "train": {"epochs": 30, "max_seconds": None}}, versioning={"push": False})
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # the flow's own server
+    log = project.parent / "flow.log"  # a file, not a pipe nobody reads until the end
+    with log.open("w") as sink:
+        flow = subprocess.Popen(
+            [sys.executable, "-m", "flows.pipeline"],
+            cwd=project,
+            env={**env, "PYTHONPATH": str(REPO)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        server = None
+        give_up = time.monotonic() + 240
+        # Once the flow is into its stages (fetch's output exists), the server dies under it.
+        while time.monotonic() < give_up and flow.poll() is None:
+            servers = [
+                p for p in psutil.Process(flow.pid).children(recursive=True) if "uvicorn" in " ".join(p.cmdline())
+            ]
+            if servers and (project / "data" / "raw").exists():
+                server = servers[0]
+                break
+            time.sleep(0.5)
+        assert server is not None, "the flow ended before its stages started"
+        server.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        flow.wait(timeout=180)
+        seconds = time.monotonic() - killed
+    finally:
+        if flow.poll() is None:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait()
+    out = log.read_text()
+    assert flow.returncode == 1, out[-3000:]
+    assert seconds < 60, (seconds, out[-3000:])  # not Prefect's minutes of retries
+    assert f"temporary Prefect server (pid {server.pid}) ended during the run" in out, out[-3000:]
+    # The last word is ours (a stage stopped mid-write may have had Prefect log its task's failure before it)
+    last = [line for line in out.splitlines() if line.strip()][-1]
+    assert last in ("the flow's temporary Prefect server is gone: exiting now (exit 1)", f"error: {lost_line(out)}"), (
+        last
+    )
+    assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == psutil.STATUS_ZOMBIE
+    left = [p.pid for p in psutil.process_iter() if _in_group(p, flow.pid)]
+    assert left == [], left  # nothing the flow started outlives it
+    record(
+        "dead services",
+        case="the flow's temporary Prefect server killed during the run",
+        stopped_within_s=round(seconds, 1),
+        left_running=len(left),
     )
