@@ -99,7 +99,18 @@ class ProcessGuard:
                 # outer worker's name for all of them when this session runs inside a test.
                 continue
             found[proc.pid] = proc
-        return [p for pid, p in found.items() if pid not in skip]
+        return [p for pid, p in found.items() if pid not in skip and not self._own_helper(p)]
+
+    def _own_helper(self, proc: psutil.Process) -> bool:
+        """multiprocessing's resource tracker or forkserver of this very process: one per process, started by
+        the first pool or shared-memory use, and gone when this process exits (its pipe closes) - not a leak."""
+        try:
+            return proc.ppid() == self.me.pid and any(
+                f"from multiprocessing.{helper} import main" in " ".join(proc.cmdline())
+                for helper in ("resource_tracker", "forkserver")
+            )
+        except psutil.Error:
+            return False
 
     def _describe(self, proc: psutil.Process) -> Leak | None:
         try:

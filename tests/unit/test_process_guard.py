@@ -104,6 +104,28 @@ def test_a_run_that_reaps_its_children_passes_with_no_report(tmp_path: Path) -> 
     assert "1 passed" in out and "outlived" not in out, out
 
 
+def test_multiprocessing_s_own_resource_tracker_is_not_a_leak_but_a_pool_worker_left_is(tmp_path: Path) -> None:
+    # The tracker lives as long as the process that started it (here the test session itself) and then exits.
+    tests = """
+import multiprocessing
+from multiprocessing import resource_tracker
+
+
+def test_starts_the_tracker():
+    resource_tracker.ensure_running()
+
+
+def test_leaves_a_spawned_child():
+    multiprocessing.get_context("spawn").Process(target=__import__("time").sleep, args=(120,)).start()
+"""
+    result = run_inner(tmp_path, tests, "-p", "no:xdist")
+    out = result.stdout + result.stderr
+    leaks = [line for line in out.splitlines() if line.startswith("pid ")]
+    assert result.returncode == 1 and "2 passed" in out, out
+    assert len(leaks) == 1 and "test_leaves_a_spawned_child" in leaks[0], out
+    assert not any("resource_tracker import main" in line for line in leaks), out
+
+
 def test_a_failing_run_keeps_its_own_exit_status(tmp_path: Path) -> None:
     result = run_inner(tmp_path, LEAKY + "\n\ndef test_fails():\n    assert 1 == 2\n", "-p", "no:xdist")
     out = result.stdout + result.stderr
