@@ -8,10 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -208,3 +210,33 @@ TINY_PIPELINE: dict[str, dict] = {
     },
     "train": {"epochs": 3, "max_seconds": None},
 }
+
+
+@contextmanager
+def serve_page(game: Any, **options: Any) -> Iterator[str]:
+    """The drawing page for `game` on a free port of 127.0.0.1, in a thread; yields its URL."""
+    from quickdraw_dag.serving.server import make_server
+
+    server = make_server(game, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def prepare_slow_preprocess(project: Path) -> None:
+    """Fetch and split six synthetic classes, so that preprocess at 128×128 takes seconds to kill in.
+
+    Few drawings (synthesis is slow) at 128×128 (rasterizing is not).
+    """
+    set_params(
+        project,
+        data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
+        fetch={"synthetic_drawings": 1000},
+        preprocess={"image_size": 128},
+    )
+    for stage in ("tasks.fetch", "tasks.split"):
+        assert run_module(stage, cwd=project).returncode == 0

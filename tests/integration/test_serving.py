@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,13 +37,14 @@ from quickdraw_dag.serving.predict import main as predict_main
 from quickdraw_dag.serving.predict import predict_files
 from quickdraw_dag.serving.pyfunc import images_of_rows
 from quickdraw_dag.serving.registry import DEFAULT_MODEL_URI, ServedModel, load_served_model
-from quickdraw_dag.serving.server import Game, make_server
+from quickdraw_dag.serving.server import Game
 from quickdraw_dag.serving.strokes import parse_drawing
 from quickdraw_dag.training.model import load_model
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess
 from tasks.split import split
 from tests.conftest import Champion
+from tests.helpers import serve_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("champion")]
 CATEGORIES = ("bear", "duck", "frog")
@@ -342,23 +342,11 @@ def test_mlflow_models_serve_answers_strokes_like_predict(
 # ----- 4. the page's API -----
 
 
-@contextmanager
-def page(game: Game) -> Iterator[str]:
-    server = make_server(game, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_the_page_is_local_and_guesses_like_predict(served: ServedModel, samples: Path, tmp_path: Path) -> None:
     drawing = as_screen_strokes(sample_records(samples, "bear")[0]["drawing"])
     (tmp_path / "bear.json").write_text(json.dumps(drawing))
     (expected,) = predict_files(served.classifier, [tmp_path / "bear.json"])
-    with page(Game(served)) as url:
+    with serve_page(Game(served)) as url:
         html = requests.get(f"{url}/", timeout=10)
         assert html.status_code == 200 and '<canvas id="canvas"' in html.text
         assert html.headers["Content-Security-Policy"].startswith("default-src 'self'")
@@ -393,7 +381,7 @@ def test_saved_drawings_are_googles_raw_format_and_data_source_reads_them(
         "bear": [r["drawing"] for r in sample_records(samples, "bear")[:2]],
         "frog": [sample_records(samples, "frog")[0]["drawing"]],
     }
-    with page(Game(served, user)) as url:
+    with serve_page(Game(served, user)) as url:
         token = {"X-Save-Token": requests.get(f"{url}/api/model", timeout=10).json()["save_token"]}
         for label, drawings in sent.items():
             for number, drawing in enumerate(drawings, start=1):

@@ -18,7 +18,7 @@ import yaml
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.data import synthetic
 from quickdraw_dag.data.formats.binary import write_binary
-from tests.helpers import kill_when, run_module, set_params, start, tree_digest, twin
+from tests.helpers import kill_when, prepare_slow_preprocess, run_module, set_params, start, tree_digest, twin
 from tests.http_server import FaultyServer
 
 
@@ -66,15 +66,7 @@ def test_killed_download_resumes_to_the_exact_file(project: Path, record) -> Non
 
 @pytest.mark.slow
 def test_killed_preprocess_reruns_to_identical_outputs(project: Path, record) -> None:
-    # Few drawings (synthesis is slow) at 128×128 (rasterizing is not): seconds of work to kill in.
-    set_params(
-        project,
-        data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
-        fetch={"synthetic_drawings": 1000},
-        preprocess={"image_size": 128},
-    )
-    for stage in ("tasks.fetch", "tasks.split"):
-        assert run_module(stage, cwd=project).returncode == 0
+    prepare_slow_preprocess(project)
     reference = twin(project, "reference")
     process = start("tasks.preprocess", cwd=project)
     kill_when(

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import run_module, set_params, start
+from tests.helpers import prepare_slow_preprocess, start
 
 
 def _workers(pid: int) -> list[psutil.Process]:
@@ -54,14 +54,7 @@ def _describe(pid: int) -> str:
 
 @pytest.mark.slow
 def test_sigkilled_preprocess_leaves_no_pool_worker(project: Path, record: Callable[..., None]) -> None:
-    set_params(
-        project,
-        data={"source": "synthetic", "categories": ["circle", "square", "line", "star", "moon", "zigzag"]},
-        fetch={"synthetic_drawings": 1000},
-        preprocess={"image_size": 128},
-    )
-    for stage in ("tasks.fetch", "tasks.split"):
-        assert run_module(stage, cwd=project).returncode == 0
+    prepare_slow_preprocess(project)
     os.environ["QUICKDRAW_WORKERS"] = "3"
     try:
         stage = start("tasks.preprocess", cwd=project)

@@ -25,9 +25,10 @@ from quickdraw_dag.artifacts import Catalog, read_manifest
 from quickdraw_dag.config.schema import DataParams, FetchParams
 from quickdraw_dag.serving.predict import main as predict_main
 from quickdraw_dag.serving.registry import ServedModel, load_served_model
-from quickdraw_dag.serving.server import MAX_BODY, Game, make_server
+from quickdraw_dag.serving.server import MAX_BODY, Game
 from tasks.fetch import fetch
 from tests.conftest import Champion
+from tests.helpers import serve_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("champion")]
 FAMILY = "server requests"
@@ -42,18 +43,6 @@ def served(champion: Champion) -> ServedModel:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", champion.tracking_uri)
         return load_served_model()
-
-
-@contextmanager
-def page(game: Game, **options: Any) -> Iterator[str]:
-    server = make_server(game, "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def one_line_error(response: requests.Response) -> str:
@@ -98,7 +87,7 @@ def test_other_origins_cannot_save_or_guess(served: ServedModel, tmp_path: Path,
     user = tmp_path / "user"
     game = Game(served, user)
     body = orjson.dumps({"label": "bear", "strokes": HOUSE})
-    with page(game) as url:
+    with serve_page(game) as url:
         here = url.removeprefix("http://")
         token = requests.get(f"{url}/api/model", timeout=10).json()["save_token"]
         attempts = {  # headers → the status it must get
@@ -197,7 +186,7 @@ def test_saved_drawings_pass_the_fetch_stages_checks_and_can_be_trained_on(
     served: ServedModel, tmp_path: Path, record
 ) -> None:
     user = tmp_path / "user"
-    with page(Game(served, user)) as url:
+    with serve_page(Game(served, user)) as url:
         mine = {"Origin": url, "X-Save-Token": requests.get(f"{url}/api/model", timeout=10).json()["save_token"]}
         for name, (body, status, words) in saved_cases().items():
             data = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -232,7 +221,7 @@ def test_saved_drawings_pass_the_fetch_stages_checks_and_can_be_trained_on(
 
 def test_saving_stops_at_the_total_limit_with_507(served: ServedModel, tmp_path: Path) -> None:
     user = tmp_path / "user"
-    with page(Game(served, user, save_limit=3000)) as url:
+    with serve_page(Game(served, user, save_limit=3000)) as url:
         mine = {"Origin": url, "X-Save-Token": requests.get(f"{url}/api/model", timeout=10).json()["save_token"]}
         statuses = [post(url, "/api/save", {"label": "bear", "strokes": HOUSE}, **mine) for _ in range(12)]
     codes = [answer.status_code for answer in statuses]
@@ -244,7 +233,7 @@ def test_saving_stops_at_the_total_limit_with_507(served: ServedModel, tmp_path:
     # a save folder that cannot be written (here: a file in its place) is a 507 too, not a traceback
     blocked = tmp_path / "blocked"
     blocked.write_text("not a folder")
-    with page(Game(served, blocked)) as url:
+    with serve_page(Game(served, blocked)) as url:
         mine = {"Origin": url, "X-Save-Token": requests.get(f"{url}/api/model", timeout=10).json()["save_token"]}
         answer = post(url, "/api/save", {"label": "bear", "strokes": HOUSE}, **mine)
     assert answer.status_code == 507 and "cannot save into" in one_line_error(answer)
@@ -256,7 +245,7 @@ def test_saving_stops_at_the_total_limit_with_507(served: ServedModel, tmp_path:
 
 def test_bad_or_missing_lengths_are_refused_before_any_body_is_read(served: ServedModel, record) -> None:
     server_options = {"timeout": 2.0}
-    with page(Game(served), **server_options) as url:
+    with serve_page(Game(served), **server_options) as url:
         port = int(url.rsplit(":", 1)[1])
 
         def request(*headers: str, body: bytes = b"") -> bytes:
@@ -321,7 +310,7 @@ def guess_cases() -> dict[str, tuple[Any, int, str]]:
 
 
 def test_hostile_values_get_a_one_line_400_on_the_page(served: ServedModel, record) -> None:
-    with page(Game(served)) as url:
+    with serve_page(Game(served)) as url:
         for name, (row, status, words) in guess_cases().items():
             answer = post(url, "/api/guess", row)
             assert answer.status_code == status, (name, answer.text[:300])
@@ -342,7 +331,7 @@ def test_an_extreme_bounding_box_costs_what_its_pixels_cost(served: ServedModel,
     strip[:, ::7] = 255  # ink along the whole strip
     body = orjson.dumps({"image": strip.tolist()})
     assert len(body) < MAX_BODY
-    with page(Game(served)) as url:
+    with serve_page(Game(served)) as url:
         started = time.process_time()
         answer = post(url, "/api/guess", body)
         cpu = time.process_time() - started
@@ -354,7 +343,7 @@ def test_an_extreme_bounding_box_costs_what_its_pixels_cost(served: ServedModel,
 def test_half_sent_requests_hold_a_bounded_number_of_threads(served: ServedModel, record) -> None:
     """300 half-sent requests held 309 threads; now at most max_connections, each for the timeout at most."""
     before = threading.active_count()
-    with page(Game(served), timeout=3.0, max_connections=8) as url:
+    with serve_page(Game(served), timeout=3.0, max_connections=8) as url:
         port = int(url.rsplit(":", 1)[1])
         sockets, answered, peak = [], {"503": 0, "closed": 0, "waiting": 0}, 0
         try:
@@ -524,7 +513,7 @@ def test_in_a_real_browser_another_site_cannot_save_and_the_page_can(
 ) -> None:
     """Chromium on another origin: fetches and a text/plain form post write nothing; the page's own save works."""
     user = tmp_path / "user"
-    with page(Game(served, user)) as url, another_site(ATTACKER.format(target=url)) as site:
+    with serve_page(Game(served, user)) as url, another_site(ATTACKER.format(target=url)) as site:
         browser.get(site)
         outcomes = browser.execute_async(ATTACKS, url)
         assert outcomes["cors JSON (needs a preflight)"] == "refused: TypeError", outcomes
