@@ -34,7 +34,8 @@ def run_tests(log: Path, junit: Path) -> tuple[int, float]:
     env = {**os.environ, "QUICKDRAW_RELIABILITY_LOG": str(log)}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
+        # Two xdist workers, as `make test` runs them: each figure is one appended JSON line (atomic).
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", f"--junitxml={junit}", *TESTS],
         cwd=REPO,
         env=env,
     )
