@@ -30,6 +30,14 @@ times at which each side first reaches the recipe's final test accuracy
 (the recipe's own time is the epoch of its best-val_accuracy checkpoint, or
 the first epoch as good; below 1: the pipeline gets there sooner).
 
+Tuning that earns its cost: after both sides of each seed, the tune stage
+runs again on the same split with `--search` (default: dropout 0.3 and 0.4,
+the search the defaults replaced), and the table prints its choice, its
+seconds and their share of the pipeline, and the test accuracy of the
+choice against the default's (the choice is trained and scored only where
+it differs from the default; where it is the default, the model is the
+pipeline's).
+
 `--epochs-curve` measures instead the test accuracy of the pipeline's train
 stage (default params, its own tuned candidate) when it trains N epochs with
 no step budget, for each N and seed: the learning curve that
@@ -269,6 +277,33 @@ def epochs_curve(
     return curve
 
 
+def run_search(root: Path, override: str, pipeline: dict[str, Any]) -> dict[str, Any]:
+    """The tune stage with `override` (a searched space) on the pipeline's data, against its untuned default.
+
+    When the search chooses the point the pipeline trained, its model is the pipeline's; otherwise the
+    choice is trained and scored with the pipeline's own train and evaluate params, so both are measured.
+    """
+    from quickdraw_dag.config.loading import load_params
+    from quickdraw_dag.config.schema import EvaluateParams
+    from tasks.evaluate import evaluate
+    from tasks.train import train
+    from tasks.tune import tune
+
+    params = load_params(root / "params.yaml", [override], root=None)
+    catalog = Catalog.under(root)
+    started = time.time()
+    chosen = tune(params.tune, catalog)["hyperparameters"]
+    seconds = time.time() - started
+    searched = {"override": override, "chosen": chosen, "seconds": seconds, "default": pipeline["hyperparameters"]}
+    if chosen == pipeline["hyperparameters"]:
+        return {**searched, "same_as_default": True, "accuracy": pipeline["accuracy"], "train_s": 0.0}
+    started = time.time()
+    train(params.train, catalog)
+    train_s = time.time() - started
+    accuracy = evaluate(EvaluateParams(misclassified=0, samples_per_class=1), catalog)["accuracy"]
+    return {**searched, "same_as_default": False, "accuracy": accuracy, "train_s": train_s}
+
+
 def time_to(curve: list[dict[str, float]], accuracy: float) -> float | None:
     """Seconds at the first point of `curve` at or above `accuracy` (None: never)."""
     return next((p["seconds"] for p in curve if p["accuracy"] >= accuracy - 1e-9), None)
@@ -349,12 +384,13 @@ def measure(
     recipe_epochs: int,
     extra: dict,
     synthetic_drawings: int | None = None,
+    search: str | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"source": source, "categories": categories}
     settings: dict[str, Any] = {"data": data, **extra}
     if synthetic_drawings:
         merge(settings, {"fetch": {"synthetic_drawings": synthetic_drawings}})
-    pipeline, recipe = [], []
+    pipeline, recipe, searches = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         for seed in seeds:
             root = copy_project(Path(scratch) / f"seed{seed}")
@@ -364,6 +400,9 @@ def measure(
             print(f"seed {seed}: pipeline {pipeline[-1]['accuracy']:.4f} in {pipeline[-1]['wall_s']:.0f} s", flush=True)
             recipe.append({"seed": seed, **run_recipe(Catalog.under(root), seed, recipe_epochs, patience=10)})
             print(f"seed {seed}: recipe   {recipe[-1]['accuracy']:.4f} in {recipe[-1]['wall_s']:.0f} s", flush=True)
+            if search:  # last: it may retrain in the copy, after both sides have read their results
+                searches.append({"seed": seed, **run_search(root, search, pipeline[-1])})
+                print(f"seed {seed}: search   {searches[-1]['chosen']} in {searches[-1]['seconds']:.0f} s", flush=True)
         counts = json.loads(Catalog.under(root).preprocess_summary.read_text())["counts"]
     return {
         "source": source,
@@ -373,6 +412,7 @@ def measure(
         "recipe_epochs": recipe_epochs,
         "pipeline": pipeline,
         "recipe": recipe,
+        "searches": searches,
     }
 
 
@@ -416,7 +456,29 @@ def table(result: dict[str, Any]) -> str:
         ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}"
         recipe = "—" if row["recipe_s"] is None else f"{row['recipe_s']:.0f}"
         lines.append(f"| {row['seed']} | {100 * row['target']:.2f} | {reached} | {recipe} | {ratio} |")
+    lines += search_table(result)
     return "\n".join(lines)
+
+
+def search_table(result: dict[str, Any]) -> list[str]:
+    """The search's choice against the untuned default, per seed, and what the search cost."""
+    if not result.get("searches"):
+        return []
+    lines = [
+        "",
+        f"the search ({result['searches'][0]['override']}) against the pipeline's default, on the same split:",
+        "",
+        "| seed | search chose | search s | share of the pipeline | test accuracy: search / default |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for found, ours in zip(result["searches"], result["pipeline"]):
+        differs = {k: v for k, v in found["chosen"].items() if found["default"].get(k) != v}
+        chose = "the default" if found["same_as_default"] else ", ".join(f"{k}={v}" for k, v in differs.items())
+        lines.append(
+            f"| {found['seed']} | {chose} | {found['seconds']:.0f} | {100 * found['seconds'] / ours['wall_s']:.1f}% | "
+            f"{100 * found['accuracy']:.2f} / {100 * ours['accuracy']:.2f} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -433,6 +495,12 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a params override for the pipeline side (YAML value), e.g. train.epochs=20",
+    )
+    parser.add_argument(
+        "--search",
+        default="tune.space.dropout=[0.3, 0.4]",
+        metavar="KEY=VALUES",
+        help="after each seed, the tune stage with this searched space against the untuned default ('none': skip)",
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as one JSON line too")
     parser.add_argument(
@@ -478,7 +546,8 @@ def main() -> None:
             print(f"| {epochs} | {100 * mean:.2f} ± {100 * std:.2f} | {100 * worst:.2f} |")
         print("EPOCH_CURVE = {" + ", ".join(f"{e}: {spread(v)[0]:.4f}" for e, v in curve.items()) + "}")
         return
-    result = measure(source, categories, args.seeds, args.recipe_epochs, extra, drawings)
+    search = None if args.search == "none" else args.search
+    result = measure(source, categories, args.seeds, args.recipe_epochs, extra, drawings, search)
     print(table(result))
     print()
     print(curve_table(result))

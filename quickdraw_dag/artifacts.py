@@ -398,7 +398,7 @@ def processed_identity(catalog: Catalog) -> dict[str, Any]:
 
 class Candidate(TypedDict):
     trial_id: str
-    val_accuracy: float
+    val_accuracy: float | None  # None: the space's one point, taken without a trial (nothing to search)
     hyperparameters: dict[str, Any]
 
 
@@ -406,7 +406,7 @@ class TuningResult(TypedDict):
     """`best_hparams.json`: the best trial and every completed one, best first."""
 
     trial_id: str
-    val_accuracy: float
+    val_accuracy: float | None
     hyperparameters: dict[str, Any]
     candidates: list[Candidate]
 

@@ -168,7 +168,11 @@ def train(
     history: History = {
         "hyperparameters": hyperparameters,
         "tuning_trial": candidate.get("trial_id"),
-        "selection": "best val_accuracy of the search",
+        "selection": (
+            "the one point of tune.space (nothing to search)"
+            if candidate.get("val_accuracy") is None
+            else "best val_accuracy of the search"
+        ),
         "schedule": params.schedule,
         "weights": params.weights,
         "planned_epochs": epochs,

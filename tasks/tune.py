@@ -49,6 +49,7 @@ from typing import Any
 import keras
 
 from quickdraw_dag.artifacts import (
+    Candidate,
     Catalog,
     TuningResult,
     processed_identity,
@@ -272,6 +273,9 @@ def tune(
     above 1, the trials run on that many worker processes started through `mapper` (default: threads).
     """
     started = time.time()
+    point = params.space.single_point()
+    if point is not None:
+        return take_the_one_point(params, catalog, point, started)
     search = prepare_search(params, catalog)
     deadline = started + params.max_seconds if params.max_seconds else None
     # a torn trial file from a kill: start afresh (here only: a worker never judges the chief's files)
@@ -328,6 +332,37 @@ def tune(
             + ("Raise tune.max_seconds (or set it to null) and rerun." if outcome.cut else "Rerun to finish it."),
             result=result,
         )
+    return result
+
+
+FIXED_TRIAL = "fixed"
+
+
+def take_the_one_point(params: TuneParams, catalog: Catalog, point: dict[str, Any], started: float) -> TuningResult:
+    """A space of one value per hyperparameter: write that point as the result, training no trial.
+
+    A trial could only score the point, not choose it; train does not need its score. Nothing is
+    read but the space, so this costs the stage's start-up only (the default: params.yaml says why).
+    """
+    candidate: Candidate = {"trial_id": FIXED_TRIAL, "val_accuracy": None, "hyperparameters": point}
+    note = "tune.space has one value per hyperparameter: nothing to search, so no trial was trained"
+    report: dict[str, Any] = {
+        "objective": OBJECTIVE,
+        "trials": [],
+        "best_trial_id": FIXED_TRIAL,
+        "tuner_project": None,
+        "seconds": time.time() - started,
+        "train_images_used": 0,
+        "stopped_at_chance": 0,
+        "cut_by_safety_limit": False,
+        "ranking": {"decided_by": "fixed space", "tied_trials": [], "at_chance": 0, "note": note},
+    }
+    if params.workers > 1:
+        report.update({"chief": None, "workers": [], "incomplete": None})
+    result: TuningResult = {**candidate, "candidates": [candidate]}
+    write_tuning_result(catalog, result)
+    write_tuning_report(catalog, report)
+    log.info("tune: %s; hyperparameters %s", note, point)
     return result
 
 

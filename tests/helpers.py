@@ -210,6 +210,12 @@ TINY_PIPELINE: dict[str, dict] = {
     },
     "train": {"epochs": 3, "max_seconds": None},
 }
+# The same with a one-point space, as the defaults have: tune trains no trial. For tests that never look
+# at the search (its trials, their nested MLflow runs), so that each pipeline run skips a Hyperband.
+TINY_FIXED_PIPELINE: dict[str, dict] = {
+    **TINY_PIPELINE,
+    "tune": {**TINY_PIPELINE["tune"], "space": {"filters": [8], "learning_rate": [0.003], "batch_norm": [False]}},
+}
 
 
 @contextmanager

@@ -238,7 +238,7 @@ class SearchSpace(StrictModel):
     # learning_rate (1e-2, 1e-3, 1e-4).
     filters: tuple[int, ...] = Field(default=(32,), min_length=1)
     learning_rate: tuple[float, ...] = Field(default=(1e-3,), min_length=1)
-    dropout: tuple[float, ...] = Field(default=(0.3, 0.4), min_length=1)
+    dropout: tuple[float, ...] = Field(default=(0.3,), min_length=1)
     activation: tuple[Activation, ...] = Field(default=("relu",), min_length=1)
     optimizer: tuple[OptimizerName, ...] = Field(default=("adam",), min_length=1)
     l2: tuple[float, ...] = Field(default=(1e-5,), min_length=1)
@@ -282,6 +282,12 @@ class SearchSpace(StrictModel):
     def choices(self) -> dict[str, tuple[Any, ...]]:
         """Each hyperparameter's choices, in declaration order."""
         return {name: getattr(self, name) for name in self.names()}
+
+    def single_point(self) -> dict[str, Any] | None:
+        """The space's one point when every hyperparameter has a single value (nothing to search), else None."""
+        if all(len(choices) == 1 for choices in self.choices().values()):
+            return self.first_choices()
+        return None
 
     def first_choices(self) -> dict[str, Any]:
         """The first choice of each hyperparameter: a network built without a search (benchmarks, tests)."""

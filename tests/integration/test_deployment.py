@@ -13,7 +13,7 @@ import yaml
 
 from quickdraw_dag.artifacts import Catalog
 from quickdraw_dag.config.loading import load_params
-from tests.helpers import TINY_PIPELINE, set_params
+from tests.helpers import TINY_FIXED_PIPELINE, set_params
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
     monkeypatch.chdir(project)
     set_params(
         project,
-        **TINY_PIPELINE,
+        **TINY_FIXED_PIPELINE,
         schedule={"cron": "30 4 * * 2", "timezone": "Europe/Stockholm", "enabled": True},
         mlflow={"enabled": False},
     )
@@ -78,7 +78,7 @@ def test_make_serve_stops_on_sigterm_within_seconds(project: Path) -> None:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    set_params(project, **TINY_PIPELINE, mlflow={"enabled": False})
+    set_params(project, **TINY_FIXED_PIPELINE, mlflow={"enabled": False})
     with prefect_test_harness(server_startup_timeout=120):
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(project)}
         server = subprocess.Popen(

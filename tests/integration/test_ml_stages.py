@@ -57,6 +57,28 @@ def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: 
     assert {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")} == stamps
 
 
+def test_a_space_of_one_point_trains_no_trial_and_train_takes_that_point(workspace: Catalog) -> None:
+    point = {**SearchSpace().first_choices(), "filters": 8, "dropout": 0.2, "batch_norm": False}
+    one_point = SearchSpace(**{name: (value,) for name, value in point.items()})
+    assert one_point.single_point() == point
+    # its neighbours: one field with two values is a search; so is the default space widened by a value
+    assert SearchSpace(**{**{n: (v,) for n, v in point.items()}, "dropout": (0.2, 0.3)}).single_point() is None
+    # workers > 1 changes nothing: no chief, no worker process is started for a point (no mapper given)
+    for workers in (1, 3):
+        result = tune(TuneParams(space=one_point, workers=workers, max_seconds=None), workspace)
+        assert result["trial_id"] == "fixed" and result["val_accuracy"] is None
+        assert result["hyperparameters"] == point and result["candidates"] == [
+            {"trial_id": "fixed", "val_accuracy": None, "hyperparameters": point}
+        ]
+        report = read_tuning_report(workspace)
+        assert report["trials"] == [] and report["train_images_used"] == 0
+        assert report["ranking"]["decided_by"] == "fixed space" and "nothing to search" in report["ranking"]["note"]
+        assert not workspace.tuner_dir.exists()  # no KerasTuner project: nothing was trained
+    history = train(TrainParams(epochs=1, batch_size=32, max_seconds=None), workspace)
+    assert history["hyperparameters"] == point and history["tuning_trial"] == "fixed"
+    assert history["selection"] == "the one point of tune.space (nothing to search)"
+
+
 def test_a_search_cut_by_its_safety_limit_is_written_marked_and_not_a_reproduction(workspace: Catalog) -> None:
     params = TuneParams(max_epochs=9, factor=3, max_seconds=1, train_fraction=0.5, space=SMALL_SPACE)
     with pytest.raises(SafetyLimitCut, match="tune.max_seconds=1") as cut:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import REPO, TINY_PIPELINE, kill_when, run_module, set_params, start
+from tests.helpers import REPO, TINY_FIXED_PIPELINE, kill_when, run_module, set_params, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-server")]
 
@@ -97,7 +97,7 @@ def test_a_killed_flow_run_shows_crashed_once_the_next_run_starts(
     api = f"{prefect_server}/api"
     monkeypatch.setenv("PREFECT_API_URL", api)  # for the flow processes
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'store.db'}")
-    set_params(project, **TINY_PIPELINE)
+    set_params(project, **TINY_FIXED_PIPELINE)
     host = socket.gethostname()
 
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from quickdraw_dag.artifacts import Catalog, git_tracked_outputs
-from tests.helpers import TINY_PIPELINE, dvc, git_commit_all, run_bounded, set_params, tree_digest
+from tests.helpers import TINY_FIXED_PIPELINE, dvc, git_commit_all, run_bounded, set_params, tree_digest
 
 pytestmark = [pytest.mark.slow]
 LAYOUT = Catalog.under(Path("."))
@@ -92,7 +92,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
     project = copy_project(tmp_path / "project")
     home = tmp_path / "prefect"
     remote = tmp_path / "remote"
-    set_params(project, **TINY_PIPELINE)
+    set_params(project, **TINY_FIXED_PIPELINE)
     dvc_ok(project, "remote", "add", "-d", "store", str(remote))
     code = git_commit_all(project, "code")
 

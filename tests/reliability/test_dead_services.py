@@ -157,9 +157,11 @@ def test_a_flow_whose_temporary_prefect_server_dies_mid_run_stops_promptly_and_s
     import subprocess
     import sys
 
-    from tests.helpers import TINY_PIPELINE, set_params
+    from tests.helpers import TINY_FIXED_PIPELINE, set_params
 
-    set_params(project, **{**TINY_PIPELINE, "train": {"epochs": 30, "max_seconds": None}}, versioning={"push": False})
+    set_params(
+        project, **{**TINY_FIXED_PIPELINE, "train": {"epochs": 30, "max_seconds": None}}, versioning={"push": False}
+    )
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # the flow's own server
     log = project.parent / "flow.log"  # a file, not a pipe nobody reads until the end
     with log.open("w") as sink:

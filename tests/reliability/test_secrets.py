@@ -22,7 +22,7 @@ from quickdraw_dag.config.schema import DOWNLOAD_AUTH_ENV
 from quickdraw_dag.data.formats.binary import encode_binary
 from quickdraw_dag.data.synthetic import generate
 from quickdraw_dag.errors import ConfigError
-from tests.helpers import REPO, TINY_PIPELINE, git_commit_all, run_module, set_params
+from tests.helpers import REPO, TINY_FIXED_PIPELINE, git_commit_all, run_module, set_params
 from tests.http_server import FaultyServer
 
 TOKEN = "plantedT0ken9f3b2a"  # noqa: S105 - a test secret, searched for in every stored file
@@ -114,7 +114,7 @@ def test_a_run_with_a_download_credential_leaves_it_in_no_stored_file(
         set_params(
             project,
             **{
-                **TINY_PIPELINE,
+                **TINY_FIXED_PIPELINE,
                 "data": {"source": "quickdraw", "categories": categories},
                 "fetch": {"download": {"base_url": server.url, "retries": 0}},
             },
