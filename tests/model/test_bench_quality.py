@@ -1,10 +1,14 @@
-"""bench.quality's search against the untuned default: the choice is measured, never assumed (issue 24, point 3)."""
+"""The benchmarks that decide defaults (issue 24): bench.quality's search against the untuned default (the
+choice is measured, never assumed), and bench.candidates' epoch-by-epoch scores."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import pytest
+
+from bench.candidates import screen
 from bench.quality import run_search, search_table
 from quickdraw_dag.artifacts import Catalog, read_metrics
 from quickdraw_dag.config.schema import SearchSpace
@@ -42,3 +46,18 @@ def space(point: dict) -> str:
     return ", ".join(
         f"{name}: [{str(value).lower() if isinstance(value, bool) else value}]" for name, value in point.items()
     )
+
+
+def test_a_candidate_is_scored_after_every_epoch_plain_and_with_test_flips(tiny_processed: Catalog) -> None:
+    result = screen(
+        tiny_processed,
+        {"epochs": 2, "filters": 4, "batch_size": 32, "flip": True, "label_smoothing": 0.1, "head": "gap"},
+    )
+    points = result["points"]
+    assert [p["epoch"] for p in points] == [1, 2] and 0 < points[0]["seconds"] < points[1]["seconds"]
+    assert all(0.0 <= p[key] <= 1.0 for p in points for key in ("accuracy", "with_test_flips"))
+    assert result["config"]["batch_norm"] is True and result["config"]["head"] == "gap"
+    # global pooling: the head sees 16 features whatever the image size, not 3 x 3 x 16
+    assert result["parameters"] < screen(tiny_processed, {"epochs": 1, "filters": 4})["parameters"]
+    with pytest.raises(SystemExit, match="unknown candidate keys \\['bn'\\]"):
+        screen(tiny_processed, {"bn": False})
