@@ -37,6 +37,7 @@ from quickdraw_dag.tracking.lineage import orchestrator_ids
 from quickdraw_dag.tracking.live_run import tracked_stage
 from quickdraw_dag.tracking.store import close_stopped_runs
 from quickdraw_dag.training import plots
+from quickdraw_dag.training.callbacks import stop_when_signalled
 from quickdraw_dag.training.model import load_model
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def evaluate(params: EvaluateParams, catalog: Catalog) -> Metrics:
     categories = read_categories(catalog)
     test_x, test_y = open_split(catalog, "test")
     labels = np.asarray(test_y, np.int64)
-    probabilities = model.predict(MemmapBatches(test_x, test_y, batch_size=params.batch_size, shuffle=False), verbose=0)
+    batches = MemmapBatches(test_x, test_y, batch_size=params.batch_size, shuffle=False)
+    probabilities = model.predict(batches, verbose=0, callbacks=stop_when_signalled())
     result = classification_metrics(labels, probabilities, len(categories))
     headline: Metrics = {
         k: result[k]

@@ -94,6 +94,8 @@ def paint(params: PaintParams, catalog: PaintCatalog) -> dict[str, Any]:
         def to_image(predicted: np.ndarray) -> np.ndarray:
             return colours[predicted_classes(predicted)].reshape(height, width, 3)
 
+    from quickdraw_dag.training.callbacks import stop_when_signalled  # imports Keras: only when painting
+
     model = build_mlp(inputs.shape[1], params)
     snapshots: dict[int, np.ndarray] = {}
     log.info(
@@ -115,10 +117,10 @@ def paint(params: PaintParams, catalog: PaintCatalog) -> dict[str, Any]:
         epochs=params.epochs,
         shuffle=True,
         verbose=0,
-        callbacks=[_epoch_callback(params.epochs, inputs, to_image, snapshots)],
+        callbacks=[_epoch_callback(params.epochs, inputs, to_image, snapshots), *stop_when_signalled()],
     )
     seconds = time.perf_counter() - started
-    predicted = model.predict(inputs, batch_size=8192, verbose=0)
+    predicted = model.predict(inputs, batch_size=8192, verbose=0, callbacks=stop_when_signalled())
     painting = to_image(predicted)
     losses = [float(v) for v in history.history["loss"]]
     metrics: dict[str, Any] = {

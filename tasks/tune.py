@@ -68,7 +68,14 @@ from quickdraw_dag.runtime.fanout import Mapper, thread_map
 from quickdraw_dag.tracking.live_run import LiveRun, tracked_stage
 from quickdraw_dag.tracking.session import FLOW_RUN_ENV
 from quickdraw_dag.tracking.store import close_stopped_runs, configure
-from quickdraw_dag.training.callbacks import ChanceStop, EpochHook, SafetyLimit, TrialTracker, fingerprint
+from quickdraw_dag.training.callbacks import (
+    ChanceStop,
+    EpochHook,
+    SafetyLimit,
+    TrialTracker,
+    fingerprint,
+    stop_when_signalled,
+)
 from quickdraw_dag.training.checkpoints import recover_search
 from quickdraw_dag.training.determinism import seed_everything
 from quickdraw_dag.training.tune_workers import (
@@ -143,6 +150,7 @@ class Search:
                 keras.callbacks.EarlyStopping(OBJECTIVE, patience=self.params.patience),
                 chance,
                 safety,
+                *stop_when_signalled(),
             ],
             verbose=2,
         )

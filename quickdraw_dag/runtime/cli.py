@@ -22,7 +22,7 @@ from quickdraw_dag.config.loading import load_params
 from quickdraw_dag.config.schema import DEFAULT_PARAMS_PATH, Params
 from quickdraw_dag.errors import ConfigError, QuickDrawDagError
 from quickdraw_dag.runtime.diskspace import free_bytes, human, is_disk_full
-from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
+from quickdraw_dag.runtime.interrupt import Interrupted, raise_if_stopping, stop_on_signals
 from quickdraw_dag.runtime.lock import workspace_lock
 
 log = logging.getLogger("quickdraw_dag")
@@ -134,6 +134,7 @@ def exit_code_of(work: Callable[[], object], on_stop: OnStop | None = None) -> i
     with stop_on_signals():
         try:
             work()
+            raise_if_stopping()  # a stop deferred out of TensorFlow's code, still owed when the work ended
         except QuickDrawDagError as error:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_code

@@ -14,18 +14,22 @@ cleanups registered with `on_forced_exit` run and the process exits at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import importlib.util
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 20.0
+REDELIVERY_SECONDS = 0.02  # how soon a deferred stop is tried again
 _FORCED_EXIT_CLEANUPS: list[Callable[[], None]] = []
 
 
@@ -78,54 +82,138 @@ def _swallows_exceptions(frame: FrameType | None, depth: int = 8) -> bool:
     return False
 
 
+@functools.cache
+def _fragile_package_dirs() -> tuple[str, ...]:
+    """Where the packages live that an exception raised at an arbitrary line can corrupt (TensorFlow)."""
+    spec = importlib.util.find_spec("tensorflow")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    # Both spellings: a virtual environment reached through a symbolic link names its files by the link.
+    return tuple({os.path.join(path, "") for location in locations for path in (location, os.path.realpath(location))})
+
+
+def _inside_fragile_code(frame: FrameType | None) -> bool:
+    """Whether TensorFlow's Python is anywhere on the stack: raised there, a stop breaks its state.
+
+    Measured: raised inside a device scope's entry, it became "RuntimeError: Exiting device scope without
+    proper scope nesting" (exit 1, run FAILED); raised in an import that TensorFlow's C++ makes, it was
+    printed as a SystemError and dropped, and the stage ran on to exit 0. Keras's own loops are plain
+    Python and unwind cleanly; they check for a deferred stop after every batch (`StopWhenSignalled`).
+    """
+    fragile = _fragile_package_dirs()
+    while fragile and frame is not None:
+        if frame.f_code.co_filename.startswith(fragile):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@dataclass
+class _Stop:
+    """The state of one `stop_on_signals` block: the stop received, and our own redeliveries in flight."""
+
+    signum: int | None = None
+    raised: bool = False
+    sent: int = 0  # redeliveries sent and not yet handled: a signal beyond them is the user's second
+    timers: list[threading.Timer] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def deliver_later(self, signum: int) -> None:
+        """Send the signal again shortly: by then the main thread may have left the code it could not stop in."""
+        timer = threading.Timer(REDELIVERY_SECONDS, self._redeliver, (signum,))
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
+
+    def _redeliver(self, signum: int) -> None:
+        self.sent += 1
+        # To the main thread itself: sent to the process, another thread may take it, and a main thread
+        # blocked in a system call (a sleep, a lock) would not be woken to run the handler.
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+
+    def interrupted(self) -> Interrupted:
+        assert self.signum is not None
+        self.raised = True
+        return Interrupted(self.signum)
+
+
+_ACTIVE: list[_Stop] = []  # the main thread's `stop_on_signals` block, if one is open
+
+
+def raise_if_stopping() -> None:
+    """At a safe point of the work, raise the stop a signal asked for, if it has not stopped the work yet.
+
+    Called after every Keras batch (`StopWhenSignalled`) and when the block's work has returned. Work that
+    reaches one after a signal was not stopped by it: the stop was deferred out of TensorFlow's code, or it
+    was raised where C code dropped it (a `print` between its two writes did, once in a few runs).
+    """
+    if _ACTIVE and threading.current_thread() is threading.main_thread():
+        stop = _ACTIVE[-1]
+        if stop.signum is not None:
+            raise stop.interrupted()
+
+
 @contextmanager
 def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into `Interrupted` in the main thread for the block (elsewhere: no change)."""
+    """Turn SIGINT and SIGTERM into `Interrupted` in the main thread for the block (elsewhere: no change).
+
+    Where raising would be lost or would corrupt a library (a finalizer, TensorFlow's code), the stop is
+    deferred: the signal is sent again every few milliseconds until it lands in safe code, Keras raises it
+    after the batch, and the block raises it when its work returns. The grace period runs from the first
+    signal, deferred or not.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopping: dict[str, int] = {}
-    done = threading.Event()
+    stop = _Stop()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         code = 128 + signum
-        if _swallows_exceptions(frame):
-            # Raised here, `Interrupted` would be printed as "Exception ignored" and lost (a GC callback, a
-            # finalizer): the stage would run on to the end and exit 0. Deliver the signal again, just after.
-            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-            return
-        if stopping:
+        if stop.sent:  # one of our own redeliveries (a user's signal within the same instant merges with it)
+            stop.sent -= 1
+        elif stop.signum is not None:
             force_exit(code, f"second signal ({signal.Signals(signum).name})")
-        stopping["signal"] = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping (cleaning up; a second signal exits at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-        threading.Thread(target=_watchdog, args=(grace_s, code, done), daemon=True, name="stop-watchdog").start()
-        raise Interrupted(signum)
+        if stop.signum is None:
+            stop.signum = signum
+            print(
+                f"\n{signal.Signals(signum).name}: stopping (cleaning up; a second signal exits at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+            threading.Thread(
+                target=_watchdog, args=(grace_s, code, stop.done), daemon=True, name="stop-watchdog"
+            ).start()
+        if stop.raised:
+            return  # already unwinding
+        if _swallows_exceptions(frame) or _inside_fragile_code(frame):
+            stop.deliver_later(stop.signum)
+            return
+        raise stop.interrupted()
 
     previous_hook = sys.unraisablehook
 
     def unraisable(info: Any) -> None:
         # Python swallows exceptions raised in weakref callbacks, GC callbacks and finalizers ("Exception
         # ignored in ..."): a stop raised there would be lost and the work would finish. Deliver it again.
-        if isinstance(info.exc_value, Interrupted):
-            stopping.clear()
-            threading.Timer(0.05, os.kill, (os.getpid(), info.exc_value.signum)).start()
+        if isinstance(info.exc_value, Interrupted) and stop.signum is not None:
+            stop.raised = False
+            stop.deliver_later(stop.signum)
             return
         previous_hook(info)
 
     previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
     sys.unraisablehook = unraisable
+    _ACTIVE.append(stop)
     try:
         yield
     finally:
+        _ACTIVE.remove(stop)
+        for timer in stop.timers:
+            timer.cancel()
         sys.unraisablehook = previous_hook
         for number, handler in previous.items():
             signal.signal(number, handler)
-        if not stopping:
-            done.set()  # after a stop, the watchdog stays until the process has exited
+        if stop.signum is None:
+            stop.done.set()  # after a stop, the watchdog stays until the process has exited
 
 
 def ending_status(error: BaseException) -> str:

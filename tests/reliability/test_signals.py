@@ -174,3 +174,118 @@ def test_a_signal_that_lands_in_a_gc_or_weakref_callback_still_stops_the_work(wh
     )
     assert (result.returncode, result.stdout.strip()) == (143, "interrupted"), result.stderr[-2000:]
     assert "Exception ignored" not in result.stderr
+
+
+SIGNAL_IN_TENSORFLOW_CODE = """
+import os, signal, sys, threading, time
+from quickdraw_dag.runtime.cli import exit_code_of
+from quickdraw_dag.runtime.interrupt import Interrupted, _fragile_package_dirs
+
+# A function whose code lives in TensorFlow's package folder, as the stack check sees it (nothing is written there).
+SOURCE = '''
+def tensorflow_op(seconds, also):
+    os.kill(os.getpid(), signal.SIGTERM)
+    if also:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # Python bytecode all along: the handler runs here, again and again
+        pass
+'''
+namespace = {"os": os, "signal": signal, "threading": threading, "time": time}
+exec(compile(SOURCE, os.path.join(_fragile_package_dirs()[0], "fake_op.py"), "exec"), namespace)
+tensorflow_op = namespace["tensorflow_op"]
+case = sys.argv[1]
+started = time.monotonic()
+reached = []  # no printing inside the work: a stop raised inside `print` is a different test
+
+def work():
+    try:
+        tensorflow_op(1.0 if case != "second signal" else 5.0, case == "second signal")
+    except Interrupted:
+        reached.append("raised inside TensorFlow's code")
+        raise
+    reached.append("left TensorFlow's code")
+    if case == "safe code after":
+        time.sleep(5)
+    reached.append("finished")
+
+code = exit_code_of(work)
+for step in reached:
+    print(step)
+print(f"exit {code} after {time.monotonic() - started:.1f} s")
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("case", ["safe code after", "work ends there", "second signal"])
+def test_a_signal_that_lands_in_tensorflow_code_stops_the_work_once_it_is_out(case: str) -> None:
+    # Raised inside TensorFlow's Python, a stop broke a device scope (exit 1, run FAILED) or was printed as a
+    # SystemError and dropped (exit 0: the CI failure of 2026-12-03). It must wait until the code is left, and
+    # never be lost, even when the work ends right there; a second signal still exits at once.
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_TENSORFLOW_CODE, case],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    lines = result.stdout.splitlines()
+    assert result.returncode == 143, (result.stdout, result.stderr[-2000:])
+    if case == "second signal":
+        assert "second signal (SIGTERM): exiting now (exit 143)" in result.stderr
+        assert lines == []  # force-exited inside, 0.2 s in, rather than after its 5 s
+        return
+    expected = ["left TensorFlow's code"] + (["finished"] if case == "work ends there" else [])
+    assert lines[:-1] == expected, result.stdout  # never raised inside; raised once out (at the end at the latest)
+    assert lines[-1].startswith("exit 143 after ") and float(lines[-1].split()[3]) < 3.0  # 1 s inside, then out
+    assert "rerun the same command to resume" in result.stderr
+
+
+KERAS_FIT_UNDER_SIGTERM = """
+import os, signal, sys, threading
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import keras, numpy as np
+from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
+from quickdraw_dag.training.callbacks import stop_when_signalled
+
+batches, at_signal = [], []
+
+def send():
+    at_signal.append(len(batches))
+    os.kill(os.getpid(), signal.SIGTERM)
+
+class Count(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        threading.Timer(1.0, send).start()  # from another thread, mid-batch: the main thread is in TensorFlow
+    def on_train_batch_end(self, batch, logs=None):
+        batches.append(batch)
+
+model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(2048, activation="relu"), keras.layers.Dense(3)])
+model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x, y = np.random.rand(8192, 512).astype("float32"), np.random.randint(0, 3, 8192)
+try:
+    with stop_on_signals():
+        model.fit(x, y, batch_size=64, epochs=5, verbose=0, callbacks=[Count(), *stop_when_signalled()])
+    print("finished", len(batches))
+except Interrupted as stop:
+    print("interrupted", at_signal[0], len(batches))
+    sys.exit(stop.exit_code)
+"""
+
+
+def test_a_keras_fit_under_tensorflow_stops_within_a_batch_of_sigterm() -> None:
+    # The main thread spends a fit inside TensorFlow's code, where the stop is deferred: the callback raises it
+    # after the batch, so the fit stops at once rather than after its 640 batches.
+    result = subprocess.run(
+        [sys.executable, "-c", KERAS_FIT_UNDER_SIGTERM],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 143, (result.stdout, result.stderr[-2000:])
+    word, at_signal, ended = result.stdout.split()
+    assert word == "interrupted" and at_signal != "0" and int(ended) - int(at_signal) <= 1, result.stdout
+    assert "Exiting device scope" not in result.stderr and "SystemError" not in result.stderr
