@@ -81,6 +81,18 @@ os.environ.setdefault("QUICKDRAW_DAG_PROGRESS", "0")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+def _threads_per_worker() -> int:
+    """The cores each xdist worker may use: TensorFlow sizes its pools to every core by default, so two
+    workers training at once (and the stage processes they start, which inherit this) ran twice as many
+    busy threads as there are cores, and spent the difference contending."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(_threads_per_worker()))
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(_threads_per_worker()))
+
+
 @pytest.fixture(autouse=True)
 def _tracking_uri_stays_in_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test starts with no MLflow store set, and leaves none behind.
