@@ -37,8 +37,8 @@ from quickdraw_dag.tracking.lineage import orchestrator_ids
 from quickdraw_dag.tracking.live_run import tracked_stage
 from quickdraw_dag.tracking.store import close_stopped_runs
 from quickdraw_dag.training import plots
-from quickdraw_dag.training.callbacks import stop_when_signalled
 from quickdraw_dag.training.model import load_model
+from quickdraw_dag.training.stopping import stop_when_signalled
 
 log = logging.getLogger(__name__)
 

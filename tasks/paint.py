@@ -94,7 +94,7 @@ def paint(params: PaintParams, catalog: PaintCatalog) -> dict[str, Any]:
         def to_image(predicted: np.ndarray) -> np.ndarray:
             return colours[predicted_classes(predicted)].reshape(height, width, 3)
 
-    from quickdraw_dag.training.callbacks import stop_when_signalled  # imports Keras: only when painting
+    from quickdraw_dag.training.stopping import stop_when_signalled  # imports Keras: only when painting
 
     model = build_mlp(inputs.shape[1], params)
     snapshots: dict[int, np.ndarray] = {}

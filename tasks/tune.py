@@ -74,10 +74,10 @@ from quickdraw_dag.training.callbacks import (
     SafetyLimit,
     TrialTracker,
     fingerprint,
-    stop_when_signalled,
 )
 from quickdraw_dag.training.checkpoints import recover_search
 from quickdraw_dag.training.determinism import seed_everything
+from quickdraw_dag.training.stopping import stop_when_signalled
 from quickdraw_dag.training.tune_workers import (
     ChiefServer,
     WorkerReport,

@@ -30,6 +30,10 @@ from typing import Any
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 20.0
 REDELIVERY_SECONDS = 0.02  # how soon a deferred stop is tried again
+# A deferred stop is retried with a signal of its own, so that a user's second SIGTERM or Ctrl-C is never
+# taken for a retry (Python merges the signals of one number that arrive before its handler runs). Where
+# there are no real-time signals, the stop signal itself is sent again, and counted.
+REDELIVERY_SIGNAL: int | None = signal.SIGRTMAX - 2 if hasattr(signal, "SIGRTMAX") else None
 _FORCED_EXIT_CLEANUPS: list[Callable[[], None]] = []
 
 
@@ -113,22 +117,35 @@ class _Stop:
 
     signum: int | None = None
     raised: bool = False
-    sent: int = 0  # redeliveries sent and not yet handled: a signal beyond them is the user's second
+    sent: int = 0  # without REDELIVERY_SIGNAL: stop signals we sent and not yet handled
+    closed: bool = False
     timers: list[threading.Timer] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
-    def deliver_later(self, signum: int) -> None:
-        """Send the signal again shortly: by then the main thread may have left the code it could not stop in."""
-        timer = threading.Timer(REDELIVERY_SECONDS, self._redeliver, (signum,))
+    def deliver_later(self) -> None:
+        """Try again shortly: by then the main thread may have left the code it could not stop in."""
+        timer = threading.Timer(REDELIVERY_SECONDS, self._redeliver)
         timer.daemon = True
         self.timers.append(timer)
         timer.start()
 
-    def _redeliver(self, signum: int) -> None:
-        self.sent += 1
+    def _redeliver(self) -> None:
+        if self.closed or self.signum is None:
+            return
+        if REDELIVERY_SIGNAL is None:
+            self.sent += 1
         # To the main thread itself: sent to the process, another thread may take it, and a main thread
         # blocked in a system call (a sleep, a lock) would not be woken to run the handler.
-        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+        signal.pthread_kill(threading.main_thread().ident or 0, REDELIVERY_SIGNAL or self.signum)
+
+    def close(self) -> None:
+        """No retry after this returns: a retry signal arriving once its handler is gone would kill the process."""
+        self.closed = True
+        for timer in self.timers:
+            timer.cancel()
+        for timer in self.timers:
+            if timer is not threading.current_thread():
+                timer.join()
 
     def interrupted(self) -> Interrupted:
         assert self.signum is not None
@@ -166,28 +183,34 @@ def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
         return
     stop = _Stop()
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        code = 128 + signum
-        if stop.sent:  # one of our own redeliveries (a user's signal within the same instant merges with it)
-            stop.sent -= 1
-        elif stop.signum is not None:
-            force_exit(code, f"second signal ({signal.Signals(signum).name})")
-        if stop.signum is None:
-            stop.signum = signum
-            print(
-                f"\n{signal.Signals(signum).name}: stopping (cleaning up; a second signal exits at once)",
-                file=sys.stderr,
-                flush=True,
-            )
-            threading.Thread(
-                target=_watchdog, args=(grace_s, code, stop.done), daemon=True, name="stop-watchdog"
-            ).start()
+    def take(frame: FrameType | None) -> None:
+        """Raise the stop here, or defer it if here is a finalizer or TensorFlow's code."""
         if stop.raised:
             return  # already unwinding
         if _swallows_exceptions(frame) or _inside_fragile_code(frame):
-            stop.deliver_later(stop.signum)
+            stop.deliver_later()
             return
         raise stop.interrupted()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        code = 128 + signum
+        if stop.sent:  # one of our own retries (only without REDELIVERY_SIGNAL)
+            stop.sent -= 1
+            take(frame)
+            return
+        if stop.signum is not None:
+            force_exit(code, f"second signal ({signal.Signals(signum).name})")
+        stop.signum = signum
+        print(
+            f"\n{signal.Signals(signum).name}: stopping (cleaning up; a second signal exits at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+        threading.Thread(target=_watchdog, args=(grace_s, code, stop.done), daemon=True, name="stop-watchdog").start()
+        take(frame)
+
+    def retry(signum: int, frame: FrameType | None) -> None:
+        take(frame)
 
     previous_hook = sys.unraisablehook
 
@@ -196,19 +219,20 @@ def stop_on_signals(grace_s: float = GRACE_SECONDS) -> Iterator[None]:
         # ignored in ..."): a stop raised there would be lost and the work would finish. Deliver it again.
         if isinstance(info.exc_value, Interrupted) and stop.signum is not None:
             stop.raised = False
-            stop.deliver_later(stop.signum)
+            stop.deliver_later()
             return
         previous_hook(info)
 
     previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    if REDELIVERY_SIGNAL is not None:
+        previous[REDELIVERY_SIGNAL] = signal.signal(REDELIVERY_SIGNAL, retry)
     sys.unraisablehook = unraisable
     _ACTIVE.append(stop)
     try:
         yield
     finally:
         _ACTIVE.remove(stop)
-        for timer in stop.timers:
-            timer.cancel()
+        stop.close()
         sys.unraisablehook = previous_hook
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 
 from quickdraw_dag.config.schema import TrainParams
-from quickdraw_dag.runtime.interrupt import raise_if_stopping
+from quickdraw_dag.training.stopping import stop_when_signalled
 
 # ReduceLROnPlateau: when val_loss has not improved for a third of the early-stopping
 # patience, cut the rate to 30%, so a plateau gets two or three cuts before training stops;
@@ -49,29 +49,6 @@ class SharedCallback(keras.callbacks.Callback):
 
     def __deepcopy__(self, memo: dict) -> SharedCallback:
         return self
-
-
-class StopWhenSignalled(keras.callbacks.Callback):
-    """Raise, after the batch, a stop (SIGTERM, Ctrl-C) deferred because it arrived in TensorFlow's code.
-
-    Under TensorFlow the main thread spends a fit or a predict inside TensorFlow's Python, where the stop
-    is not raised (`interrupt.stop_on_signals`); between two batches it is safe to raise.
-    """
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        raise_if_stopping()
-
-    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        raise_if_stopping()
-
-    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        raise_if_stopping()
-
-
-def stop_when_signalled() -> list[keras.callbacks.Callback]:
-    """`StopWhenSignalled` under TensorFlow; none elsewhere (JAX's loop is not TensorFlow's code, and a
-    per-batch hook would turn off Keras's asynchronous dispatch there)."""
-    return [StopWhenSignalled()] if keras.backend.backend() == "tensorflow" else []
 
 
 class EpochLearningRate(keras.callbacks.Callback):
