@@ -126,6 +126,18 @@ def test_a_stage_stopped_by_sigterm_marks_its_mlflow_run_killed(project: Path, r
     )
 
 
+def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -c script args` with the project on its path; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
 SIGNAL_IN_GC_CALLBACK = """
 import gc, os, signal, sys, threading, time
 from quickdraw_dag.runtime.interrupt import Interrupted, stop_on_signals
@@ -164,14 +176,7 @@ except Interrupted as stop:
 @pytest.mark.parametrize("where", ["gc", "weakref"])
 def test_a_signal_that_lands_in_a_gc_or_weakref_callback_still_stops_the_work(where: str) -> None:
     # Raised inside such a callback, the stop would be "Exception ignored" and the stage would finish (exit 0).
-    result = subprocess.run(
-        [sys.executable, "-c", SIGNAL_IN_GC_CALLBACK, where],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    result = run_script(SIGNAL_IN_GC_CALLBACK, where)
     assert (result.returncode, result.stdout.strip()) == (143, "interrupted"), result.stderr[-2000:]
     assert "Exception ignored" not in result.stderr
 
@@ -222,14 +227,7 @@ def test_a_signal_that_lands_in_tensorflow_code_stops_the_work_once_it_is_out(ca
     # Raised inside TensorFlow's Python, a stop broke a device scope (exit 1, run FAILED) or was printed as a
     # SystemError and dropped (exit 0: the CI failure of 2026-12-03). It must wait until the code is left, and
     # never be lost, even when the work ends right there; a second signal still exits at once.
-    result = subprocess.run(
-        [sys.executable, "-c", SIGNAL_IN_TENSORFLOW_CODE, case],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    result = run_script(SIGNAL_IN_TENSORFLOW_CODE, case)
     lines = result.stdout.splitlines()
     assert result.returncode == 143, (result.stdout, result.stderr[-2000:])
     if case == "second signal":
@@ -277,14 +275,7 @@ except Interrupted as stop:
 def test_a_keras_fit_under_tensorflow_stops_within_a_batch_of_sigterm() -> None:
     # The main thread spends a fit inside TensorFlow's code, where the stop is deferred: the callback raises it
     # after the batch, so the fit stops at once rather than after its 640 batches.
-    result = subprocess.run(
-        [sys.executable, "-c", KERAS_FIT_UNDER_SIGTERM],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    result = run_script(KERAS_FIT_UNDER_SIGTERM, timeout=120)
     assert result.returncode == 143, (result.stdout, result.stderr[-2000:])
     word, at_signal, ended = result.stdout.split()
     assert word == "interrupted" and at_signal != "0" and int(ended) - int(at_signal) <= 1, result.stdout
