@@ -234,8 +234,11 @@ def test_a_signal_that_lands_in_tensorflow_code_stops_the_work_once_it_is_out(ca
         assert "second signal (SIGTERM): exiting now (exit 143)" in result.stderr
         assert lines == []  # force-exited inside, 0.2 s in, rather than after its 5 s
         return
-    expected = ["left TensorFlow's code"] + (["finished"] if case == "work ends there" else [])
-    assert lines[:-1] == expected, result.stdout  # never raised inside; raised once out (at the end at the latest)
+    # Never raised inside; raised once out: by a retry as the code is left, or at the work's end at the latest.
+    allowed = [["left TensorFlow's code"]] + (
+        [["left TensorFlow's code", "finished"]] if case == "work ends there" else []
+    )
+    assert lines[:-1] in allowed, result.stdout
     # Usually out within 1.1 s. Once, in a loaded fresh-clone run (2026-12-04), the retries did not wake the 5 s
     # sleep that follows and the stop came as it ended (6.0 s), still before the work's next step: an open
     # question, so the bound here is the sleep's end, not 3 s.
