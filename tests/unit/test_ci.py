@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, skip_outside_ci
+from tests.helpers import REPO, run_bounded, skip_outside_ci
 
 # The only places a test may skip: the helper that fails under CI instead, and the fixture of ../shared.
 ALLOWED_SKIPS = {
@@ -94,3 +95,53 @@ def test_a_missing_tool_skips_locally_and_fails_under_ci(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match=r"no chromium \(CI=true runs every test"):
         skip_outside_ci("no chromium")
+
+
+GROUPED = """
+import os
+from pathlib import Path
+
+import pytest
+
+BUILT = Path(__file__).with_name("built")
+RAN = Path(__file__).with_name("ran")
+
+
+@pytest.fixture(scope="module")
+def shared():
+    with BUILT.open("a") as handle:
+        handle.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+
+
+def ran(name):
+    with RAN.open("a") as handle:
+        handle.write(f"{name} {os.environ['PYTEST_XDIST_WORKER']}\\n")
+
+
+@pytest.mark.xdist_group("together")
+@pytest.mark.parametrize("n", range(6))
+def test_grouped(shared, n):
+    ran(f"grouped{n}")
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_free(n):
+    ran(f"free{n}")
+"""
+
+
+def test_make_tests_xdist_groups_keep_a_group_on_one_worker_and_build_its_fixture_once(tmp_path: Path) -> None:
+    """The suite's shared fixtures (the champion, the flow runs) count on `xdist_group`; pytest 9.2 with
+    pytest-xdist 3.8 ignored every group without a word, and each worker built them again."""
+    addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    done = run_bounded(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", f"addopts={addopts}", str(tmp_path)],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = dict(line.split() for line in (tmp_path / "ran").read_text().splitlines())
+    assert len(ran) == 12 and set(ran.values()) == {"gw0", "gw1"}, ran  # two workers, both used
+    assert len({worker for name, worker in ran.items() if name.startswith("grouped")}) == 1, ran
+    assert len((tmp_path / "built").read_text().split()) == 1  # the group's module fixture, built once
