@@ -24,8 +24,9 @@ from tests.helpers import (
     skip_outside_ci,
 )
 
-# Fails the run when a process the tests started outlives the session (tests/process_guard.py).
-pytest_plugins = ["tests.process_guard"]
+# Fails the run when a process the tests started outlives the session (tests/process_guard.py); with
+# QUICKDRAW_TEST_CPU_LOG set, logs the CPU seconds of each test (tests/cpu_time.py).
+pytest_plugins = ["tests.process_guard", "tests.cpu_time"]
 
 
 # The slowest tests as `make test`'s --durations listed them (docs/PERFORMANCE.md, "The test suite"),
@@ -211,12 +212,12 @@ def champion_store(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Champ
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def worker_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Prefect server per xdist worker, in a Prefect home of its own; yields its API URL.
 
     A flow run without PREFECT_API_URL starts and migrates a temporary server of its own, tens of seconds
-    on a busy machine (docs/PERFORMANCE.md, "The test suite"). Tests whose flows are not about that
-    server share this one through `shared_prefect`; the temporary server's own tests do not.
+    on a busy machine (docs/PERFORMANCE.md, "The test suite"); the flows the tests start share this one
+    instead (`_flows_report_to_the_workers_prefect_server`).
     """
     import subprocess
     import time
@@ -261,8 +262,18 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             kill_tree(server.pid)
 
 
-@pytest.fixture()
-def shared_prefect(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """PREFECT_API_URL set to the worker's server for this test, so the flows it starts skip their own."""
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    return prefect_server
+# Their tests start no flow: a single unit test does not wait for a Prefect server.
+NO_FLOWS = ("tests/unit/", "tests/data/")
+
+
+@pytest.fixture(autouse=True)
+def _flows_report_to_the_workers_prefect_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PREFECT_API_URL set to the worker's server, so that the flows a test starts skip a temporary one.
+
+    The tests about the flow's own temporary server (its start, telemetry, death, stop on a signal or a full
+    disk) take PREFECT_API_URL out of their flow's environment themselves, as a user without one runs it.
+    """
+    if not request.node.nodeid.startswith(NO_FLOWS):
+        monkeypatch.setenv("PREFECT_API_URL", request.getfixturevalue("worker_prefect_server"))

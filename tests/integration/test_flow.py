@@ -207,7 +207,6 @@ def test_the_model_is_logged_registered_and_the_champion_gate_applied(flow_runs:
 
 
 @pytest.mark.xdist_group("dask")
-@pytest.mark.usefixtures("shared_prefect")  # the runners' bytes, not the flow's Prefect server
 def test_dask_runner_writes_the_same_bytes_as_the_default_runner(tmp_path: Path) -> None:
     """Per-category tasks on a local Dask cluster (2 worker processes) versus threads."""
     from bench.workspace import copy_project

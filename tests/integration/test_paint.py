@@ -77,7 +77,6 @@ def test_a_missing_or_unreadable_image_exits_2_naming_the_path(project: Path, tm
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_prefect")  # the flow's picture, not its Prefect server
 def test_dvc_stage_and_prefect_flow_paint_the_same_picture(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

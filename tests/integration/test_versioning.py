@@ -31,17 +31,11 @@ def git(project: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def python(project: Path, module: str, *args: str, home: Path) -> subprocess.CompletedProcess:
-    """`python -m module` in `project` with its own code and Prefect home, logging to its own MLflow store."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    # a Prefect home of its own: its temporary server migrates a fresh database, slow on a busy machine
-    env.update(
-        {
-            "PYTHONPATH": str(project),
-            "PREFECT_HOME": str(home),
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-        }
-    )
+def python(project: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m module` in `project` with its own code, logging to its own MLflow store (and, as every test's
+    flows, to the worker's Prefect server: tests/conftest.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(project)
     return run_bounded([sys.executable, "-m", module, *args], cwd=project, env=env, timeout=900)
 
 
@@ -90,14 +84,13 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
     from bench.workspace import copy_project
 
     project = copy_project(tmp_path / "project")
-    home = tmp_path / "prefect"
     remote = tmp_path / "remote"
     set_params(project, **TINY_FIXED_PIPELINE)
     dvc_ok(project, "remote", "add", "-d", "store", str(remote))
     code = git_commit_all(project, "code")
 
     # 1. A flow run: git status shows exactly what a user commits; the flow pushed data and model.
-    first = python(project, "flows.pipeline", home=home)
+    first = python(project, "flows.pipeline")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
     kept = sorted(path.as_posix() for path in git_tracked_outputs(LAYOUT))
@@ -179,7 +172,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
         for name in ("accuracy", "top3_accuracy", "map_at_3", "macro_precision", "macro_recall", "macro_f1")
     }
     cache_object(project, model_md5).unlink()
-    done = python(project, "quickdraw_dag.orchestration.reproduce", run1.info.run_id, home=home)
+    done = python(project, "quickdraw_dag.orchestration.reproduce", run1.info.run_id)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     restored = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
     processed_md5 = run1.data.tags["dvc_processed_md5"]
@@ -195,7 +188,7 @@ def test_runs_are_committed_pushed_experimented_cloned_and_reproduced(tmp_path: 
 
     cache_object(project, model_md5).unlink()  # fetched back by the last reproduction
     shutil.move(remote, tmp_path / "remote-gone")
-    missing = python(project, "quickdraw_dag.orchestration.reproduce", run1.info.run_id, home=home)
+    missing = python(project, "quickdraw_dag.orchestration.reproduce", run1.info.run_id)
     assert missing.returncode == 1
     message = missing.stderr
     assert f"{LAYOUT.model.as_posix()} (md5 {model_md5})" in message, message

@@ -24,7 +24,6 @@ from tests.reliability.faults import PAUSED_FLOW, TINY_DATA, wait_for
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_prefect")  # about DVC's lock, not the flow's Prefect server
 def test_dvc_commands_refuse_while_a_flow_runs_and_touch_nothing(project: Path, tmp_path: Path, record) -> None:
     set_params(project, **TINY_DATA)
     git_commit_all(project)
