@@ -31,7 +31,8 @@ def test_each_test_logs_its_own_and_its_childrens_cpu_apart_from_its_wall_time(t
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.cpu_time"]\n')
     (tmp_path / "test_inner.py").write_text(INNER)
     log = tmp_path / "cpu.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "QUICKDRAW_TEST_CPU_LOG": str(log)}
+    outer = {key: value for key, value in os.environ.items() if key != "PYTEST_XDIST_WORKER"}  # this run's worker
+    env = {**outer, "PYTHONPATH": str(REPO), "QUICKDRAW_TEST_CPU_LOG": str(log)}
     done = run_bounded(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(tmp_path)],
         cwd=tmp_path,
