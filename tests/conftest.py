@@ -37,6 +37,7 @@ SLOWEST_FIRST = (
     "model/test_real_quality.py::test_the_default_recipe_on_real_drawings_reaches_its_floor",
     "integration/test_dvc.py::test_repro_runs_all_stages_then_is_a_no_op",
     "integration/test_flow.py::test_dask_runner_writes_the_same_bytes_as_the_default_runner",
+    "model/test_real_quality.py::test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor",
     "integration/test_mlflow_live.py::test_a_run_is_watched_live_and_a_killed_one_keeps_its_epochs",
     "integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
     "model/test_determinism.py::test_two_fresh_runs_give_the_same_model_bytes_and_metrics",
