@@ -1,5 +1,5 @@
 """What a flow run's own temporary Prefect server costs: the same tiny flow run, alternately starting its own
-server and pointed at a running one (the tests' `shared_prefect`), side by side in one process.
+server and pointed at a running one (the tests' `worker_prefect_server`), side by side in one process.
 
     python -m bench.flow_server [--rounds 2]
 """
