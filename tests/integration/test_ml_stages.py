@@ -247,7 +247,11 @@ def test_killed_search_resumes_without_repeating_finished_trials(workspace: Cata
     def completed() -> dict[str, float]:
         done = {}
         for path in workspace.tuner_dir.glob("*/trial_*/trial.json"):
-            if json.loads(path.read_text()).get("status") == "COMPLETED":
+            try:
+                trial = json.loads(path.read_text())
+            except json.JSONDecodeError:  # KerasTuner writes it in place: caught mid-write, not done yet
+                continue
+            if trial.get("status") == "COMPLETED":
                 done[path.parent.name] = path.stat().st_mtime_ns
         return done
 
