@@ -27,12 +27,17 @@ def test_sleeps():
 """
 
 
-def test_each_test_logs_its_own_and_its_childrens_cpu_apart_from_its_wall_time(tmp_path: Path) -> None:
+def run_inner(tmp_path: Path, tests: str, log: Path | None) -> None:
+    """`tests` run by pytest in one process with the plugin; its CPU log at `log` (None: the variable unset)."""
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.cpu_time"]\n')
-    (tmp_path / "test_inner.py").write_text(INNER)
-    log = tmp_path / "cpu.jsonl"
-    outer = {key: value for key, value in os.environ.items() if key != "PYTEST_XDIST_WORKER"}  # this run's worker
-    env = {**outer, "PYTHONPATH": str(REPO), "QUICKDRAW_TEST_CPU_LOG": str(log)}
+    (tmp_path / "test_inner.py").write_text(tests)
+    # neither this run's log nor its worker's name: the inner run has its own, or none
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("PYTEST_XDIST_WORKER", "QUICKDRAW_TEST_CPU_LOG")
+    }
+    env["PYTHONPATH"] = str(REPO)
+    if log is not None:
+        env["QUICKDRAW_TEST_CPU_LOG"] = str(log)
     done = run_bounded(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(tmp_path)],
         cwd=tmp_path,
@@ -40,6 +45,11 @@ def test_each_test_logs_its_own_and_its_childrens_cpu_apart_from_its_wall_time(t
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_each_test_logs_its_own_and_its_childrens_cpu_apart_from_its_wall_time(tmp_path: Path) -> None:
+    log = tmp_path / "cpu.jsonl"
+    run_inner(tmp_path, INNER, log)
     rows = {row["test"].split("::")[-1]: row for row in map(json.loads, log.read_text().splitlines())}
     assert set(rows) == {"test_burns_in_a_child", "test_sleeps"}
     burner, sleeper = rows["test_burns_in_a_child"], rows["test_sleeps"]
@@ -52,14 +62,5 @@ def test_each_test_logs_its_own_and_its_childrens_cpu_apart_from_its_wall_time(t
 
 
 def test_without_the_variable_nothing_is_logged(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.cpu_time"]\n')
-    (tmp_path / "test_inner.py").write_text("def test_nothing():\n    pass\n")
-    env = {key: value for key, value in os.environ.items() if key != "QUICKDRAW_TEST_CPU_LOG"}
-    done = run_bounded(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(tmp_path)],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(REPO)},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_inner(tmp_path, "def test_nothing():\n    pass\n", None)
     assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == ["conftest.py", "test_inner.py"]
