@@ -122,7 +122,10 @@ def _check_sqlite(path: Path, uri: str) -> None:
             "or point MLFLOW_TRACKING_URI at another store"
         )
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=REACH_TIMEOUT_S)) as db:
+        # Read-write, never read-only: a writer SIGKILLed mid-transaction leaves a hot journal, which
+        # SQLite rolls back on the first read; a read-only connection cannot, and calls a healthy store
+        # "attempt to write a readonly database". mode=rw still never creates the file.
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=REACH_TIMEOUT_S)) as db:
             # the header and the schema: a garbage or truncated file fails here ("file is not a database");
             # no integrity_check, which reads every page (seconds for a large store, at every stage)
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()

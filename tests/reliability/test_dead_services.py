@@ -103,6 +103,56 @@ def test_a_live_server_that_answers_any_status_counts_as_reachable(tmp_path: Pat
     assert server.requests == [("health", None)]
 
 
+KILLED_WRITER = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN")
+db.execute("UPDATE runs SET status = 'TORN'")
+db.execute("INSERT INTO runs SELECT 'filler', randomblob(4000) FROM generate")  # spills pages: a hot journal
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_store_whose_writer_was_killed_mid_write_is_recovered_not_refused(tmp_path: Path) -> None:
+    """A SIGKILL during an MLflow write leaves `mlflow.db-journal`; the next stage refused the store (CI, 2026-12-04).
+
+    The check opened the file read-only, and a read-only connection cannot roll
+    back a hot journal ("attempt to write a readonly database"). SQLite's own
+    recovery must run instead: the store is accepted, the torn write undone.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+
+    from quickdraw_dag.config.schema import MlflowParams
+    from quickdraw_dag.errors import ConfigError
+    from quickdraw_dag.tracking.store import check_store
+
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE runs (status TEXT, payload BLOB)")
+        db.execute("INSERT INTO runs VALUES ('FINISHED', NULL)")
+        db.execute(
+            "CREATE TABLE generate AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+            "WHERE i < 2000) SELECT i FROM n"
+        )
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(store)], timeout=60)
+    journal = store.with_name("mlflow.db-journal")
+    assert killed.returncode == -9 and journal.stat().st_size > 0  # the torn write is on disk
+    uri = f"sqlite:///{store}"
+    assert check_store(MlflowParams(tracking_uri=uri)) == uri
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]  # rolled back, nothing lost
+    assert not journal.exists() or journal.stat().st_size == 0
+    # neighbours: a cut-short store and a garbage one are still refused, and the check never creates a file
+    for name, content in {"cut.db": store.read_bytes()[:96], "garbage.db": b"not SQLite\n" * 100}.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match=f"sqlite:///{tmp_path / name}: not a usable SQLite database"):
+            check_store(MlflowParams(tracking_uri=f"sqlite:///{tmp_path / name}"))
+    assert check_store(MlflowParams(tracking_uri=f"sqlite:///{tmp_path / 'new' / 'm.db'}"))
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("workers", [256, 64])
 def test_more_tuning_workers_than_memory_holds_are_refused_before_any_starts(
     project: Path, workers: int, record: Callable[..., None]
