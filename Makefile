@@ -37,6 +37,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@echo "installing the pinned dependencies into $(VENV) (the first time takes a few minutes; later, only what changed)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
+	$(PY) -m quickdraw_dag.data.compiled
 	@touch $(STAMP)
 
 ## Create .venv if missing and install the pinned dependencies (every command does it first).

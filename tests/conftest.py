@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,6 +49,22 @@ SLOWEST_FIRST = (
     "integration/test_paint.py::test_dvc_stage_and_prefect_flow_paint_the_same_picture",
     "model/test_data_parallel.py::test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow",
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile numba's kernels into the checkout's cache before any worker starts (only the controller runs it).
+
+    Project copies carry that cache (bench.workspace.copy_project); before, each copy compiled the kernels
+    again in its fetch, preprocess and evaluate processes, about 11 CPU s a copy. When the cache is warm
+    (`make install` fills it), this costs under a second.
+    """
+    if getattr(session.config, "workerinput", None) is not None:
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "quickdraw_dag.data.compiled"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise pytest.UsageError(f"compiling numba's kernels failed: {done.stderr.strip()[-2000:]}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
