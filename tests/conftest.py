@@ -230,7 +230,13 @@ def champion_store(champion: Champion, monkeypatch: pytest.MonkeyPatch) -> Champ
 
 
 @pytest.fixture(scope="session")
-def worker_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def worker_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Prefect home of this worker's server: its database, searched by the secrets test."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="session")
+def worker_prefect_server(worker_prefect_home: Path) -> Iterator[str]:
     """One Prefect server per xdist worker, in a Prefect home of its own; yields its API URL.
 
     A flow run without PREFECT_API_URL starts and migrates a temporary server of its own, tens of seconds
@@ -246,7 +252,7 @@ def worker_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from tests.browser import free_port
     from tests.helpers import kill_tree
 
-    home = tmp_path_factory.mktemp("prefect-home")
+    home = worker_prefect_home
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     # Prefect's own command for its temporary server (prefect.server.api.server.SubprocessASGIServer).

@@ -1,4 +1,8 @@
-"""The scheduled deployment against a real temporary Prefect server: schedule, then a served run."""
+"""The scheduled deployment against a real Prefect server (the test worker's): schedule, then a served run.
+
+They used `prefect_test_harness`, a fresh server and database per test (about 15 CPU s each to start and
+migrate); the worker's server is as real, and already running.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +22,12 @@ from tests.helpers import TINY_FIXED_PIPELINE, set_params
 
 @pytest.mark.slow
 def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, worker_prefect_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import anyio
     from prefect import get_client
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.deploy import DEPLOYMENT_NAME, build_deployment
 
@@ -36,7 +39,7 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
         mlflow={"enabled": False},
     )
     params = load_params(project / "params.yaml")
-    with prefect_test_harness(server_startup_timeout=120):
+    with temporary_settings({PREFECT_API_URL: worker_prefect_server}):
         deployment_id = build_deployment(params).apply()
 
         async def read() -> tuple:
@@ -49,7 +52,7 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
         assert len(schedules) == 1 and schedules[0].active
         assert schedules[0].schedule.cron == "30 4 * * 2" and schedules[0].schedule.timezone == "Europe/Stockholm"
 
-        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(project)}
+        env = {**os.environ, "PREFECT_API_URL": worker_prefect_server, "PYTHONPATH": str(project)}
         server = subprocess.Popen(
             [sys.executable, "-m", "flows.deploy", "serve"],
             cwd=project,
@@ -71,40 +74,36 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
 
 
 @pytest.mark.slow
-def test_make_serve_stops_on_sigterm_within_seconds(project: Path) -> None:
+def test_make_serve_stops_on_sigterm_within_seconds(project: Path, worker_prefect_server: str) -> None:
     """Prefect's own SIGTERM handler deadlocked (`Runner.astop` never awaited) and needed SIGKILL."""
     import time
 
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
     set_params(project, **TINY_FIXED_PIPELINE, mlflow={"enabled": False})
-    with prefect_test_harness(server_startup_timeout=120):
-        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(project)}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "flows.deploy", "serve"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            lines = []
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:  # serving: the runner has started polling
-                line = server.stdout.readline()
-                lines.append(line)
-                if "serving" in line or not line:
-                    break
-            time.sleep(8)  # inside the runner's loop, where the old handler deadlocked
-            server.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            output = "".join(lines) + server.communicate(timeout=60)[0]
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+    env = {**os.environ, "PREFECT_API_URL": worker_prefect_server, "PYTHONPATH": str(project)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flows.deploy", "serve"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # serving: the runner has started polling
+            line = server.stdout.readline()
+            lines.append(line)
+            if "serving" in line or not line:
+                break
+        time.sleep(8)  # inside the runner's loop, where the old handler deadlocked
+        server.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        output = "".join(lines) + server.communicate(timeout=60)[0]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
     assert time.monotonic() - started < 30, output[-3000:]
     assert server.returncode == 143, output[-3000:]
     assert "stopped serving" in output and "never awaited" not in output and "Traceback" not in output

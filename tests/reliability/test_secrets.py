@@ -10,6 +10,7 @@ carries one is refused (exit 2) before anything is written.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -96,12 +97,13 @@ def _leaks(root: Path, needle: bytes) -> tuple[list[str], int]:
 
 @pytest.mark.slow
 def test_a_run_with_a_download_credential_leaves_it_in_no_stored_file(
-    tmp_path: Path, record: Callable[..., None]
+    tmp_path: Path, worker_prefect_home: Path, record: Callable[..., None]
 ) -> None:
     """The whole flow, downloading from a private mirror with a token from the environment.
 
     Every file the run leaves (the workspace with dvc.lock and params.yaml, the DVC cache, the MLflow
-    store and artifacts, the Prefect home) is read and searched for the token.
+    store and artifacts, the flow's Prefect home, and the database of the Prefect server it reported
+    to: this worker's) is read and searched for the token.
     """
     from bench.workspace import copy_project
 
@@ -121,8 +123,7 @@ def test_a_run_with_a_download_credential_leaves_it_in_no_stored_file(
         )
         git_commit_all(project)
         env = {
-            # the flow's own temporary server, its database in the Prefect home searched below
-            **{key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"},
+            **os.environ,  # PREFECT_API_URL: this worker's server, whose database is searched below
             "PYTHONPATH": str(project),
             "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
             "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -138,6 +139,12 @@ def test_a_run_with_a_download_credential_leaves_it_in_no_stored_file(
     assert len(artifacts) >= 2, artifacts  # the workspace's and the run's MLflow artifact copy
     leaks, scanned = _leaks(tmp_path, TOKEN.encode())
     assert leaks == [], leaks
+    # The server's database holds this run (its flow-run name, written before the flow ended), not the token.
+    run_name = re.search(r"Beginning flow run '([^']+)'", done.stdout + done.stderr).group(1)
+    server_leaks, server_files = _leaks(worker_prefect_home, TOKEN.encode())
+    assert _leaks(worker_prefect_home, run_name.encode())[0], "the run is not in the server's database"
+    assert server_leaks == [], server_leaks
+    scanned += server_files
     assert TOKEN not in done.stdout + done.stderr
     record(
         "secrets",
