@@ -25,12 +25,13 @@ from quickdraw_dag.config.schema import (
 )
 from tests.helpers import SAMPLE_CATEGORIES, SHARED
 
-EPOCHS = 8
-# This test measured 0.7206 on the 7 shipped categories (test split: 698 drawings; batch norm, learning
-# rate 1e-3, cosine over 8 epochs, final weights; 0.7278 before the initial weights were seeded from the
-# builder's seed), deterministic on this machine; the floor leaves 1.1 points for another CPU's kernels.
-# (The full default, 25 epochs: 0.7813 over 3 seeds, bench.quality.)
-FLOOR = 0.71
+EPOCHS = 4
+# This test measured 0.6920 on the 7 shipped categories (test split: 698 drawings; batch norm, learning
+# rate 1e-3, cosine over the 4 epochs, final weights; one TensorFlow thread, as under `make test`),
+# deterministic on this machine; the floor leaves 1.7 points for another CPU's kernels. It trained 8 epochs
+# (0.7206, floor 0.71) until 2026-12-04: half the CPU seconds of the suite's costliest test, and the whole
+# cosine schedule is still run, only shorter. (The full default, 25 epochs: 0.7813 over 3 seeds, bench.quality.)
+FLOOR = 0.675
 
 
 @pytest.mark.slow
