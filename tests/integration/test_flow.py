@@ -404,6 +404,12 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
         timeout=120,
     )
     assert "Dataset" in page and "quickdraw-train" in page and "Token Usage" not in page
+    # MLflow 3.17 opens its Assistant panel over a quarter of the page on a browser's first visit; a user
+    # closes it once (the browser remembers), as here, so that the screenshots show the pages themselves.
+    close = "document.querySelector('button[data-component-id=\"mlflow.assistant.chat_panel.close\"]')"
+    browser.wait_for(f"return {close}", timeout=30)
+    browser.execute(f"{close}.click()")
+    browser.wait_for(f"return !{close}", timeout=30)
     assert all(name in page for name in names) and "trial-" not in page  # parents only, trials folded
     # The parent with trials unfolds them (the first run tuned; the third only trained and evaluated).
     expander = "document.querySelector('button[data-component-id*=\"runnamecellrenderer\"]')"
@@ -438,6 +444,13 @@ def test_the_mlflow_ui_shows_the_runs_their_charts_a_comparison_and_the_champion
     )
     charts = browser.wait_for("const t = document.body.innerText; return t.includes('learning_rate') && t", timeout=90)
     assert "Model metrics" in charts and "accuracy" in charts and names[1] in charts
+    # the first row's charts drawn (each card fetches its history and draws after the page's text is in)
+    drawn = browser.wait_for(
+        "const cards = [...document.querySelectorAll('[data-testid=\"experiment-view-compare-runs-card\"]')];"
+        "return cards.length >= 3 && cards.slice(0, 3).every(c => c.querySelector('.js-plotly-plot')) && cards.length",
+        timeout=90,
+    )
+    assert drawn >= 6 and browser.execute(f"return !{close}")  # and the Assistant stays closed
     browser.screenshot(tmp_path / "run-charts.png")
 
     # The compare view of the two runs, with the param that differs.
