@@ -374,6 +374,23 @@ def test_half_sent_requests_hold_a_bounded_number_of_threads(served: ServedModel
     record(FAMILY, check="300 half-sent requests at once", cases=300, refused=300, peak_threads=peak, **answered)
 
 
+def test_a_burst_of_connections_waits_in_the_listen_backlog_not_in_syn_retransmits() -> None:
+    """socketserver's backlog of 5 dropped the 7th simultaneous SYN: a 1 s retransmit for that client (the
+    300 connections above took 45 s to open). With nobody accepting yet, 40 connections all complete their
+    handshake in the kernel's queue (a dropped SYN would hit the connect timeout)."""
+    from quickdraw_dag.serving.server import make_server
+
+    server = make_server(None, port=0, timeout=3.0, max_connections=8)  # listening, not accepting: no loop
+    try:
+        port = server.server_address[1]
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=0.5) for _ in range(40)]
+        for connection in connections:
+            connection.close()
+    finally:
+        server.server_close()
+    assert len(connections) == 40 and server.request_queue_size >= 40
+
+
 def test_predict_refuses_overflowing_coordinates_in_one_line(
     champion_store: Champion, tmp_path: Path, capsys: pytest.CaptureFixture, record
 ) -> None:
