@@ -35,19 +35,20 @@ pytest_plugins = ["tests.process_guard", "tests.cpu_time"]
 # starting a long test while the other has run out of work (longest-processing-time-first order).
 SLOWEST_FIRST = (
     "integration/test_versioning.py::test_runs_are_committed_pushed_experimented_cloned_and_reproduced",
-    "model/test_real_quality.py::test_the_default_recipe_on_real_drawings_reaches_its_floor",
     "integration/test_dvc.py::test_repro_runs_all_stages_then_is_a_no_op",
-    "integration/test_flow.py::test_dask_runner_writes_the_same_bytes_as_the_default_runner",
+    "model/test_real_quality.py::test_the_default_recipe_on_real_drawings_reaches_its_floor",
+    "model/test_determinism.py::test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics",
+    "model/test_determinism.py::test_two_fresh_runs_give_the_same_model_bytes_and_metrics",
+    "integration/test_tune_workers.py::test_two_workers_share_the_trials_and_record_what_one_worker_does",
+    "integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
+    "model/test_backends.py::test_train_on_jax_then_evaluate_on_tensorflow_agree",
+    "model/test_data_parallel.py::test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow",
     "model/test_real_quality.py::test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor",
     "integration/test_mlflow_live.py::test_a_run_is_watched_live_and_a_killed_one_keeps_its_epochs",
-    "integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
-    "model/test_determinism.py::test_two_fresh_runs_give_the_same_model_bytes_and_metrics",
-    "model/test_backends.py::test_train_on_jax_then_evaluate_on_tensorflow_agree",
-    "integration/test_deployment.py::test_deployment_has_the_cron_schedule_and_a_served_run_completes",
-    "integration/test_tune_workers.py::test_two_workers_share_the_trials_and_record_what_one_worker_does",
-    "reliability/test_dvc_and_flow.py::test_dvc_commands_refuse_while_a_flow_runs_and_touch_nothing",
     "integration/test_paint.py::test_dvc_stage_and_prefect_flow_paint_the_same_picture",
-    "model/test_data_parallel.py::test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow",
+    "integration/test_deployment.py::test_deployment_has_the_cron_schedule_and_a_served_run_completes",
+    "reliability/test_dvc_and_flow.py::test_dvc_commands_refuse_while_a_flow_runs_and_touch_nothing",
+    "integration/test_ml_stages.py::test_killed_training_resumes_at_its_last_finished_epoch",
 )
 
 
