@@ -2,8 +2,8 @@
 
 The kernels compile on first call, per argument types, and keep the machine
 code in `__pycache__` beside their sources (`cache=True`). Compiling all of
-them costs about 9 CPU s on this project's 2-core machine, paid by whichever
-process calls them first: the fetch or preprocess stage, or the evaluate
+them costs 10-12 CPU s on this project's 2-core machine (11.5 s alone, 9.7 s
+in a CI install, 2026-12-04), paid by whichever process calls them first: the fetch or preprocess stage, or the evaluate
 stage when MLflow checks the logged model against its stroke input example.
 `make install` runs this once, so no run pays it; later processes load the
 cached code in a fraction of a second.
