@@ -20,6 +20,20 @@ from quickdraw_dag.config.loading import load_params
 from tests.helpers import TINY_FIXED_PIPELINE, set_params
 
 
+def start_serving(project: Path, api_url: str, **popen: object) -> subprocess.Popen:
+    """`make serve` in `project` (`python -m flows.deploy serve`), reporting to the Prefect API at `api_url`."""
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(project)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.deploy", "serve"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
 @pytest.mark.slow
 def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
     project: Path, worker_prefect_server: str, monkeypatch: pytest.MonkeyPatch
@@ -52,16 +66,7 @@ def test_deployment_has_the_cron_schedule_and_a_served_run_completes(
         assert len(schedules) == 1 and schedules[0].active
         assert schedules[0].schedule.cron == "30 4 * * 2" and schedules[0].schedule.timezone == "Europe/Stockholm"
 
-        env = {**os.environ, "PREFECT_API_URL": worker_prefect_server, "PYTHONPATH": str(project)}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "flows.deploy", "serve"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        server = start_serving(project, worker_prefect_server, start_new_session=True)
         try:
             run = run_deployment(f"run-pipeline/{DEPLOYMENT_NAME}", timeout=420)
             assert run.state.is_completed(), run.state
@@ -79,15 +84,7 @@ def test_make_serve_stops_on_sigterm_within_seconds(project: Path, worker_prefec
     import time
 
     set_params(project, **TINY_FIXED_PIPELINE, mlflow={"enabled": False})
-    env = {**os.environ, "PREFECT_API_URL": worker_prefect_server, "PYTHONPATH": str(project)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "flows.deploy", "serve"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = start_serving(project, worker_prefect_server)
     try:
         lines = []
         deadline = time.monotonic() + 180
