@@ -3,8 +3,9 @@
 The kernels compile on first call, per argument types, and keep the machine
 code in `__pycache__` beside their sources (`cache=True`). Compiling all of
 them costs 10-12 CPU s on this project's 2-core machine (11.5 s alone, 9.7 s
-in a CI install, 2026-12-04), paid by whichever process calls them first: the fetch or preprocess stage, or the evaluate
-stage when MLflow checks the logged model against its stroke input example.
+in a CI install, 2026-12-04), paid by whichever process calls them first:
+the fetch or preprocess stage, or the evaluate stage when MLflow checks the
+logged model against its stroke input example.
 `make install` runs this once, so no run pays it; later processes load the
 cached code in a fraction of a second.
 
@@ -49,8 +50,7 @@ def warm_up() -> None:
         batch = DrawingBatch.concat(batches)
         path = Path(folder) / "drawings.bin"
         path.write_bytes(encode_binary(batch))
-        for on_bad_record in ("fail", "skip"):
-            decoded = DrawingBatch.concat(iter_binary(path, on_bad_record=on_bad_record))
+        decoded = DrawingBatch.concat(iter_binary(path))  # one signature: skip_bad is a bool either way
     rasterize(decoded)
     # the drawing page and the logged model simplify float screen coordinates (serving.strokes)
     simplify_drawing([(np.array([40.0, 200.0, 90.0]), np.array([260.0, 120.0, 30.0]))])
