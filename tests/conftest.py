@@ -38,7 +38,7 @@ SLOWEST_FIRST = (
     "integration/test_dvc.py::test_repro_runs_all_stages_then_is_a_no_op",
     "model/test_real_quality.py::test_the_default_recipe_on_real_drawings_reaches_its_floor",
     "model/test_determinism.py::test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics",
-    "model/test_determinism.py::test_two_fresh_runs_give_the_same_model_bytes_and_metrics",
+    "model/test_determinism.py::test_a_fresh_stage_run_gives_the_flow_runs_model_bytes_and_metrics",
     "integration/test_tune_workers.py::test_two_workers_share_the_trials_and_record_what_one_worker_does",
     "integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
     "model/test_backends.py::test_train_on_jax_then_evaluate_on_tensorflow_agree",

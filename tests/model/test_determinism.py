@@ -1,12 +1,11 @@
 """Same params, same data, same code: the same model, byte for byte, and the same metrics.
 
-Two fresh workspaces on the shipped real bitmaps run tune → train → evaluate
-in a process each, and two fresh project copies run the flow as users do
-(`python -m flows.pipeline`); everything a reproduction promises must match:
-the tuning result, the model file (its DVC hash), the per-epoch history and
-the test metrics. The flow's process has threads of its own (Prefect's
-websocket pings draw from Python's global `random`), so nothing the model
-depends on may be drawn from global random state.
+Two fresh project copies run the flow as users do (`python -m flows.pipeline`), side by side, on the
+shipped real bitmaps; then the stages run as DVC runs them (no Prefect, no MLflow run around them) on the
+same data and params in a process of their own. Everything a reproduction promises must match across all
+three: the tuning result, the model file (its DVC hash), the per-epoch history and the test metrics. The
+flow's process has threads of its own (Prefect's websocket pings draw from Python's global `random`), so
+nothing the model depends on may be drawn from global random state.
 """
 
 from __future__ import annotations
@@ -17,78 +16,17 @@ import random
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from quickdraw_dag.artifacts import Catalog
 from tests.helpers import REPO, SAMPLES, set_params
 
-DRIVER = """
-import sys
-from pathlib import Path
-
-from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config.schema import EvaluateParams, SearchSpace, TrainParams, TuneParams
-from tasks.evaluate import evaluate
-from tasks.train import train
-from tasks.tune import tune
-
-catalog = Catalog.under(Path(sys.argv[1]))
-space = SearchSpace(filters=(8, 12), learning_rate=(0.003,), batch_norm=(False,))
-tune(TuneParams(max_epochs=2, factor=2, train_fraction=0.5, batch_size=64, space=space, max_seconds=None), catalog)
-train(TrainParams(epochs=3, batch_size=64, max_seconds=None), catalog)
-evaluate(EvaluateParams(misclassified=4, samples_per_class=2), catalog)
-"""
-
-
-@pytest.fixture(scope="module")
-def real_processed(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Catalog:
-    """Three real categories × 1,000 bitmaps from samples/quickdraw, fetched, split and preprocessed."""
-    from quickdraw_dag.config.schema import DataParams, FetchParams, PreprocessParams, SplitParams
-    from quickdraw_dag.runtime.fanout import serial_map
-    from tasks.fetch import fetch
-    from tasks.preprocess import preprocess
-    from tasks.split import split
-
-    catalog = Catalog.under(tmp_path_factory.mktemp("real"))
-    data = DataParams(source=str(samples), categories=("bear", "frog", "sheep"))
-    fetch(data, FetchParams(), catalog)
-    split(data, SplitParams(), catalog)
-    preprocess(data, PreprocessParams(), catalog, serial_map)
-    return catalog
-
-
-@pytest.mark.slow
-def test_two_fresh_runs_give_the_same_model_bytes_and_metrics(tmp_path: Path, real_processed: Catalog) -> None:
-    outputs = []
-    for name in ("first", "second"):
-        catalog = Catalog.under(tmp_path / name)
-        shutil.copytree(real_processed.processed, catalog.processed)
-        done = subprocess.run(
-            [sys.executable, "-c", DRIVER, str(tmp_path / name)],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        history = json.loads(catalog.history.read_text())
-        outputs.append(
-            {
-                "model": catalog.model.read_bytes(),
-                "best_hparams": catalog.best_hparams.read_bytes(),
-                "metrics": catalog.metrics.read_bytes(),
-                "epochs": history["epochs"],
-            }
-        )
-    first, second = outputs
-    assert json.loads(first["metrics"])["accuracy"] > 0.5  # it learned something: not a trivially equal pair
-    assert first["best_hparams"] == second["best_hparams"]
-    assert first["epochs"] == second["epochs"]  # every per-epoch figure, to the last bit
-    assert first["metrics"] == second["metrics"]
-    assert first["model"] == second["model"]  # so dvc.lock records the same hash
+# The two flow runs are built once, for the two tests that compare with them: on one worker.
+FLOWS = pytest.mark.xdist_group("determinism")
 
 
 def test_the_network_depends_on_its_arguments_only_not_on_global_random_state() -> None:
@@ -131,14 +69,35 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.slow
-def test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics(tmp_path: Path) -> None:
-    """`python -m flows.pipeline --until evaluate` in two fresh copies, on 4 shipped real classes (issue 24)."""
+@dataclass(frozen=True)
+class FlowPair:
+    """Two fresh flow runs of one params file, `plain` and `noisy` (NOISY_FLOW), as `outputs` reads them."""
+
+    roots: dict[str, Path]
+    outputs: dict[str, dict[str, Any]]
+
+
+def outputs(catalog: Catalog) -> dict[str, Any]:
+    """Everything a reproduction promises: the search's choice, the model's bytes, every epoch, the metrics."""
+    return {
+        "model": catalog.model.read_bytes(),
+        "best_hparams": catalog.best_hparams.read_bytes(),
+        "metrics": json.loads(catalog.metrics.read_text()),
+        "epochs": json.loads(catalog.history.read_text())["epochs"],
+    }
+
+
+@pytest.fixture(scope="module")
+def flow_pair(tmp_path_factory: pytest.TempPathFactory) -> FlowPair:
+    """`python -m flows.pipeline --until evaluate` in two fresh copies, on 4 shipped real classes (issue 24).
+
+    Side by side, so that the two runs' threads interleave as they will.
+    """
     from bench.workspace import copy_project
 
-    runs = {}
+    started = {}
     for name, command in (("plain", ["-m", "flows.pipeline"]), ("noisy", ["-c", NOISY_FLOW])):
-        root = copy_project(tmp_path / name)
+        root = copy_project(tmp_path_factory.mktemp(name) / "project")
         set_params(
             root,
             data={"source": str(SAMPLES), "categories": ["bear", "duck", "frog", "lion"]},
@@ -155,26 +114,72 @@ def test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics(tmp_path: Pat
         )
         env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
         argv = [sys.executable, *command, "--until", "evaluate"]
-        runs[name] = (root, subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outputs = []
-    for root, process in runs.values():  # side by side: two runs' threads interleave as they will
+        log = subprocess.PIPE
+        started[name] = (root, subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
+    for name, (_, process) in started.items():
         log, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, log.decode()[-3000:]
-        catalog = Catalog.under(root)
-        outputs.append(
-            {
-                "model": catalog.model.read_bytes(),
-                "best_hparams": catalog.best_hparams.read_bytes(),
-                "metrics": json.loads(catalog.metrics.read_text()),
-                "epochs": json.loads(catalog.history.read_text())["epochs"],
-            }
-        )
-    plain, noisy = outputs
+        assert process.returncode == 0, f"the {name} flow run failed:\n{log.decode()[-3000:]}"
+    roots = {name: root for name, (root, _) in started.items()}
+    return FlowPair(roots, {name: outputs(Catalog.under(root)) for name, root in roots.items()})
+
+
+@pytest.mark.slow
+@FLOWS
+def test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics(flow_pair: FlowPair) -> None:
+    plain, noisy = flow_pair.outputs["plain"], flow_pair.outputs["noisy"]
     assert plain["metrics"]["accuracy"] > 0.4  # above chance (0.25): not a trivially equal pair
     assert plain["best_hparams"] == noisy["best_hparams"]
-    assert plain["epochs"] == noisy["epochs"]
-    assert plain["metrics"]["accuracy"] == noisy["metrics"]["accuracy"]
+    assert plain["epochs"] == noisy["epochs"]  # every per-epoch figure, to the last bit
+    assert plain["metrics"] == noisy["metrics"]
     assert plain["model"] == noisy["model"]
+
+
+# The stages as DVC runs them, without Prefect or an MLflow run around them, reading the flow run's
+# params.yaml as the stage commands do (here tune, train and evaluate in one process).
+DRIVER = """
+import sys
+from pathlib import Path
+
+from quickdraw_dag.artifacts import Catalog
+from quickdraw_dag.config.loading import load_params
+from tasks.evaluate import evaluate
+from tasks.train import train
+from tasks.tune import tune
+
+params = load_params(Path(sys.argv[1]), root=None)
+catalog = Catalog.under(Path(sys.argv[2]))
+tune(params.tune, catalog)
+train(params.train, catalog)
+evaluate(params.evaluate, catalog)
+"""
+
+
+@pytest.mark.slow
+@FLOWS
+def test_a_fresh_stage_run_gives_the_flow_runs_model_bytes_and_metrics(tmp_path: Path, flow_pair: FlowPair) -> None:
+    """Another fresh process, of another kind, on the flow run's data and params: the same bytes.
+
+    With the test above (the flow repeats itself), this run repeating the flow's shows that the stages
+    repeat too, and that `dvc repro` and a flow run of one params file record one model hash.
+    """
+    flow_root = flow_pair.roots["plain"]
+    catalog = Catalog.under(tmp_path / "stages")
+    shutil.copytree(Catalog.under(flow_root).processed, catalog.processed)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(flow_root / "params.yaml"), str(tmp_path / "stages")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stages, flow = outputs(catalog), flow_pair.outputs["plain"]
+    assert stages["metrics"]["accuracy"] > 0.4  # it learned something: not a trivially equal pair
+    assert stages["best_hparams"] == flow["best_hparams"]
+    assert stages["epochs"] == flow["epochs"]
+    assert stages["metrics"] == flow["metrics"]
+    assert stages["model"] == flow["model"]
 
 
 @pytest.mark.parametrize("seed", [0, 7])
