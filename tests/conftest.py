@@ -42,7 +42,7 @@ SLOWEST_FIRST = (
     "integration/test_tune_workers.py::test_two_workers_share_the_trials_and_record_what_one_worker_does",
     "integration/test_ml_stages.py::test_killed_search_resumes_without_repeating_finished_trials",
     "model/test_backends.py::test_train_on_jax_then_evaluate_on_tensorflow_agree",
-    "model/test_data_parallel.py::test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow",
+    "model/test_backends.py::test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow",
     "model/test_real_quality.py::test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor",
     "integration/test_mlflow_live.py::test_a_run_is_watched_live_and_a_killed_one_keeps_its_epochs",
     "integration/test_paint.py::test_dvc_stage_and_prefect_flow_paint_the_same_picture",
@@ -66,6 +66,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     )
     if done.returncode != 0:
         raise pytest.UsageError(f"compiling numba's kernels failed: {done.stderr.strip()[-2000:]}")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one worker more than there are cores, bounded by memory (~3 GiB a worker).
+
+    Two workers on this 2-core machine kept it busy 83% of the suite's time: each worker waits at times
+    (a server starting, a subprocess's output, a browser) and its core idles meanwhile. A third fills
+    those waits: 97% busy, 809 s instead of 907 s for the same tests (docs/PERFORMANCE.md, "The test suite").
+    """
+    import psutil
+
+    cores = os.cpu_count() or 1
+    return max(1, min(cores + 1, psutil.virtual_memory().total // (3 * 1024**3)))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
