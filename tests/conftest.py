@@ -68,6 +68,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"compiling numba's kernels failed: {done.stderr.strip()[-2000:]}")
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: `-p no:xdist` runs without it
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml): one worker more than there are cores, bounded by memory (~3 GiB a worker).
 
