@@ -4,6 +4,7 @@ that runs locally, except the tests of `../shared` where it is absent."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 import tomllib
@@ -136,7 +137,20 @@ def test_make_tests_xdist_groups_keep_a_group_on_one_worker_and_build_its_fixtur
     addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
     (tmp_path / "test_grouped.py").write_text(GROUPED)
     done = run_bounded(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", f"addopts={addopts}", str(tmp_path)],
+        # two workers whatever the machine (the suite's `-n auto` counts its cores)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-o",
+            f"addopts={addopts}",
+            "-n",
+            "2",
+            str(tmp_path),
+        ],
         cwd=tmp_path,
         timeout=120,
     )
@@ -145,3 +159,38 @@ def test_make_tests_xdist_groups_keep_a_group_on_one_worker_and_build_its_fixtur
     assert len(ran) == 12 and set(ran.values()) == {"gw0", "gw1"}, ran  # two workers, both used
     assert len({worker for name, worker in ran.items() if name.startswith("grouped")}) == 1, ran
     assert len((tmp_path / "built").read_text().split()) == 1  # the group's module fixture, built once
+
+
+def test_the_suite_runs_one_worker_more_than_there_are_cores_and_without_xdist_too() -> None:
+    import psutil
+
+    from tests.conftest import pytest_xdist_auto_num_workers
+
+    addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "-n auto" in addopts
+    cores, memory = os.cpu_count() or 1, psutil.virtual_memory().total
+    workers = pytest_xdist_auto_num_workers(None)  # type: ignore[arg-type]  # the config is not read
+    assert workers == max(1, min(cores + 1, memory // (3 * 1024**3)))
+    assert workers >= 1
+    # Without xdist its hook is optional, not an unknown hook (pytest's INTERNALERROR)
+    done = run_bounded(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--collect-only",
+            "-q",
+            "tests/unit/test_split.py",
+        ],
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 0 and re.search(r"\d+ tests collected", done.stdout), (
+        done.stdout[-2000:] + done.stderr[-2000:]
+    )
