@@ -16,9 +16,10 @@ training loss differs by 0 after one epoch, 2e-6 after two and 3e-4 after three 
 The per-epoch losses must agree within `TOLERANCE`: far closer than a run that saw other data, a
 different batch or unaveraged gradients would come.
 
-One JAX process trains both models and scores the one-device model with the evaluate stage; one
-TensorFlow process then runs the evaluate stage on both, which the two tests compare (two
-processes where the two tests had five: a TensorFlow or JAX start costs about 5 CPU seconds).
+One JAX process runs the stages' command lines (`tasks.train`, `tasks.evaluate`: their `main`, with the
+shipped params.yaml) for both models and scores the one-device model; one TensorFlow process runs the
+evaluate stage's command line on both, and the two tests compare what they wrote (two processes where the
+two tests had five: a TensorFlow or JAX start costs about 5 CPU seconds).
 """
 
 from __future__ import annotations
@@ -44,45 +45,60 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("jax")]
 # accuracies, counted on 36 validation drawings, may differ by a drawing or two (ACCURACY_TOLERANCE).
 TOLERANCE = 0.01
 ACCURACY_TOLERANCE = 0.06
-ON_JAX = """
-import json, sys
+# The stages' own command lines (`python -m tasks.train`, as `dvc repro` runs them, with the shipped
+# params.yaml), called in one process per backend; each phase prints a line of JSON as it ends, so that a
+# failure of one phase fails only the test that reads it.
+STAGE = ["--set", "train.epochs=3", "--set", "train.batch_size=32", "--set", "mlflow.enabled=false"]
+EVALUATE = [*STAGE, "--set", "evaluate.misclassified=4", "--set", "evaluate.samples_per_class=2"]
+
+ON_JAX = f"""
+import json, os, sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config.schema import EvaluateParams, TrainParams
 from quickdraw_dag.data.stream import open_split
 from quickdraw_dag.training.devices import place
 from quickdraw_dag.training.model import load_model
-from tasks.evaluate import evaluate
-from tasks.train import train
+from tasks import evaluate, train
 
 assert keras.backend.backend() == "jax"
-for devices, folder in ((1, "one"), (2, "two")):
-    catalog = Catalog.under(Path(sys.argv[1]) / folder)
-    train(TrainParams(epochs=3, batch_size=32, max_steps=None, max_seconds=None, devices=devices), catalog)
-images, labels = open_split(catalog, "test")
-predicted = load_model(str(catalog.model)).predict(np.asarray(images), verbose=0).argmax(axis=1)
-metrics = evaluate(EvaluateParams(misclassified=4, samples_per_class=2), Catalog.under(Path(sys.argv[1]) / "one"))
-print(json.dumps({"visible": list(place(2).devices), "accuracy": float((predicted == labels).mean()), "one": metrics}))
+root = Path(sys.argv[1])
+os.chdir(root / "one")  # train.devices: auto, one CPU device of the two JAX sees
+assert train.main({STAGE!r}) == 0 and evaluate.main({EVALUATE!r}) == 0
+print(json.dumps({{"one": json.loads(Catalog.under(Path(".")).metrics.read_text())}}), flush=True)
+os.chdir(root / "two")
+assert train.main([*{STAGE!r}, "--set", "train.devices=2"]) == 0
+images, labels = open_split(Catalog.under(Path(".")), "test")
+predicted = load_model(str(Catalog.under(Path(".")).model)).predict(np.asarray(images), verbose=0).argmax(axis=1)
+print(json.dumps({{"two": {{"visible": list(place(2).devices), "accuracy": float((predicted == labels).mean())}}}}))
 """
 
-ON_TENSORFLOW = """
-import sys
-from pathlib import Path
+ON_TENSORFLOW = f"""
+import json, os, sys
 
 import keras
 
-from quickdraw_dag.artifacts import Catalog
-from quickdraw_dag.config.schema import EvaluateParams
-from tasks.evaluate import evaluate
+from tasks import evaluate
 
 assert keras.backend.backend() == "tensorflow"
 for folder in sys.argv[1:]:
-    evaluate(EvaluateParams(misclassified=4, samples_per_class=2), Catalog.under(Path(folder)))
+    os.chdir(folder)
+    print(json.dumps({{os.path.basename(folder): evaluate.main({EVALUATE!r})}}), flush=True)
 """
+
+
+def phases(done: subprocess.CompletedProcess) -> dict:
+    """The JSON lines a driver printed, merged; the exit code and the end of stderr under `failed`."""
+    found = {
+        key: value
+        for line in done.stdout.splitlines()
+        if line.startswith("{")
+        for key, value in json.loads(line).items()
+    }
+    return {**found, "failed": f"exit {done.returncode}: {done.stderr[-3000:]}"}
 
 
 @dataclass(frozen=True)
@@ -90,8 +106,8 @@ class JaxRuns:
     """Two models trained on JAX (`one` device and `two`), and what each backend's evaluation said."""
 
     root: Path
-    on_jax: dict  # the devices JAX saw, the two-device model's accuracy, the evaluate stage's metrics of `one`
-    on_tensorflow: dict[str, dict]  # the evaluate stage's metrics under TensorFlow, by folder
+    on_jax: dict  # `one`: its evaluate stage's metrics; `two`: the devices JAX saw, the model's accuracy
+    on_tensorflow: dict  # the evaluate stage's exit code under TensorFlow, by folder
 
 
 def even_splits(catalog: Catalog) -> None:
@@ -113,6 +129,7 @@ def jax_runs(tmp_path_factory: pytest.TempPathFactory, tiny_processed: Catalog) 
         shutil.copytree(tiny_processed.processed, catalog.processed)
         even_splits(catalog)
         write_best(catalog, filters=8)
+        shutil.copy(REPO / "params.yaml", root / folder / "params.yaml")
     jax = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -123,32 +140,37 @@ def jax_runs(tmp_path_factory: pytest.TempPathFactory, tiny_processed: Catalog) 
     done = subprocess.run(
         [sys.executable, "-c", ON_JAX, str(root)], env=jax, capture_output=True, text=True, timeout=900
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    on_jax = json.loads(done.stdout.strip().splitlines()[-1])
     tensorflow = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow"}
     folders = [str(root / "one"), str(root / "two")]
     evaluated = subprocess.run(
         [sys.executable, "-c", ON_TENSORFLOW, *folders], env=tensorflow, capture_output=True, text=True, timeout=600
     )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    on_tensorflow = {folder: json.loads(Catalog.under(root / folder).metrics.read_text()) for folder in ("one", "two")}
+    on_jax, on_tensorflow = phases(done), phases(evaluated)
     return JaxRuns(root, on_jax, on_tensorflow)
 
 
+def tensorflow_metrics(jax_runs: JaxRuns, folder: str) -> dict:
+    """The metrics the evaluate stage wrote under TensorFlow for `folder` (its exit code checked first)."""
+    assert jax_runs.on_tensorflow.get(folder) == 0, jax_runs.on_tensorflow["failed"]
+    return json.loads(Catalog.under(jax_runs.root / folder).metrics.read_text())
+
+
 def test_train_on_jax_then_evaluate_on_tensorflow_agree(jax_runs: JaxRuns) -> None:
+    assert "one" in jax_runs.on_jax, jax_runs.on_jax["failed"]
     history = json.loads(Catalog.under(jax_runs.root / "one").history.read_text())
     assert history["backend"] == "jax" and history["epochs_run"] == 3
-    on_jax, on_tensorflow = jax_runs.on_jax["one"], jax_runs.on_tensorflow["one"]
+    on_jax, on_tensorflow = jax_runs.on_jax["one"], tensorflow_metrics(jax_runs, "one")
     assert on_jax["test_images"] == on_tensorflow["test_images"] > 0
     assert on_jax["accuracy"] == pytest.approx(on_tensorflow["accuracy"], abs=1e-9)
     assert on_jax["map_at_3"] == pytest.approx(on_tensorflow["map_at_3"], abs=1e-6)
 
 
 def test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow(jax_runs: JaxRuns) -> None:
-    assert jax_runs.on_jax["visible"] == ["cpu:0", "cpu:1"]
+    assert "two" in jax_runs.on_jax, jax_runs.on_jax["failed"]
+    assert jax_runs.on_jax["two"]["visible"] == ["cpu:0", "cpu:1"]
     one = json.loads(Catalog.under(jax_runs.root / "one").history.read_text())
     two = json.loads(Catalog.under(jax_runs.root / "two").history.read_text())
-    assert one["devices"] == ["cpu:0"] and two["devices"] == ["cpu:0", "cpu:1"]
+    assert one["devices"] == ["cpu:0"] and two["devices"] == ["cpu:0", "cpu:1"]  # `auto`: one CPU device
     assert one["epochs_run"] == two["epochs_run"] == 3
     differences = []
     for first, second in zip(one["epochs"], two["epochs"]):
@@ -161,6 +183,6 @@ def test_two_jax_devices_train_as_one_and_the_model_evaluates_under_tensorflow(j
     print("loss, relative difference between 1 and 2 devices by epoch:", [f"{d:.2e}" for d in differences])
 
     # The two-device model, evaluated by the evaluate stage under TensorFlow.
-    metrics = jax_runs.on_tensorflow["two"]
+    metrics = tensorflow_metrics(jax_runs, "two")
     assert metrics["test_images"] > 0
-    assert metrics["accuracy"] == pytest.approx(jax_runs.on_jax["accuracy"], abs=1e-9)  # the same model either way
+    assert metrics["accuracy"] == pytest.approx(jax_runs.on_jax["two"]["accuracy"], abs=1e-9)  # the same model
