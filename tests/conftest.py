@@ -31,8 +31,8 @@ pytest_plugins = ["tests.process_guard", "tests.cpu_time"]
 
 
 # The slowest tests as `make test`'s --durations listed them (docs/PERFORMANCE.md, "The test suite"),
-# slowest first. They start first, so that the two workers finish together instead of one of them
-# starting a long test while the other has run out of work (longest-processing-time-first order).
+# slowest first. They start first, so that the workers finish together instead of one of them
+# starting a long test while the others have run out of work (longest-processing-time-first order).
 SLOWEST_FIRST = (
     "integration/test_versioning.py::test_runs_are_committed_pushed_experimented_cloned_and_reproduced",
     "integration/test_dvc.py::test_repro_runs_all_stages_then_is_a_no_op",
@@ -68,7 +68,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"compiling numba's kernels failed: {done.stderr.strip()[-2000:]}")
 
 
-@pytest.hookimpl(optionalhook=True)  # an xdist hook: `-p no:xdist` runs without it
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: `-p no:xdist -o addopts=` runs without it
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml): one worker more than there are cores, bounded by memory (~3 GiB a worker).
 
@@ -78,7 +78,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """
     import psutil
 
-    cores = os.cpu_count() or 1
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):  # xdist's own override still wins
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    cores = len(os.sched_getaffinity(0))  # the cores this process may use, not all the machine has
     return max(1, min(cores + 1, psutil.virtual_memory().total // (3 * 1024**3)))
 
 
@@ -120,7 +122,7 @@ def _threads_per_worker() -> int:
     workers training at once (and the stage processes they start, which inherit this) ran twice as many
     busy threads as there are cores, and spent the difference contending."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, len(os.sched_getaffinity(0)) // workers)
 
 
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(_threads_per_worker()))

@@ -82,9 +82,10 @@ def flow_runs(tmp_path_factory: pytest.TempPathFactory, worker_prefect_server: s
     project = copy_project(tmp_path_factory.mktemp("flow") / "project")
     set_params(project, **TINY_PIPELINE)
     commit = git_commit_all(project)
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "PYTHONPATH", "PREFECT_API_URL")}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'store.db'}"
     os.environ["PYTHONPATH"] = str(project)
+    os.environ["PREFECT_API_URL"] = worker_prefect_server  # for any thread or process outside the settings' context
     cwd = Path.cwd()
     os.chdir(project)
     outcomes, status_after, artifacts, history, task_runs = [], [], [], {}, []

@@ -1,8 +1,8 @@
 """Same params, same data, same code: the same model, byte for byte, and the same metrics.
 
 Two fresh project copies run the flow as users do (`python -m flows.pipeline`), side by side, on the
-shipped real bitmaps; then the stages run as DVC runs them (no Prefect, no MLflow run around them) on the
-same data and params in a process of their own. Everything a reproduction promises must match across all
+shipped real bitmaps; then the stage functions run in a process of their own (no Prefect, no MLflow run
+around them) on the same data and params. Everything a reproduction promises must match across all
 three: the tuning result, the model file (its DVC hash), the per-epoch history and the test metrics. The
 flow's process has threads of its own (Prefect's websocket pings draw from Python's global `random`), so
 nothing the model depends on may be drawn from global random state.
@@ -116,9 +116,9 @@ def flow_pair(tmp_path_factory: pytest.TempPathFactory) -> FlowPair:
         argv = [sys.executable, *command, "--until", "evaluate"]
         log = subprocess.PIPE
         started[name] = (root, subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
+    logs = {name: process.communicate(timeout=600)[0] for name, (_, process) in started.items()}  # both, then
     for name, (_, process) in started.items():
-        log, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, f"the {name} flow run failed:\n{log.decode()[-3000:]}"
+        assert process.returncode == 0, f"the {name} flow run failed:\n{logs[name].decode()[-3000:]}"
     roots = {name: root for name, (root, _) in started.items()}
     return FlowPair(roots, {name: outputs(Catalog.under(root)) for name, root in roots.items()})
 
@@ -134,8 +134,8 @@ def test_two_fresh_flow_runs_give_the_same_model_bytes_and_metrics(flow_pair: Fl
     assert plain["model"] == noisy["model"]
 
 
-# The stages as DVC runs them, without Prefect or an MLflow run around them, reading the flow run's
-# params.yaml as the stage commands do (here tune, train and evaluate in one process).
+# The stage functions without Prefect or an MLflow run around them, reading the flow run's params.yaml as
+# the stage commands do (here tune, train and evaluate in one process).
 DRIVER = """
 import sys
 from pathlib import Path
@@ -160,7 +160,7 @@ def test_a_fresh_stage_run_gives_the_flow_runs_model_bytes_and_metrics(tmp_path:
     """Another fresh process, of another kind, on the flow run's data and params: the same bytes.
 
     With the test above (the flow repeats itself), this run repeating the flow's shows that the stages
-    repeat too, and that `dvc repro` and a flow run of one params file record one model hash.
+    repeat too, and that the stages alone and a flow run of one params file give one model hash.
     """
     flow_root = flow_pair.roots["plain"]
     catalog = Catalog.under(tmp_path / "stages")
