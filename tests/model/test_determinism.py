@@ -89,10 +89,12 @@ def outputs(catalog: Catalog) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def flow_pair(tmp_path_factory: pytest.TempPathFactory) -> FlowPair:
+def flow_pair(tmp_path_factory: pytest.TempPathFactory, worker_prefect_server: str) -> FlowPair:
     """`python -m flows.pipeline --until evaluate` in two fresh copies, on 4 shipped real classes (issue 24).
 
-    Side by side, so that the two runs' threads interleave as they will.
+    Side by side, so that the two runs' threads interleave as they will. Both report to the worker's Prefect
+    server: a module fixture is set up before the per-test one that exports its address, and each flow
+    would otherwise start a temporary server of its own (~10 CPU s).
     """
     from bench.workspace import copy_project
 
@@ -114,6 +116,7 @@ def flow_pair(tmp_path_factory: pytest.TempPathFactory) -> FlowPair:
             versioning={"push": False},
         )
         env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env["PREFECT_API_URL"] = worker_prefect_server
         argv = [sys.executable, *command, "--until", "evaluate"]
         log = subprocess.PIPE
         started[name] = (root, subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
