@@ -68,6 +68,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"compiling numba's kernels failed: {done.stderr.strip()[-2000:]}")
 
 
+WORKER_MEMORY = 3 * 1024**3  # bytes a test worker may need (TensorFlow, JAX, a Prefect client, a model)
+
+
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: `-p no:xdist -o addopts=` runs without it
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml): one worker more than there are cores, bounded by memory (~3 GiB a worker).
@@ -81,7 +84,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):  # xdist's own override still wins
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
     cores = len(os.sched_getaffinity(0))  # the cores this process may use, not all the machine has
-    return max(1, min(cores + 1, psutil.virtual_memory().total // (3 * 1024**3)))
+    return max(1, min(cores + 1, psutil.virtual_memory().total // WORKER_MEMORY))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -30,6 +31,19 @@ def commands(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+def pytest_options() -> dict:
+    """The suite's `[tool.pytest.ini_options]` (pyproject.toml)."""
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+
+
+def inner_pytest(*args: str, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess:
+    """`python -m pytest *args` in a process of its own (no cache written), bounded in time."""
+    timeout = kwargs.pop("timeout", 300)
+    return run_bounded(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, timeout=timeout, **kwargs
+    )
+
+
 def test_ci_runs_exactly_make_test_and_nothing_else_that_tests() -> None:
     lines = commands(REPO / ".ci" / "run")
     assert lines[-1] == "make test"
@@ -41,7 +55,7 @@ def test_make_test_runs_the_whole_suite_with_its_slowest_fifteen() -> None:
     recipe = re.search(r"^test: .*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert recipe is not None
     assert recipe.group(1).strip() == "$(PY) -m pytest"
-    options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    options = pytest_options()
     addopts = options["addopts"].split()
     assert "--durations=15" in addopts
     assert not {"-k", "-m", "--deselect", "--ignore", "--ignore-glob", "-x", "--lf"} & set(addopts), addopts
@@ -134,26 +148,10 @@ def test_free(n):
 def test_make_tests_xdist_groups_keep_a_group_on_one_worker_and_build_its_fixture_once(tmp_path: Path) -> None:
     """The suite's shared fixtures (the champion, the flow runs) count on `xdist_group`; pytest 9.2 with
     pytest-xdist 3.8 ignored every group without a word, and each worker built them again."""
-    addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    addopts = pytest_options()["addopts"]
     (tmp_path / "test_grouped.py").write_text(GROUPED)
-    done = run_bounded(
-        # two workers whatever the machine (the suite's `-n auto` counts its cores)
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-o",
-            f"addopts={addopts}",
-            "-n",
-            "2",
-            str(tmp_path),
-        ],
-        cwd=tmp_path,
-        timeout=120,
-    )
+    # two workers whatever the machine (the suite's `-n auto` counts its cores)
+    done = inner_pytest("-q", "-o", f"addopts={addopts}", "-n", "2", str(tmp_path), cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     ran = dict(line.split() for line in (tmp_path / "ran").read_text().splitlines())
     assert len(ran) == 12 and set(ran.values()) == {"gw0", "gw1"}, ran  # two workers, both used
@@ -166,49 +164,23 @@ def test_the_suite_runs_one_worker_more_than_there_are_cores_and_without_xdist_t
 ) -> None:
     import psutil
 
-    from tests.conftest import pytest_xdist_auto_num_workers
+    from tests.conftest import WORKER_MEMORY, pytest_xdist_auto_num_workers
 
-    addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    addopts = pytest_options()["addopts"]
     assert "-n auto" in addopts
     cores, memory = len(os.sched_getaffinity(0)), psutil.virtual_memory().total
-    expected = max(1, min(cores + 1, memory // (3 * 1024**3)))
+    expected = max(1, min(cores + 1, memory // WORKER_MEMORY))
     # `make test`'s own configuration starts that many workers (the outer run's variables left out)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "QUICKDRAW_TEST_CPU_LOG"))}
-    done = run_bounded(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "tests/unit/test_split.py::test_splits_are_disjoint_sized_and_complete",  # not -q: it hides the count
-        ],
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    one_test = "tests/unit/test_split.py::test_splits_are_disjoint_sized_and_complete"
+    done = inner_pytest(one_test, cwd=REPO, env=env)  # not -q: it hides the count
     assert done.returncode == 0 and f"created: {expected}/{expected} workers" in done.stdout, done.stdout[-2000:]
     # xdist's own override still wins
     monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "5")
     assert pytest_xdist_auto_num_workers(None) == 5  # type: ignore[arg-type]  # the config is not read
     # Without xdist its hook is optional, not an unknown hook (pytest's INTERNALERROR)
-    done = run_bounded(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:xdist",
-            "-p",
-            "no:cacheprovider",
-            "-o",
-            "addopts=",
-            "--collect-only",
-            "-q",
-            "tests/unit/test_split.py",
-        ],
-        cwd=REPO,
-        timeout=120,
+    done = inner_pytest(
+        "-p", "no:xdist", "-o", "addopts=", "--collect-only", "-q", "tests/unit/test_split.py", cwd=REPO, timeout=120
     )
     assert done.returncode == 0 and re.search(r"\d+ tests collected", done.stdout), (
         done.stdout[-2000:] + done.stderr[-2000:]
