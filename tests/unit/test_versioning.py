@@ -307,3 +307,40 @@ def test_runs_name_their_source_for_mlflows_source_column(
     if dvc_stage:
         monkeypatch.setenv("DVC_STAGE", dvc_stage)
     assert source_tags(flow_run, commit) == {**expected, "mlflow.source.type": "LOCAL"}
+
+
+ORCHESTRATOR_PROBE = """import sys
+from quickdraw_dag.tracking.lineage import orchestrator_ids
+print(orchestrator_ids(), "prefect" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("handed_down", "expected"),
+    [
+        ({}, "(None, None) False"),  # dvc repro's or a lone stage's process: Prefect is never imported
+        # what Prefect's runtime reads outside a flow-run context: still asked, and answered
+        (
+            {"PREFECT__RUNTIME__FLOW_RUN__ID": "3f0c", "PREFECT__RUNTIME__DEPLOYMENT__NAME": "nightly"},
+            "('3f0c', 'nightly') True",
+        ),
+    ],
+)
+def test_orchestrator_ids_import_prefect_only_where_a_flow_run_can_be_found(
+    handed_down: dict[str, str], expected: str
+) -> None:
+    import os
+    import sys
+
+    from tests.helpers import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT__FLOW_RUN_ID", "PREFECT__RUNTIME__"))}
+    done = subprocess.run(
+        [sys.executable, "-c", ORCHESTRATOR_PROBE],
+        env={**env, **handed_down, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == expected
