@@ -36,27 +36,6 @@ def workspace(tmp_path: Path, tiny_processed: Catalog) -> Catalog:
     return catalog
 
 
-def test_tune_writes_ranked_candidates_and_resumes_without_repeating(workspace: Catalog) -> None:
-    params = TuneParams(max_epochs=2, factor=2, max_seconds=None, train_fraction=0.5, space=SMALL_SPACE, batch_size=32)
-    best = tune(params, workspace)
-    trials = read_tuning_report(workspace)["trials"]
-    assert len(trials) >= 3 and all(t["status"] == "COMPLETED" for t in trials)
-    assert all(t["hyperparameters"]["filters"] in (8, 16) and t["images_per_second"] > 0 for t in trials)
-    assert all(isinstance(t["hyperparameters"]["batch_norm"], bool) for t in trials)
-    scores = [c["val_accuracy"] for c in best["candidates"]]
-    assert scores == sorted(scores, reverse=True) and best["val_accuracy"] == max(t["score"] for t in trials)
-    ranking = read_tuning_report(workspace)["ranking"]  # whether the winner won on its score or a tie-break
-    assert ranking["decided_by"] == ("tie-break" if abs(scores[0] - scores[1]) <= 1e-6 else "score")
-    saved = json.loads(workspace.best_hparams.read_text())
-    assert saved["hyperparameters"] == best["hyperparameters"]
-    # Same config again: the tuner project is reloaded and no finished trial runs again.
-    stamps = {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")}
-    again = tune(params, workspace)
-    assert len(read_tuning_report(workspace)["trials"]) == len(trials)
-    assert again["trial_id"] == best["trial_id"]
-    assert {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")} == stamps
-
-
 def test_a_space_of_one_point_trains_no_trial_and_train_takes_that_point(workspace: Catalog) -> None:
     point = {**SearchSpace().first_choices(), "filters": 8, "dropout": 0.2, "batch_norm": False}
     one_point = SearchSpace(**{name: (value,) for name, value in point.items()})

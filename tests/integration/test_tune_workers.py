@@ -1,10 +1,12 @@
-"""`tune.workers: 2`: KerasTuner's distributed mode, a chief and two worker processes on 127.0.0.1.
+"""The search on tiny synthetic data, once on one worker and once on `tune.workers: 2`.
 
-The same tiny search runs once in one process and once on two workers, each logging its trials into
-a pipeline run of its own in a real MLflow store. Both workers run trials, no trial runs twice, and
-the tuning result and the MLflow child runs have the same shape as with one worker. In the two-worker
-search one worker process is killed (SIGKILL) once both hold a trial: it is restarted under its
-tuner id, takes its trial back from the chief, and the search completes every trial exactly once.
+One worker: the tuning result ranks its candidates, and a rerun reloads the search without repeating a
+trial. Two workers: KerasTuner's distributed mode, a chief and two worker processes on 127.0.0.1. The
+same tiny search logs its trials into a pipeline run of its own in a real MLflow store. Both workers run
+trials, no trial runs twice, and the tuning result and the MLflow child runs have the same shape as with
+one worker. In the two-worker search one worker process is killed (SIGKILL) once both hold a trial: it is
+restarted under its tuner id, takes its trial back from the chief, and the search completes every trial
+exactly once. The one-worker search is run once for both tests (a module fixture, one xdist group).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -60,6 +63,12 @@ def kill_worker_once(
         time.sleep(0.2)
 
 
+def search_params(workers: int) -> TuneParams:
+    return TuneParams(
+        max_epochs=2, factor=2, max_seconds=None, train_fraction=0.5, space=SPACE, batch_size=32, workers=workers
+    )
+
+
 def search(
     root: Path, processed: Path, workers: int, mlflow: MlflowParams, kill: str | None = None
 ) -> tuple[Catalog, dict, list, list[int]]:
@@ -74,10 +83,7 @@ def search(
     if killer is not None:
         killer.start()
     live = LiveRun.create(mlflow, run_name=f"workers-{workers}", tags={"orchestrator": "test"})
-    params = TuneParams(
-        max_epochs=2, factor=2, max_seconds=None, train_fraction=0.5, space=SPACE, batch_size=32, workers=workers
-    )
-    tune(params, catalog, TrialTracker(live, mlflow))
+    tune(search_params(workers), catalog, TrialTracker(live, mlflow))
     live.end("FINISHED")
     if killer is not None:
         killer.join(timeout=5)
@@ -96,13 +102,54 @@ def shape(value: object) -> object:
     return type(value).__name__
 
 
+@dataclass(frozen=True)
+class OneWorker:
+    catalog: Catalog
+    best: dict
+    runs: list
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory: pytest.TempPathFactory, tiny_processed: Catalog) -> OneWorker:
+    """The search on one worker, logged to MLflow as in a pipeline run (read-only: copy it before writing)."""
+    root = tmp_path_factory.mktemp("one-worker")
+    mlflow = MlflowParams(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", experiment="workers")
+    catalog, best, runs, _ = search(root / "one", tiny_processed.processed, 1, mlflow)
+    return OneWorker(catalog, best, runs)
+
+
+@pytest.mark.xdist_group("tune_search")
+def test_tune_writes_ranked_candidates_and_resumes_without_repeating(one_worker: OneWorker, tmp_path: Path) -> None:
+    best = one_worker.best
+    trials = read_tuning_report(one_worker.catalog)["trials"]
+    assert len(trials) >= 3 and all(t["status"] == "COMPLETED" for t in trials)
+    assert all(t["hyperparameters"]["filters"] in (8, 16) and t["images_per_second"] > 0 for t in trials)
+    assert all(isinstance(t["hyperparameters"]["batch_norm"], bool) for t in trials)
+    scores = [c["val_accuracy"] for c in best["candidates"]]
+    assert scores == sorted(scores, reverse=True) and best["val_accuracy"] == max(t["score"] for t in trials)
+    ranking = read_tuning_report(one_worker.catalog)["ranking"]  # whether the winner won on its score or a tie-break
+    assert ranking["decided_by"] == ("tie-break" if abs(scores[0] - scores[1]) <= 1e-6 else "score")
+    assert json.loads(one_worker.catalog.best_hparams.read_text())["hyperparameters"] == best["hyperparameters"]
+    # Same config again, in a copy of the finished search: the tuner project is reloaded, no trial runs again.
+    workspace = Catalog.under(tmp_path)
+    shutil.copytree(one_worker.catalog.processed.parents[1], tmp_path, dirs_exist_ok=True)
+    stamps = {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")}
+    assert len(stamps) == len(trials)
+    again = tune(search_params(1), workspace)
+    assert len(read_tuning_report(workspace)["trials"]) == len(trials)
+    assert again["trial_id"] == best["trial_id"]
+    assert json.loads(workspace.best_hparams.read_text())["hyperparameters"] == best["hyperparameters"]
+    assert {p: p.stat().st_mtime_ns for p in workspace.tuner_dir.glob("*/trial_*/trial.json")} == stamps
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("tune_search")
 def test_two_workers_share_the_trials_and_record_what_one_worker_does(
-    tmp_path: Path, tiny_processed: Catalog, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_processed: Catalog, one_worker: OneWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("QUICKDRAW_TUNE_CHIEF", raising=False)  # 127.0.0.1, a free port
     mlflow = MlflowParams(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="workers")
-    one, one_best, one_runs, _ = search(tmp_path / "one", tiny_processed.processed, 1, mlflow)
+    one, one_best, one_runs = one_worker.catalog, one_worker.best, one_worker.runs
     two, two_best, two_runs, killed = search(tmp_path / "two", tiny_processed.processed, 2, mlflow, kill="tuner1")
     assert len(killed) == 1  # the kill happened, mid-search
 
