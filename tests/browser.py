@@ -79,9 +79,10 @@ def free_port() -> int:
 class Browser:
     """One headless Chromium session."""
 
-    def __init__(self, driver_url: str, session_id: str) -> None:
+    def __init__(self, driver_url: str, session_id: str, scratch: Path | None = None) -> None:
         self.base = f"{driver_url}/session/{session_id}"
         self.http = requests.Session()
+        self.scratch = scratch  # its profile and temporary files, removed when the session ends
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None, timeout: float = 60) -> Any:
         response = self.http.request(method, f"{self.base}{path}", json=payload, timeout=timeout)
@@ -154,10 +155,18 @@ def chromium(window: tuple[int, int] = (1200, 1000)) -> Iterator[Browser]:
     """Start chromedriver and a headless Chromium; both are stopped on exit. Raises `BrowserMissing`."""
     binary, driver = find_binaries()
     port = free_port()
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    # The profile, and Chromium's own temporary files (its TMPDIR: a killed renderer leaves a scoped_dir
+    # behind in /tmp otherwise, one a suite run), in one folder removed at the end.
+    scratch = Path(tempfile.mkdtemp(prefix="chromium-"))
+    profile, temporary = scratch / "profile", scratch / "tmp"
+    profile.mkdir()
+    temporary.mkdir()
     log = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [driver, f"--port={port}", "--allowed-ips=127.0.0.1"], stdout=log, stderr=subprocess.STDOUT
+        [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TMPDIR": str(temporary)},
     )
     url = f"http://127.0.0.1:{port}"
     session_id = None
@@ -184,7 +193,7 @@ def chromium(window: tuple[int, int] = (1200, 1000)) -> Iterator[Browser]:
         if created.status_code != 200:
             raise RuntimeError(f"Chromium did not start: {value.get('message', value)}")
         session_id = value["sessionId"]
-        yield Browser(url, session_id)
+        yield Browser(url, session_id, scratch)
         failed = False
     finally:
         if session_id is not None:
@@ -199,4 +208,4 @@ def chromium(window: tuple[int, int] = (1200, 1000)) -> Iterator[Browser]:
         log.close()
         if not failed:  # kept when something went wrong: the error names it
             os.unlink(log.name)
-        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
