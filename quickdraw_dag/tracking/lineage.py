@@ -155,6 +155,10 @@ def orchestrator_ids() -> tuple[str | None, str | None]:
     try:
         from prefect.runtime import deployment, flow_run
 
-        return (str(flow_run.id) if flow_run.id else None), (deployment.name or None)
+        run_id = str(flow_run.id) if flow_run.id else None
     except Exception:  # noqa: BLE001 - outside Prefect there is simply no id
         return None, None
+    try:  # asked of the Prefect API when only the run's id was handed down: it may not answer
+        return run_id, deployment.name or None
+    except Exception:  # noqa: BLE001 - the run's id is still known; its deployment's name is not
+        return run_id, None

@@ -324,6 +324,14 @@ print(orchestrator_ids(), "prefect" in sys.modules)
             {"PREFECT__RUNTIME__FLOW_RUN__ID": "3f0c", "PREFECT__RUNTIME__DEPLOYMENT__NAME": "nightly"},
             "('3f0c', 'nightly') True",
         ),
+        # the id a Prefect worker hands its process, its API out of reach: the id is kept, the name is unknown
+        (
+            {
+                "PREFECT__FLOW_RUN_ID": "5b1c0e3e-0000-4000-8000-000000000001",
+                "PREFECT_API_URL": "http://127.0.0.1:9/api",
+            },
+            "('5b1c0e3e-0000-4000-8000-000000000001', None) True",
+        ),
     ],
 )
 def test_orchestrator_ids_import_prefect_only_where_a_flow_run_can_be_found(
