@@ -14,6 +14,11 @@ epoch the test split is scored, plain and averaged with its horizontal mirror
 (test-time flips), and the seconds of training so far are printed (scoring
 not counted). Exploration only: a default is decided by `bench.quality`,
 side by side with the recipe over three seeds.
+
+`--save DIR` keeps each candidate's final test probabilities
+(`DIR/candidate-<n>.npy`, n counting from 0 in the order given) for
+`bench.ceiling`, which ensembles them and shows the drawings every candidate
+gets wrong.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ class TestScores(keras.callbacks.Callback):
         self.own_s += time.time() - now
 
 
-def screen(catalog: Catalog, overrides: dict[str, Any]) -> dict[str, Any]:
+def screen(catalog: Catalog, overrides: dict[str, Any], save: Path | None = None) -> dict[str, Any]:
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise SystemExit(f"unknown candidate keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -130,6 +135,8 @@ def screen(catalog: Catalog, overrides: dict[str, Any]) -> dict[str, Any]:
     )
     scores = TestScores(np.ascontiguousarray(test_x), np.asarray(test_y, np.int64), batches)
     model.fit(batches, epochs=config["epochs"], shuffle=False, callbacks=[scores], verbose=0)
+    if save is not None:
+        np.save(save, model.predict(scores.images, batch_size=512, verbose=0))
     return {"config": config, "parameters": model.count_params(), "points": scores.points}
 
 
@@ -137,9 +144,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path, help="a project folder with data/processed")
     parser.add_argument("candidates", nargs="+", type=json.loads, help="JSON objects of overrides, one per candidate")
+    parser.add_argument("--save", type=Path, help="keep each candidate's final test probabilities in this folder")
     args = parser.parse_args()
-    for overrides in args.candidates:
-        print("RESULT", json.dumps(screen(Catalog.under(args.project), overrides)), flush=True)
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+    for number, overrides in enumerate(args.candidates):
+        save = None if args.save is None else args.save / f"candidate-{number}.npy"
+        print("RESULT", json.dumps(screen(Catalog.under(args.project), overrides, save)), flush=True)
 
 
 if __name__ == "__main__":
