@@ -9,7 +9,8 @@ overrides of the default network (the seed tutorial's family: three blocks of
 two 3×3 convolutions, 32/64/128 filters, L2 1e-5, Adam 1e-3, batch 128,
 cosine over `epochs` with one warmup epoch) and of what `build_cnn` does not
 offer, to see whether it would earn a place there: `flip` (random horizontal
-flips in training), `label_smoothing`, `head` (`flatten` | `gap`). After every
+flips in training), `label_smoothing`, `head` (`flatten` | `gap`),
+`precision` (a Keras dtype policy: `float32` | `mixed_bfloat16`). After every
 epoch the test split is scored, plain and averaged with its horizontal mirror
 (test-time flips), and the seconds of training so far are printed (scoring
 not counted). Exploration only: a default is decided by `bench.quality`,
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "learning_rate": 1e-3,
     "seed": 0,
+    "precision": "float32",
 }
 
 
@@ -77,7 +79,10 @@ def build(config: dict[str, Any], scaling: Any, classes: int, size: int) -> kera
     x = layers.GlobalAveragePooling2D()(x) if config["head"] == "gap" else layers.Flatten()(x)
     x = layers.Dropout(max(dropout - 0.1, 0.0), seed=seed + 9)(x)
     outputs = layers.Dense(
-        classes, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 100 + 90)
+        classes,
+        activation="softmax",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 100 + 90),
+        dtype="float32",  # probabilities in float32 whatever the policy (Keras's advice for mixed precision)
     )(x)
     return keras.Model(inputs, outputs)
 
@@ -127,7 +132,11 @@ def screen(catalog: Catalog, overrides: dict[str, Any], save: Path | None = None
     test_x, test_y = open_split(catalog, "test")
     batches = MemmapBatches(train_x, train_y, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     steps = len(batches)
-    model = build(config, read_scaling(catalog), classes, int(train_x.shape[1]))
+    keras.mixed_precision.set_global_policy(config["precision"])
+    try:
+        model = build(config, read_scaling(catalog), classes, int(train_x.shape[1]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     smoothing = config["label_smoothing"]
     model.compile(
         optimizer=keras.optimizers.Adam(cosine_schedule(config["learning_rate"], config["epochs"] * steps, steps)),

@@ -1,6 +1,7 @@
 """Training and prediction speed against the input pipeline and against the machine's own limit.
 
     python -m bench.throughput [--filters N] [--batch-size 128] [--steps 60] [--matmul 2048]
+                               [--precision float32 mixed_bfloat16]
 
 On the same memory-mapped training split (real-shaped drawings at 28×28):
 
@@ -19,6 +20,10 @@ On the same memory-mapped training split (real-shaped drawings at 28×28):
 - the machine's float32 peak, measured in the same run: the best of several
   large square matmuls (`--matmul` N×N, 2N³ FLOPs each) through the same
   backend and thread pool. Each ratio is achieved / peak.
+- `--precision`: the arithmetic of training and prediction
+  (`train.precision`); with several, each is measured in turn in the same
+  run, against the peak of its own type (a bfloat16 matmul for
+  `mixed_bfloat16`), and the training speed-up over the first is printed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from quickdraw_dag.config.schema import PreprocessParams, SearchSpace
 from quickdraw_dag.data.raster import rasterize
 from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.training.model import build_cnn
+from quickdraw_dag.training.precision import Precision, dtype_policy
 
 
 class StepClock(keras.callbacks.Callback):
@@ -78,11 +84,11 @@ def network_flops(model: keras.Model) -> int:
     return int(total)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 8) -> float:
-    """The backend's float32 matmul rate in FLOP/s: the best of `repeats` N×N products (after a warm-up)."""
+def matmul_peak(size: int = 2048, repeats: int = 8, dtype: str = "float32") -> float:
+    """The backend's matmul rate in FLOP/s (of `dtype`): the best of `repeats` N×N products (after a warm-up)."""
     rng = np.random.default_rng(0)
-    a = keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32))
-    b = keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32))
+    a = keras.ops.cast(rng.standard_normal((size, size), dtype=np.float32), dtype)
+    b = keras.ops.cast(rng.standard_normal((size, size), dtype=np.float32), dtype)
     keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
     best = float("inf")
     for _ in range(repeats):
@@ -108,8 +114,10 @@ def measure(
     image_size: int = 28,
     drawings: int = 50_000,
     matmul: int = 2048,
+    precision: Precision = "float32",
 ) -> dict:
-    peak_before = matmul_peak(matmul)
+    peak_type = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+    peak_before = matmul_peak(matmul, dtype=peak_type)
     with tempfile.TemporaryDirectory() as scratch:
         images, labels = open_split(write_split(Path(scratch), drawings, image_size), "train")
         batches = MemmapBatches(images, labels, batch_size=batch_size, shuffle=True, seed=0)
@@ -122,21 +130,22 @@ def measure(
         network = SearchSpace().first_choices()
         if filters is not None:
             network["filters"] = filters
-        model = build_cnn(
-            **network,
-            image_size=image_size,
-            num_classes=6,
-            scaling=Scaling("minmax", 1 / 255, 0),
-            augment=None,
-            seed=0,
-        )
+        with dtype_policy(precision):
+            model = build_cnn(
+                **network,
+                image_size=image_size,
+                num_classes=6,
+                scaling=Scaling("minmax", 1 / 255, 0),
+                augment=None,
+                seed=0,
+            )
         clock = StepClock()
         model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[clock], shuffle=False)
         step_s = clock.epoch_seconds[-1] / steps
         predicted = min(drawings, 10_240)
         predict_rate = prediction_rate(model, images[:predicted])
     # Before and after the model, the better of the two: a neighbour's burst of work lowers one, not both.
-    peak = max(peak_before, matmul_peak(matmul))
+    peak = max(peak_before, matmul_peak(matmul, dtype=peak_type))
     forward = network_flops(model)
     train_flops = 3 * forward * batch_size / step_s
     predict_flops = forward * predict_rate
@@ -149,6 +158,8 @@ def measure(
         "predict_gflops": predict_flops / 1e9,
         "predict_images_per_s": predict_rate,
         "matmul_size": matmul,
+        "precision": precision,
+        "peak_type": peak_type,
         "peak_gflops": peak / 1e9,
         "train_of_peak": train_flops / peak,
         "predict_of_peak": predict_flops / peak,
@@ -169,18 +180,32 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=None, help="default: the default network's (params.yaml)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--matmul", type=int, default=2048, help="N of the N×N float32 matmul timed for the peak")
+    parser.add_argument("--matmul", type=int, default=2048, help="N of the N×N matmul timed for the peak")
+    parser.add_argument(
+        "--precision", nargs="+", default=["float32"], choices=["float32", "mixed_bfloat16"], help="one or several"
+    )
     args = parser.parse_args()
-    r = measure(args.filters, args.batch_size, args.steps, matmul=args.matmul)
-    if args.json:
+    results = [
+        measure(args.filters, args.batch_size, args.steps, matmul=args.matmul, precision=p) for p in args.precision
+    ]
+    for r in results:
+        report(r, args.json)
+    for r in results[1:]:
+        speedup = r["images_per_s"] / results[0]["images_per_s"]
+        print(f"training in {r['precision']}: {speedup:.2f}x the images/s of {results[0]['precision']} (same run)")
+
+
+def report(r: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(r, default=str))
         return
+    print(f"precision: {r['precision']}")
     print(
         f"input: {r['input_batches_per_s']:,.0f} batches/s; training ({r['backend']}, {r['filters']} filters, "
         f"batch norm {r['batch_norm']}, batch {r['batch_size']}): {r['train_steps_per_s']:,.1f} steps/s = "
         f"{r['images_per_s']:,.0f} images/s; input/training ratio {r['ratio']:,.0f}x\n"
         f"network: {r['forward_mflops_per_image']:.1f} MFLOP per image forward (convolutions and dense)\n"
-        f"float32 matmul peak ({r['matmul_size']}x{r['matmul_size']}): {r['peak_gflops']:.1f} GFLOP/s\n"
+        f"{r['peak_type']} matmul peak ({r['matmul_size']}x{r['matmul_size']}): {r['peak_gflops']:.1f} GFLOP/s\n"
         f"training:   {r['train_gflops']:.1f} GFLOP/s = {r['train_of_peak']:.0%} of peak\n"
         f"prediction: {r['predict_gflops']:.1f} GFLOP/s = {r['predict_of_peak']:.0%} of peak "
         f"({r['predict_images_per_s']:,.0f} images/s, batch 512)"

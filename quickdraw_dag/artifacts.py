@@ -450,6 +450,7 @@ class History(TypedDict, total=False):
     images_per_second: float
     backend: str
     devices: list[str]  # the devices it trained on (train.devices), as the backend names them
+    precision: str  # the arithmetic it trained in (train.precision, resolved): float32 | mixed_bfloat16
 
 
 def read_history(catalog: Catalog) -> History:

@@ -66,6 +66,7 @@ from quickdraw_dag.training.checkpoints import recover_training
 from quickdraw_dag.training.determinism import save_model, seed_everything
 from quickdraw_dag.training.devices import check_batch, place, training_on
 from quickdraw_dag.training.model import build_cnn, load_model
+from quickdraw_dag.training.precision import dtype_policy, in_float32, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,8 @@ def train(
     callbacks = training_callbacks(params, work_dir)
     train_data.set_epoch(resume_epoch(work_dir))
 
-    with training_on(placement):
-        model = build_cnn(
+    def build() -> keras.Model:
+        return build_cnn(
             image_size=int(train_x.shape[1]),
             num_classes=len(categories),
             scaling=read_scaling(catalog),
@@ -136,6 +137,10 @@ def train(
             seed=params.seed,
             **hyperparameters,
         )
+
+    precision = resolve_precision(params.precision, placement.on_cpu)
+    with training_on(placement), dtype_policy(precision):
+        model = build()
         if params.schedule == "cosine":
             model.optimizer.learning_rate = cosine_schedule(
                 hyperparameters["learning_rate"], epochs * steps_per_epoch, params.warmup_epochs * steps_per_epoch
@@ -160,6 +165,8 @@ def train(
     epochs_run = len(metrics.get("loss", []))
     # "final": the weights the schedule annealed to; "best": the checkpoint of the best val_accuracy
     kept = model if params.weights == "final" else load_model(str(callbacks.best_checkpoint))
+    if precision != "float32":
+        kept = in_float32(kept, build)  # what evaluate and serving load computes in float32 on any machine
     with atomic_path(catalog.model) as temporary:
         save_model(kept, temporary)
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -190,6 +197,7 @@ def train(
         "images_per_second": callbacks.safety.epochs_run * train_data.epoch_size / seconds if seconds else 0.0,
         "backend": keras.backend.backend(),
         "devices": list(placement.devices),
+        "precision": precision,
         "deterministic": params.deterministic,
     }
     write_history(catalog, history)

@@ -116,6 +116,8 @@ def log_pipeline_run(
                 "best": history["hyperparameters"],
                 "best.tuning_trial": history.get("tuning_trial"),
                 "train.planned_epochs": history.get("planned_epochs"),
+                # what train.precision (e.g. auto) resolved to on the machine that trained
+                "train.precision_used": history.get("precision", "float32"),
             }
         )
         live.log_metrics({"train_seconds": history["seconds"], "train_images_per_second": history["images_per_second"]})

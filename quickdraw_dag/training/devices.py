@@ -43,6 +43,11 @@ class Placement:
         return len(self.devices)
 
     @property
+    def on_cpu(self) -> bool:
+        """Whether every device is a CPU (TensorFlow names them `/device:CPU:0`, JAX `cpu:0`)."""
+        return all("cpu" in name.lower() for name in self.devices)
+
+    @property
     def batch_multiple(self) -> int:
         """Every batch's size must be a multiple of this (JAX shards only into equal parts)."""
         return self.count if self.backend == "jax" else 1

@@ -125,7 +125,11 @@ def build_cnn(
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(max(dropout - 0.1, 0.0), seed=seed + 9, name="head_dropout")(x)
     outputs = layers.Dense(
-        num_classes, activation="softmax", kernel_initializer=_initializer(seed, 90), name="probabilities"
+        num_classes,
+        activation="softmax",
+        kernel_initializer=_initializer(seed, 90),
+        name="probabilities",
+        dtype="float32",  # probabilities and the loss in float32 under any policy (train.precision)
     )(x)
     model = keras.Model(inputs, outputs, name="quickdraw_cnn")
     model.compile(

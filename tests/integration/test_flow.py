@@ -130,11 +130,16 @@ def test_changing_train_params_reruns_only_train_and_evaluate(flow_runs: FlowRun
 
 
 def test_each_evaluating_run_logs_one_mlflow_parent_run_with_its_metrics_and_params(flow_runs: FlowRuns) -> None:
+    from quickdraw_dag.training.precision import resolve_precision  # imports Keras: not at collection
+
     assert len(flow_runs.parents) == 2  # the first and the third flow run evaluated
     last = flow_runs.parents[-1]
     metrics = json.loads(Catalog.under(flow_runs.project).metrics.read_text())
     assert last.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
     assert last.data.params["train.epochs"] == "2"
+    history = json.loads(Catalog.under(flow_runs.project).history.read_text())
+    assert last.data.params["train.precision"] == "auto"
+    assert last.data.params["train.precision_used"] == history["precision"] == resolve_precision("auto", on_cpu=True)
     assert last.data.params["data.categories"] == '["circle", "square", "line"]'
     # the test-set size is a count, logged as a param (it was the metric `test_test_images`)
     assert last.data.params["test_images"] == str(metrics["test_images"])
