@@ -100,18 +100,18 @@ def main() -> int:
         )
         row(
             f"training on CPU ({r['backend']}, default network: {r['filters']} filters, batch norm "
-            f"{r['batch_norm']}, batch {r['batch_size']})",
+            f"{r['batch_norm']}, batch {r['batch_size']}, {r['precision']})",
             f"{r['images_per_s']:,.0f} images/s = {r['train_gflops']:.1f} GFLOP/s",
-            f"float32 matmul peak {r['peak_gflops']:.1f} GFLOP/s",
+            f"{r['peak_type']} matmul peak {r['peak_gflops']:.1f} GFLOP/s",
             f"{r['train_of_peak']:.0%}",
             "≥ 50% of peak",
             "python -m bench.throughput",
             r["train_of_peak"] >= 0.5,
         )
         row(
-            "prediction on CPU (default network, batch 512)",
+            f"prediction on CPU (default network, batch 512, {r['precision']})",
             f"{r['predict_images_per_s']:,.0f} images/s = {r['predict_gflops']:.1f} GFLOP/s",
-            f"float32 matmul peak {r['peak_gflops']:.1f} GFLOP/s",
+            f"{r['peak_type']} matmul peak {r['peak_gflops']:.1f} GFLOP/s",
             f"{r['predict_of_peak']:.0%}",
             "",
             "python -m bench.throughput",
