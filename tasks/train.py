@@ -138,7 +138,7 @@ def train(
             **hyperparameters,
         )
 
-    precision = resolve_precision(params.precision, placement.on_cpu)
+    precision = resolve_precision(params.precision, placement.on_cpu, placement.backend)
     with training_on(placement), dtype_policy(precision):
         model = build()
         if params.schedule == "cosine":

@@ -353,8 +353,8 @@ class TrainParams(StrictModel):
     deterministic: bool = True
     # Data parallel over this many devices (the global batch is split between them); auto: every GPU, else one.
     devices: Literal["auto"] | int = "auto"
-    # Arithmetic of training (weights stay float32; the saved model computes in float32): auto = bfloat16 on a
-    # CPU with native bfloat16 instructions, float32 elsewhere (quickdraw_dag.training.precision).
+    # Arithmetic of training (weights stay float32; the saved model computes in float32): auto = bfloat16 with
+    # TensorFlow on a CPU with native bfloat16 instructions, float32 elsewhere (quickdraw_dag.training.precision).
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     augment: AugmentParams = AugmentParams()
 

@@ -2,11 +2,12 @@
 
 Keras's `mixed_bfloat16` policy keeps every variable in float32 and runs the
 layers' arithmetic in bfloat16. On a CPU with native bfloat16 instructions
-(AVX512_BF16 or AMX_BF16, which oneDNN uses) that trains the default network
-~1.3–1.6× faster at the same test accuracy (docs/PERFORMANCE.md,
-"Mixed precision on the CPU"); on a CPU without them bfloat16 is emulated
-and slower, so `auto` keeps float32 there. On accelerators `auto` keeps
-float32 too: not measured here (`bench.gpu --mixed-precision` is the place).
+(AVX512_BF16 or AMX_BF16, which TensorFlow's oneDNN kernels use) that
+trains the default network 1.30× faster at the same test accuracy
+(docs/PERFORMANCE.md, "Mixed precision on the CPU"); on a CPU without them
+bfloat16 is emulated and slower, so `auto` keeps float32 there. With the JAX
+or torch backend and on accelerators `auto` keeps float32 too: not measured
+here (`bench.gpu --mixed-precision` is the place for a GPU).
 
 The model that is saved computes in float32 whatever trained it
 (`in_float32`): serving and evaluate run the same float32 graph on any
@@ -39,13 +40,18 @@ def cpu_computes_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
     return False
 
 
-def resolve_precision(setting: str, on_cpu: bool, cpuinfo: Path = CPUINFO) -> Precision:
-    """The precision a run uses: the setting, or for `auto`, bfloat16 on a CPU that computes it natively."""
+def resolve_precision(setting: str, on_cpu: bool, backend: str, cpuinfo: Path = CPUINFO) -> Precision:
+    """The precision a run uses: the setting, or for `auto`, bfloat16 where it was measured to pay.
+
+    That is TensorFlow (its oneDNN kernels) on a CPU with native bfloat16; JAX's and torch's CPU kernels
+    were not measured here, so `auto` keeps float32 with them.
+    """
     if setting == "float32" or setting == "mixed_bfloat16":
         return setting
     if setting != "auto":
         raise ValueError(f"unknown precision {setting!r}")
-    return "mixed_bfloat16" if on_cpu and cpu_computes_bfloat16(cpuinfo) else "float32"
+    native = backend == "tensorflow" and on_cpu and cpu_computes_bfloat16(cpuinfo)
+    return "mixed_bfloat16" if native else "float32"
 
 
 @contextmanager

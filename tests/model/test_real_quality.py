@@ -124,7 +124,7 @@ def test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor(tmp_pa
     print(f"larger real set, {LARGE_PER_CLASS} per class, {LARGE_EPOCHS} epochs: {metrics['accuracy']:.4f}")
     assert history["epochs_run"] == LARGE_EPOCHS
     # the default arithmetic (bfloat16 where the CPU has it), and a saved model that computes in float32
-    assert history["precision"] == resolve_precision("auto", on_cpu=True)
+    assert history["precision"] == resolve_precision("auto", on_cpu=True, backend=history["backend"])
     saved = load_model(str(catalog.model))
     assert {layer.compute_dtype for layer in saved.layers if layer.weights} == {"float32"}
     assert abs(metrics["test_images"] - len(categories) * LARGE_PER_CLASS // 10) <= 2 * len(categories)

@@ -28,18 +28,22 @@ def test_bfloat16_is_native_only_with_its_instruction_flags(tmp_path: Path, cpui
     path = tmp_path / "cpuinfo"
     path.write_text(cpuinfo)
     assert cpu_computes_bfloat16(path) is native
-    assert resolve_precision("auto", on_cpu=True, cpuinfo=path) == ("mixed_bfloat16" if native else "float32")
-    # accelerators keep float32 under auto (not measured here); a setting is taken as it is, anywhere
-    assert resolve_precision("auto", on_cpu=False, cpuinfo=path) == "float32"
-    assert resolve_precision("float32", on_cpu=True, cpuinfo=path) == "float32"
-    assert resolve_precision("mixed_bfloat16", on_cpu=False, cpuinfo=path) == "mixed_bfloat16"
+    on_tensorflow_cpu = resolve_precision("auto", on_cpu=True, backend="tensorflow", cpuinfo=path)
+    assert on_tensorflow_cpu == ("mixed_bfloat16" if native else "float32")
+    # accelerators and the other backends' CPU kernels keep float32 under auto (not measured here)
+    assert resolve_precision("auto", on_cpu=False, backend="tensorflow", cpuinfo=path) == "float32"
+    assert resolve_precision("auto", on_cpu=True, backend="jax", cpuinfo=path) == "float32"
+    assert resolve_precision("auto", on_cpu=True, backend="torch", cpuinfo=path) == "float32"
+    # a setting is taken as it is, anywhere
+    assert resolve_precision("float32", on_cpu=True, backend="tensorflow", cpuinfo=path) == "float32"
+    assert resolve_precision("mixed_bfloat16", on_cpu=False, backend="jax", cpuinfo=path) == "mixed_bfloat16"
 
 
 def test_no_cpuinfo_means_float32(tmp_path: Path) -> None:
     assert cpu_computes_bfloat16(tmp_path / "absent") is False
-    assert resolve_precision("auto", on_cpu=True, cpuinfo=tmp_path / "absent") == "float32"
+    assert resolve_precision("auto", on_cpu=True, backend="tensorflow", cpuinfo=tmp_path / "absent") == "float32"
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
-        resolve_precision("float16", on_cpu=True)
+        resolve_precision("float16", on_cpu=True, backend="tensorflow")
 
 
 @pytest.mark.parametrize("value", ["float16", "bfloat16", "", 32, None])
