@@ -38,6 +38,7 @@ from quickdraw_dag.artifacts import Catalog, read_categories, read_scaling
 from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.training.callbacks import cosine_schedule
 from quickdraw_dag.training.determinism import seed_everything
+from quickdraw_dag.training.precision import dtype_policy
 
 DEFAULTS: dict[str, Any] = {
     "batch_norm": True,
@@ -132,11 +133,10 @@ def screen(catalog: Catalog, overrides: dict[str, Any], save: Path | None = None
     test_x, test_y = open_split(catalog, "test")
     batches = MemmapBatches(train_x, train_y, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     steps = len(batches)
-    keras.mixed_precision.set_global_policy(config["precision"])
-    try:
+    if config["precision"] not in ("float32", "mixed_bfloat16"):
+        raise SystemExit(f"precision must be float32 or mixed_bfloat16, not {config['precision']!r}")
+    with dtype_policy(config["precision"]):
         model = build(config, read_scaling(catalog), classes, int(train_x.shape[1]))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     smoothing = config["label_smoothing"]
     model.compile(
         optimizer=keras.optimizers.Adam(cosine_schedule(config["learning_rate"], config["epochs"] * steps, steps)),

@@ -177,6 +177,7 @@ def run_pipeline(root: Path, settings: dict) -> dict[str, Any]:
         "wall_s": sum(seconds.values()),
         "epochs": history["epochs_run"],
         "hyperparameters": history["hyperparameters"],
+        "precision": history.get("precision", "float32"),  # what train.precision resolved to (the recipe: float32)
     }
 
 

@@ -7,7 +7,10 @@ split gets fewer, longer epochs), with a learning-rate schedule over those
 epochs (`cosine`, or `plateau`: ReduceLROnPlateau), and the last epoch's
 weights as the model kept (`train.weights: best` keeps the checkpoint of the
 best val_accuracy instead); early stopping on val_loss only with `train.patience`.
-Seeded and deterministic by default (`train.deterministic`). When the step
+Seeded and deterministic by default (`train.deterministic`). `train.precision`
+picks the arithmetic (bfloat16 where the CPU computes it natively, under
+`auto`); the model kept is rebuilt in float32 with the trained weights and
+optimizer, so evaluate and serving compute in float32 anywhere. When the step
 budget trains fewer epochs than `train.epochs`, the run says so with the
 accuracy it expects that to cost. `train.max_seconds` is a safety limit only:
 if it stops training, the outputs are written, marked as cut, and the stage
@@ -120,8 +123,10 @@ def train(
         limited_by or "train.epochs",
     )
 
-    # One working folder per (params, hyperparameters, data): a rerun of the same run resumes in it.
-    run_id = fingerprint(params.model_dump(mode="json"), hyperparameters, processed_identity(catalog))
+    # What train.precision means on this machine; a checkpoint of one arithmetic is never resumed in another.
+    precision = resolve_precision(params.precision, placement.on_cpu, placement.backend)
+    # One working folder per (params, precision, hyperparameters, data): a rerun of the same run resumes in it.
+    run_id = fingerprint(params.model_dump(mode="json"), precision, hyperparameters, processed_identity(catalog))
     work_dir = catalog.checkpoints / run_id
     work_dir.mkdir(parents=True, exist_ok=True)
     recover_training(work_dir)  # a kill during a checkpoint write leaves a torn file: fall back, say so
@@ -138,7 +143,6 @@ def train(
             **hyperparameters,
         )
 
-    precision = resolve_precision(params.precision, placement.on_cpu, placement.backend)
     with training_on(placement), dtype_policy(precision):
         model = build()
         if params.schedule == "cosine":

@@ -132,12 +132,13 @@ def build_cnn(
         dtype="float32",  # probabilities and the loss in float32 under any policy (train.precision)
     )(x)
     model = keras.Model(inputs, outputs, name="quickdraw_cnn")
-    model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_cnn(model, make_optimizer(optimizer, learning_rate))
     return model
+
+
+def compile_cnn(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """The loss and metrics every CNN of this project trains with (`build_cnn`, and `in_float32`'s copy)."""
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def load_model(path: str) -> keras.Model:

@@ -12,6 +12,8 @@ here (`bench.gpu --mixed-precision` is the place for a GPU).
 The model that is saved computes in float32 whatever trained it
 (`in_float32`): serving and evaluate run the same float32 graph on any
 machine, and the weights need no conversion (they are float32 already).
+Only the train stage reads `train.precision`: the tune stage's trials train
+in float32 (the default search space trains none).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 import keras
+
+from quickdraw_dag.training.model import compile_cnn
 
 Precision = Literal["float32", "mixed_bfloat16"]
 NATIVE_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -66,8 +70,13 @@ def dtype_policy(precision: Precision) -> Iterator[None]:
 
 
 def in_float32(model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
-    """The same network built in float32, carrying `model`'s weights (already float32 variables)."""
+    """The same network built in float32, carrying `model`'s weights (already float32 variables) and optimizer.
+
+    The trained optimizer (its state and schedule) comes along, so the saved file holds what a float32
+    run's holds: a fresh optimizer would be saved without its slots, and Keras warns on every load then.
+    """
     with dtype_policy("float32"):
         copy = build()
     copy.set_weights(model.get_weights())
+    compile_cnn(copy, model.optimizer)
     return copy

@@ -130,7 +130,8 @@ def test_changing_train_params_reruns_only_train_and_evaluate(flow_runs: FlowRun
 
 
 def test_each_evaluating_run_logs_one_mlflow_parent_run_with_its_metrics_and_params(flow_runs: FlowRuns) -> None:
-    from quickdraw_dag.training.precision import resolve_precision  # imports Keras: not at collection
+    from quickdraw_dag.training.devices import Placement  # these import Keras: not at collection
+    from quickdraw_dag.training.precision import resolve_precision
 
     assert len(flow_runs.parents) == 2  # the first and the third flow run evaluated
     last = flow_runs.parents[-1]
@@ -139,7 +140,9 @@ def test_each_evaluating_run_logs_one_mlflow_parent_run_with_its_metrics_and_par
     assert last.data.params["train.epochs"] == "2"
     history = json.loads(Catalog.under(flow_runs.project).history.read_text())
     assert last.data.params["train.precision"] == "auto"
-    expected = resolve_precision("auto", on_cpu=True, backend=history["backend"])  # what auto picks on this machine
+    expected = resolve_precision(
+        "auto", Placement(history["backend"], tuple(history["devices"])).on_cpu, history["backend"]
+    )  # what auto picks on this machine
     assert last.data.params["train.precision_used"] == history["precision"] == expected
     assert last.data.params["data.categories"] == '["circle", "square", "line"]'
     # the test-set size is a count, logged as a param (it was the metric `test_test_images`)

@@ -100,6 +100,7 @@ def test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor(tmp_pa
     """A change that hurts quality at the size defaults must hold (40,000 drawings) fails here, in brief."""
     from quickdraw_dag.config.schema import SearchSpace
     from quickdraw_dag.runtime.fanout import serial_map
+    from quickdraw_dag.training.devices import Placement
     from quickdraw_dag.training.model import load_model
     from quickdraw_dag.training.precision import resolve_precision
     from tasks.evaluate import evaluate
@@ -124,7 +125,9 @@ def test_the_defaults_on_a_slice_of_the_larger_real_set_reach_their_floor(tmp_pa
     print(f"larger real set, {LARGE_PER_CLASS} per class, {LARGE_EPOCHS} epochs: {metrics['accuracy']:.4f}")
     assert history["epochs_run"] == LARGE_EPOCHS
     # the default arithmetic (bfloat16 where the CPU has it), and a saved model that computes in float32
-    assert history["precision"] == resolve_precision("auto", on_cpu=True, backend=history["backend"])
+    assert history["precision"] == resolve_precision(
+        "auto", Placement(history["backend"], tuple(history["devices"])).on_cpu, history["backend"]
+    )
     saved = load_model(str(catalog.model))
     assert {layer.compute_dtype for layer in saved.layers if layer.weights} == {"float32"}
     assert abs(metrics["test_images"] - len(categories) * LARGE_PER_CLASS // 10) <= 2 * len(categories)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 
 import keras
@@ -9,10 +11,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from quickdraw_dag.artifacts import Scaling
+from quickdraw_dag.artifacts import Catalog, Scaling, write_tuning_result
 from quickdraw_dag.config.schema import SearchSpace, TrainParams
 from quickdraw_dag.training.devices import Placement
-from quickdraw_dag.training.model import build_cnn
+from quickdraw_dag.training.model import build_cnn, load_model
 from quickdraw_dag.training.precision import cpu_computes_bfloat16, dtype_policy, in_float32, resolve_precision
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\nbugs\t\t: sysret_ss_attrs\n"
@@ -84,3 +86,41 @@ def test_a_bfloat16_model_is_saved_as_the_same_network_in_float32() -> None:
     # the same function of the image: only bfloat16 rounding apart
     np.testing.assert_allclose(saved.predict(images, verbose=0), mixed.predict(images, verbose=0), atol=0.02)
     assert not np.array_equal(saved.predict(images, verbose=0), mixed.predict(images, verbose=0))
+
+
+class ComputeDtypes(keras.callbacks.Callback):
+    """What the first convolution computes in while `fit` runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.seen.add(self.model.get_layer("block1_conv1").compute_dtype)
+
+
+@pytest.mark.parametrize("weights", ["final", "best"])
+def test_the_train_stage_trains_in_bfloat16_and_saves_a_float32_model_that_loads_without_warnings(
+    tmp_path: Path, tiny_processed: Catalog, weights: str
+) -> None:
+    from tasks.train import train
+
+    catalog = Catalog.under(tmp_path)
+    shutil.copytree(tiny_processed.processed, catalog.processed)
+    catalog.models.mkdir(parents=True)
+    network = {**SearchSpace().first_choices(), "filters": 4}
+    write_tuning_result(catalog, {"trial_id": "fixed", "hyperparameters": network, "candidates": []})
+    seen = ComputeDtypes()
+    params = TrainParams(epochs=2, batch_size=32, precision="mixed_bfloat16", weights=weights, max_seconds=None)
+    history = train(params, catalog, extra_callbacks=[seen])
+    assert seen.seen == {"bfloat16"} and history["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # nothing leaks to the next stage
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = load_model(str(catalog.model))
+    assert not [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)]
+    assert {layer.compute_dtype for layer in saved.layers if layer.weights} == {"float32"}
+    # the trained optimizer came along: its step count is that of the epoch kept, and every slot was saved
+    epochs_kept = history["epochs_run"] if weights == "final" else history["best_epoch"]
+    assert int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) == epochs_kept * history["steps_per_epoch"]
