@@ -35,6 +35,7 @@ import numpy as np
 from keras import layers, ops, regularizers
 
 from quickdraw_dag.artifacts import Catalog, read_categories, read_scaling
+from quickdraw_dag.config.schema import PRECISIONS
 from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.training.callbacks import cosine_schedule
 from quickdraw_dag.training.determinism import seed_everything
@@ -133,8 +134,8 @@ def screen(catalog: Catalog, overrides: dict[str, Any], save: Path | None = None
     test_x, test_y = open_split(catalog, "test")
     batches = MemmapBatches(train_x, train_y, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     steps = len(batches)
-    if config["precision"] not in ("float32", "mixed_bfloat16"):
-        raise SystemExit(f"precision must be float32 or mixed_bfloat16, not {config['precision']!r}")
+    if config["precision"] not in PRECISIONS:
+        raise SystemExit(f"precision must be one of {PRECISIONS}, not {config['precision']!r}")
     with dtype_policy(config["precision"]):
         model = build(config, read_scaling(catalog), classes, int(train_x.shape[1]))
     smoothing = config["label_smoothing"]

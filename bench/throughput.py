@@ -39,11 +39,11 @@ import numpy as np
 
 from bench.corpus import seed_drawings, tiled
 from quickdraw_dag.artifacts import Catalog, Scaling, write_label_names
-from quickdraw_dag.config.schema import PreprocessParams, SearchSpace
+from quickdraw_dag.config.schema import PRECISIONS, Precision, PreprocessParams, SearchSpace
 from quickdraw_dag.data.raster import rasterize
 from quickdraw_dag.data.stream import MemmapBatches, open_split
 from quickdraw_dag.training.model import build_cnn
-from quickdraw_dag.training.precision import Precision, dtype_policy
+from quickdraw_dag.training.precision import dtype_policy
 
 
 class StepClock(keras.callbacks.Callback):
@@ -181,9 +181,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--matmul", type=int, default=2048, help="N of the N×N matmul timed for the peak")
-    parser.add_argument(
-        "--precision", nargs="+", default=["float32"], choices=["float32", "mixed_bfloat16"], help="one or several"
-    )
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=PRECISIONS, help="one or several")
     args = parser.parse_args()
     results = [
         measure(args.filters, args.batch_size, args.steps, matmul=args.matmul, precision=p) for p in args.precision

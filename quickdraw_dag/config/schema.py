@@ -10,7 +10,7 @@ import math
 import typing
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -220,6 +220,9 @@ class PreprocessParams(StrictModel):
 
 Activation = Literal["relu", "leaky_relu", "elu", "swish"]
 OptimizerName = Literal["adam", "adamw", "rmsprop", "sgd"]
+# The arithmetic of training: a Keras dtype policy (quickdraw_dag.training.precision); train.precision adds auto.
+Precision = Literal["float32", "mixed_bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _choices(values: Any) -> Any:
@@ -355,7 +358,7 @@ class TrainParams(StrictModel):
     devices: Literal["auto"] | int = "auto"
     # Arithmetic of training (weights stay float32; the saved model computes in float32): auto = bfloat16 with
     # TensorFlow on a CPU with native bfloat16 instructions, float32 elsewhere (quickdraw_dag.training.precision).
-    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"  # auto, or one of Precision
     augment: AugmentParams = AugmentParams()
 
     @field_validator("devices")

@@ -21,13 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import keras
 
+from quickdraw_dag.config.schema import PRECISIONS, Precision
 from quickdraw_dag.training.model import compile_cnn
 
-Precision = Literal["float32", "mixed_bfloat16"]
 NATIVE_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -50,8 +49,8 @@ def resolve_precision(setting: str, on_cpu: bool, backend: str, cpuinfo: Path = 
     That is TensorFlow (its oneDNN kernels) on a CPU with native bfloat16; JAX's and torch's CPU kernels
     were not measured here, so `auto` keeps float32 with them.
     """
-    if setting == "float32" or setting == "mixed_bfloat16":
-        return setting
+    if setting in PRECISIONS:
+        return setting  # type: ignore[return-value]  # one of Precision's values
     if setting != "auto":
         raise ValueError(f"unknown precision {setting!r}")
     native = backend == "tensorflow" and on_cpu and cpu_computes_bfloat16(cpuinfo)

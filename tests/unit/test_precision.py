@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from quickdraw_dag.artifacts import Catalog, Scaling, write_tuning_result
-from quickdraw_dag.config.schema import SearchSpace, TrainParams
+from quickdraw_dag.config.schema import PRECISIONS, SearchSpace, TrainParams
 from quickdraw_dag.training.devices import Placement
 from quickdraw_dag.training.model import build_cnn, load_model
 from quickdraw_dag.training.precision import cpu_computes_bfloat16, dtype_policy, in_float32, resolve_precision
@@ -50,8 +50,9 @@ def test_no_cpuinfo_means_float32(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["float16", "bfloat16", "", 32, None])
 def test_precision_must_be_one_of_three_names(value: object) -> None:
-    with pytest.raises(ValidationError, match="precision"):
+    with pytest.raises(ValidationError, match="precision\n.*'auto', 'float32' or 'mixed_bfloat16'"):
         TrainParams(precision=value)
+    assert set(PRECISIONS) == {"float32", "mixed_bfloat16"}  # what auto resolves to, the names a run records
     assert TrainParams().precision == "auto"
 
 
